@@ -1,0 +1,52 @@
+"""sdviz — The Illustrated Stable Diffusion, runnable.
+
+Load a real Stable Diffusion pipeline (the embedded mini model, a hub id or a local
+folder), trace a generation through every stage — CLIP text encoder, UNet and
+scheduler, cross-attention, VAE decoder — and draw figures and widgets from the trace.
+
+    import sdviz
+    pipe = sdviz.load()                      # the embedded model, offline, on CPU
+    run = sdviz.generate(pipe, "a red circle to the left of a blue square")
+    run                                      # lists what was recorded
+
+Modules, one per stage: `text` (tokenizer + text encoder), `diffusion` (noising,
+UNet + scheduler steps), `attention` (cross-attention capture), `autoencoder` (VAE),
+`tracing` (the trace context manager), `pipeline` (loading), `figures`, `widgets`.
+Names are imported lazily so that `import sdviz` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API = {
+    "load": "sdviz.pipeline",
+    "trace": "sdviz.tracing",
+    "generate": "sdviz.tracing",
+    "Trace": "sdviz.tracing",
+    "Run": "sdviz.tracing",
+    "tokenize": "sdviz.text",
+    "embed": "sdviz.text",
+    "add_noise": "sdviz.diffusion",
+    "denoise_step": "sdviz.diffusion",
+    "encode": "sdviz.autoencoder",
+    "decode": "sdviz.autoencoder",
+    "tiny_pipeline": "sdviz.builder",
+    "sd_architecture": "sdviz.builder",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'sdviz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
