@@ -1,0 +1,144 @@
+"""Figure 3 — the noise schedule: ᾱ_t, σ_t and the signal-to-noise ratio over t.
+
+In DDPM (Ho et al. 2020) a noisy sample is x_t = sqrt(ᾱ_t)·x_0 + sqrt(1-ᾱ_t)·ε, with
+ᾱ_t the cumulative product of (1 - β_t). The same schedule as a noise level is
+σ_t = sqrt((1-ᾱ_t)/ᾱ_t) (Karras et al. 2022), and SNR(t) = ᾱ_t/(1-ᾱ_t) = 1/σ_t².
+A sampler visits only a few of the T training timesteps; they are marked on each
+curve. Several schedulers (or several step counts) can be drawn side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..schedulers import make_scheduler
+from .style import LINE_COLORS, WIDE, Canvas, new_figure, style, to_numpy
+
+
+def schedule_curves(source: Any, steps: int | None = None) -> dict[str, Any]:
+    """ᾱ, σ and SNR over all training timesteps, plus the sampled timesteps.
+
+    `source` is a traced run, a pipeline or a diffusers scheduler. For a scheduler
+    without timesteps set (or when `steps` is given) the timesteps come from a fresh
+    copy of it (`from_config`), so the scheduler passed in is never changed.
+    """
+    if isinstance(source, Mapping):
+        if "scheduler.alphas_cumprod" not in source:
+            raise KeyError("This run has no 'scheduler.alphas_cumprod'; trace it with sdviz.trace.")
+        abar = to_numpy(source["scheduler.alphas_cumprod"])
+        if steps is not None:
+            raise ValueError("`steps` applies to a scheduler; a run has its own timesteps.")
+        timesteps = to_numpy(source["scheduler.timesteps"])
+        name = str(source.get("scheduler.name", "scheduler"))
+        config = dict(source.get("scheduler.config", {}))
+    else:
+        scheduler = getattr(source, "scheduler", source)
+        if not hasattr(scheduler, "alphas_cumprod") or not hasattr(scheduler, "set_timesteps"):
+            raise TypeError(
+                f"Expected a run, a pipeline or a diffusers scheduler; got {type(source).__name__}."
+            )
+        abar = to_numpy(scheduler.alphas_cumprod)
+        name = type(scheduler).__name__
+        config = dict(scheduler.config)
+        if steps is not None or getattr(scheduler, "num_inference_steps", None) is None:
+            if steps is not None and (not isinstance(steps, int) or steps < 1):
+                raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+            fresh = type(scheduler).from_config(scheduler.config)
+            fresh.set_timesteps(steps or 25)
+            scheduler = fresh
+        timesteps = to_numpy(scheduler.timesteps)
+    t = np.arange(len(abar), dtype=np.float32)
+    abar = np.clip(abar, 1e-12, 1 - 1e-7)
+    sampled_abar = np.interp(timesteps, t, abar)
+    return {
+        "name": name,
+        "schedule": config.get("beta_schedule", ""),
+        "t": t,
+        "alpha_bar": abar,
+        "sigma": np.sqrt((1 - abar) / abar),
+        "snr": abar / (1 - abar),
+        "timesteps": timesteps,
+        "sampled_alpha_bar": sampled_abar,
+    }
+
+
+def noise_schedule(
+    *sources: Any,
+    steps: int | Sequence[int | None] | None = None,
+    labels: Sequence[str] | None = None,
+    fig: Canvas | None = None,
+) -> Figure:
+    """Plot ᾱ_t, σ_t (log) and SNR(t) (log) for one or more runs / pipelines / schedulers.
+
+    Each source is a line; its sampled timesteps are dots on it. A source may also be
+    a scheduler name ("euler", "dpm++", see `sdviz.schedulers`), built from the first
+    source's schedule. `steps` sets the
+    number of sampling steps (one value, or one per source); `labels` names the lines.
+
+    Example:
+        >>> pipe = sdviz.load()
+        >>> fig = sdviz.figures.noise_schedule(pipe)                      # its own scheduler
+        >>> fig = sdviz.figures.noise_schedule(pipe, "euler", "dpm++", steps=[20, 20, 10])
+    """
+    if not sources:
+        raise ValueError("Pass at least one run, pipeline or scheduler.")
+    per_source = list(steps) if isinstance(steps, (list, tuple)) else [steps] * len(sources)
+    if len(per_source) != len(sources):
+        raise ValueError(f"Got {len(per_source)} step counts for {len(sources)} sources.")
+    if labels is not None and len(labels) != len(sources):
+        raise ValueError(f"Got {len(labels)} labels for {len(sources)} sources.")
+    resolved = list(sources)
+    if any(isinstance(s, str) for s in sources):
+        base = next((s for s in sources if not isinstance(s, str)), None)
+        if base is None:
+            raise ValueError(
+                "Scheduler names need a model's schedule: pass a run, pipeline or scheduler "
+                "first, e.g. noise_schedule(pipe, 'euler', 'dpm++')."
+            )
+        if isinstance(base, Mapping):
+            config = base["scheduler.config"]
+        else:
+            config = getattr(getattr(base, "scheduler", base), "config", None)
+        resolved = [make_scheduler(s, config) if isinstance(s, str) else s for s in sources]
+    curves = [schedule_curves(s, n) for s, n in zip(resolved, per_source, strict=True)]
+    with style():
+        fig = new_figure(fig, 3 * WIDE, 3.8, suptitle="Noise schedule over training timesteps t")
+        axes = fig.subplots(1, 3)
+        for i, c in enumerate(curves):
+            color = LINE_COLORS[i % len(LINE_COLORS)]
+            label = labels[i] if labels else f"{c['name']} ({c['schedule']})".replace(" ()", "")
+            label += f", {len(c['timesteps'])} steps"
+            abar_s = c["sampled_alpha_bar"]
+            ys = (
+                (c["alpha_bar"], abar_s),
+                (c["sigma"], np.sqrt((1 - abar_s) / abar_s)),
+                (c["snr"], abar_s / (1 - abar_s)),
+            )
+            for ax, (y, y_s) in zip(axes, ys, strict=True):
+                ax.plot(c["t"], y, color=color, linewidth=2, label=label)
+                ax.plot(c["timesteps"], y_s, "o", color=color, markersize=5)
+        titles = (
+            "ᾱ_t: fraction of signal variance",
+            "σ_t = √((1-ᾱ_t)/ᾱ_t): noise level",
+            "SNR(t) = ᾱ_t / (1-ᾱ_t)",
+        )
+        for ax, title, ylabel in zip(axes, titles, ("ᾱ_t", "σ_t", "SNR"), strict=True):
+            ax.set_title(title)
+            ax.set_xlabel("timestep t")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        axes[1].set_yscale("log")
+        axes[2].set_yscale("log")
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            names,
+            loc="outside lower center",
+            ncols=min(len(curves), 3),
+            title="dots: the sampled timesteps",
+        )
+    return fig

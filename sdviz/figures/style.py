@@ -1,0 +1,204 @@
+"""The shared look of sdviz figures, and the helpers every figure module uses.
+
+One place for sizes, fonts and colormaps so that all figures line up on a slide:
+`PANEL` inches per image panel, fonts readable when a figure is shown full-width,
+colour-blind-safe colormaps (viridis / cividis / magma, and "RdBu_r" for signed
+quantities such as noise). Figures are built on `matplotlib.figure.Figure` inside a
+local `rc_context` (`style()`), never through pyplot, so nothing global changes.
+
+Also here: tensor -> array conversion that accepts fp16 / CUDA tensors, input
+validation shared by the modules (steps, runs), and `save`, which writes
+byte-identical PNG / SVG / PDF files for identical figures (no dates, fixed SVG ids).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure, SubFigure
+
+PANEL = 2.6  # inches: one image panel; every figure is a multiple of it
+WIDE = 4.2  # inches: one line-plot panel
+DPI = 100  # dots per inch for screen and PNG files
+IMAGE_CMAP = "viridis"  # unsigned maps (latent channels, embeddings' magnitudes)
+SIGNED_CMAP = "RdBu_r"  # signed maps: noise, differences, embedding values
+HEAT_CMAP = "magma"  # attention heat maps
+MATRIX_CMAP = "cividis"  # similarity matrices
+LINE_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")  # Okabe-Ito
+FORMATS = ("png", "svg", "pdf")
+
+RC = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "figure.titlesize": 14,
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "image.cmap": IMAGE_CMAP,
+    "axes.prop_cycle": matplotlib.cycler(color=LINE_COLORS),
+    "svg.hashsalt": "sdviz",
+    "svg.fonttype": "path",
+}
+
+Canvas = Figure | SubFigure
+
+
+def style() -> contextlib.AbstractContextManager:
+    """A local matplotlib style context: `with style(): ...` (nothing global changes)."""
+    return matplotlib.rc_context(RC)
+
+
+def new_figure(
+    fig: Canvas | None, width: float, height: float, *, suptitle: str | None = None
+) -> Canvas:
+    """Return `fig` cleared (when given) or a new constrained-layout Figure of that size."""
+    if fig is None:
+        fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    else:
+        fig.clear()
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def figure_of(ax: Axes) -> Canvas:
+    """The (sub)figure an Axes belongs to."""
+    return ax.figure
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A float32 numpy array from a torch tensor (any dtype, any device), PIL image or array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def image_hwc(image: Any) -> np.ndarray:
+    """An (H, W, 3) float array in [0, 1] from a (3, H, W) tensor, an (H, W, 3) array or a PIL image."""
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    arr = to_numpy(image)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise ValueError(f"Expected one image (3, H, W) or (H, W, 3); got shape {arr.shape}.")
+    if arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    if arr.max() > 1.5:  # 0..255 images
+        arr = arr / 255.0
+    return np.clip(arr, 0.0, 1.0)
+
+
+def show_image(ax: Axes, image: Any, title: str | None = None) -> None:
+    """Draw an RGB image without ticks, with an optional title."""
+    ax.imshow(image_hwc(image), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+
+
+def show_map(
+    ax: Axes,
+    values: Any,
+    *,
+    cmap: str = IMAGE_CMAP,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    title: str | None = None,
+):
+    """Draw a 2-D map without ticks; returns the image artist (for a colorbar)."""
+    im = ax.imshow(to_numpy(values), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return im
+
+
+def symmetric_limit(*arrays: Any) -> float:
+    """The largest |value| over arrays (for a diverging colormap centred on zero)."""
+    lim = max(float(np.abs(to_numpy(a)).max()) for a in arrays)
+    return lim if lim > 0 else 1.0
+
+
+def require(run: Mapping[str, Any], *keys: str, hint: str = "") -> None:
+    """Raise a KeyError naming the missing trace keys (and how to record them)."""
+    missing = [k for k in keys if k not in run]
+    if missing:
+        raise KeyError(
+            f"This run has no {', '.join(repr(k) for k in missing)}. {hint}".strip()
+            + f" Recorded keys: {', '.join(sorted(run.keys()))}."
+        )
+
+
+def check_steps(steps: int | Sequence[int] | None, n_steps: int, default: int = 5) -> list[int]:
+    """Validate step indices in [-n_steps, n_steps); None -> `default` evenly spaced steps."""
+    if steps is None:
+        count = min(default, n_steps)
+        return sorted({round(i * (n_steps - 1) / max(count - 1, 1)) for i in range(count)})
+    single = isinstance(steps, (int, np.integer))
+    out = []
+    for s in [steps] if single else steps:
+        if not isinstance(s, (int, np.integer)) or not -n_steps <= s < n_steps:
+            raise IndexError(
+                f"Step {s!r} is out of range: this run has {n_steps} steps, "
+                f"so use 0..{n_steps - 1} (or negative indices from the end)."
+            )
+        out.append(int(s) % n_steps)
+    if not out:
+        raise ValueError("Pass at least one step.")
+    return out
+
+
+def save(fig: Canvas, path: str | Path, fmt: str | None = None) -> Path:
+    """Write `fig` to `path` byte-for-byte reproducibly (no dates, no version stamps)."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown figure format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}.get(
+        fmt, {"CreationDate": None, "Creator": None, "Producer": None}
+    )
+    root = fig.get_figure(root=True) if isinstance(fig, SubFigure) else fig
+    with style():
+        root.savefig(path, format=fmt, metadata=metadata)
+    return path
+
+
+def to_png(fig: Canvas) -> bytes:
+    """The figure as PNG bytes (deterministic), e.g. for an ipywidgets Image."""
+    root = fig.get_figure(root=True) if isinstance(fig, SubFigure) else fig
+    buf = io.BytesIO()
+    with style():
+        root.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def render(fig: Canvas) -> np.ndarray:
+    """The figure rendered to an (H, W, 4) uint8 RGBA array (Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    root = fig.get_figure(root=True) if isinstance(fig, SubFigure) else fig
+    canvas = FigureCanvasAgg(root)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def iter_axes(fig: Canvas) -> Iterator[Axes]:
+    """The visible axes of a figure (colorbars excluded)."""
+    for ax in fig.axes:
+        if ax.get_visible() and ax.get_label() != "<colorbar>":
+            yield ax

@@ -1,0 +1,112 @@
+"""Figure 7 — tokens and embeddings: what the UNet reads from the prompt.
+
+CLIP's tokenizer (Radford et al. 2021) splits the prompt into byte-pair tokens, adds
+start and end tokens and pads to a fixed length L (`tokenizer.model_max_length`, 77
+for Stable Diffusion). The text encoder turns the L tokens into an L×d matrix — one
+contextual vector per token, padding included — that every cross-attention layer of
+the UNet attends to (Rombach et al. 2022, Sec. 3.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .style import SIGNED_CMAP, WIDE, Canvas, new_figure, style, symmetric_limit, to_numpy
+
+PADDING_ROWS_SHOWN = 2  # padding tokens listed after the real ones in the token table
+MAX_TICKS = 24  # at most this many token labels on the embedding matrix
+
+
+def text_data(source: Any, prompt: str | None = None) -> dict[str, Any]:
+    """tokens (L), input ids (L), n_tokens and the (L, d) embeddings from a run or pipe+prompt."""
+    if isinstance(source, Mapping):
+        if prompt is not None:
+            raise ValueError("A run has its own prompt; pass `prompt` only with a pipeline.")
+        keys = ("text.tokens", "text.input_ids", "text.n_tokens", "text_encoder.prompt_embeds")
+        missing = [k for k in keys if k not in source]
+        if missing:
+            raise KeyError(f"This run has no {', '.join(missing)}; trace it with sdviz.trace.")
+        return {
+            "prompt": source.get("prompt", ""),
+            "tokens": list(source["text.tokens"]),
+            "ids": [int(i) for i in to_numpy(source["text.input_ids"]).astype(np.int64)],
+            "n_tokens": int(source["text.n_tokens"]),
+            "embeds": to_numpy(source["text_encoder.prompt_embeds"]),
+        }
+    if prompt is None:
+        raise ValueError("Pass a prompt with a pipeline: tokens_and_embeddings(pipe, 'a red cat').")
+    from ..text import embed, tokenize
+
+    tok = tokenize(source, prompt)
+    return {
+        "prompt": prompt,
+        "tokens": list(tok["tokens"]),
+        "ids": [int(i) for i in to_numpy(tok["input_ids"]).astype(np.int64)],
+        "n_tokens": int(tok["n_tokens"]),
+        "embeds": to_numpy(embed(source, prompt)),
+    }
+
+
+def tokens_and_embeddings(
+    source: Any, prompt: str | None = None, *, fig: Canvas | None = None
+) -> Figure:
+    """The padded token list next to the embedding matrix (tokens × dimensions).
+
+    `source` is a traced run, or a pipeline with a `prompt`.
+
+    Example:
+        >>> run = sdviz.generate(pipe, "a red circle")
+        >>> fig = sdviz.figures.tokens_and_embeddings(run)
+        >>> fig = sdviz.figures.tokens_and_embeddings(pipe, "a photo of a cat")
+    """
+    data = text_data(source, prompt)
+    tokens, ids, n, emb = data["tokens"], data["ids"], data["n_tokens"], data["embeds"]
+    L, d = emb.shape
+    shown = min(L, n + PADDING_ROWS_SHOWN)
+    with style():
+        fig = new_figure(
+            fig,
+            3 * WIDE,
+            max(4.0, 0.32 * shown + 1.6),
+            suptitle=f"Prompt {data['prompt']!r}: {n} tokens padded to L = {L}, embedded in d = {d}",
+        )
+        ax_tok, ax_emb = fig.subplots(1, 2, width_ratios=[1, 2])
+        ax_tok.axis("off")
+        ax_tok.set_title("Tokens (position, token, id)")
+        rows = [
+            (str(i), tokens[i] + ("   (padding)" if i >= n else ""), str(ids[i]))
+            for i in range(shown)
+        ]
+        if shown < L:
+            rows.append(("…", f"{L - shown} more padding tokens", ""))
+        table = ax_tok.table(
+            cellText=rows,
+            colLabels=["pos", "token", "id"],
+            colWidths=[0.15, 0.65, 0.2],
+            loc="upper center",
+            cellLoc="left",
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(10)
+        for (r, _), cell in table.get_celld().items():
+            if 0 < r <= shown and r - 1 >= n:
+                cell.set_facecolor("#eeeeee")
+        lim = symmetric_limit(emb)
+        im = ax_emb.imshow(
+            emb, aspect="auto", cmap=SIGNED_CMAP, vmin=-lim, vmax=lim, interpolation="nearest"
+        )
+        ax_emb.axhline(n - 0.5, color="black", linewidth=1.5, linestyle="--")
+        ax_emb.text(
+            d - 1, n - 0.5, "padding below ", ha="right", va="top", fontsize=10, color="black"
+        )
+        ticks = list(range(0, n, max(1, n // MAX_TICKS))) + ([L - 1] if L > n else [])
+        ax_emb.set_yticks(ticks, [tokens[i] for i in ticks], fontsize=9 if n > 12 else 10)
+        ax_emb.set_xlabel(f"embedding dimension (0..{d - 1})")
+        ax_emb.set_ylabel("token")
+        ax_emb.set_title(f"Text-encoder output: {L} × {d} matrix")
+        fig.colorbar(im, ax=ax_emb, label="value", shrink=0.9)
+    return fig
