@@ -1,0 +1,274 @@
+"""Load a Stable Diffusion pipeline to trace: embedded model, local folder or hub id.
+
+Stable Diffusion (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent
+Diffusion Models") is a `diffusers.StableDiffusionPipeline`: CLIP text encoder, UNet,
+scheduler and VAE. `load` returns one, ready for `sdviz.trace`:
+
+    pipe = sdviz.load()                                   # embedded model, offline
+    pipe = sdviz.load("path/to/folder")                   # a save_pretrained folder
+    pipe = sdviz.load("stable-diffusion-v1-5/stable-diffusion-v1-5", scheduler="euler")
+
+Weights are read from safetensors only (never pickle) and no remote code runs. SD 1.x
+and 2.x load alike; 2.x "v-prediction" models carry `prediction_type` in their
+scheduler config. Everything is checked before anything is loaded, so a bad argument
+costs nothing and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .schedulers import canonical_name, make_scheduler, scheduler_class
+
+EMBEDDED_MODEL = Path(__file__).parent / "models" / "sdviz-mini"
+TINY = "sdviz-tiny"  # reserved name: the random tiny pipeline built in code
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda if available, else mps, else cpu; otherwise check the request."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"Unknown device {device!r}. Use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} but CUDA is not available (torch {torch.__version__} "
+            "sees no GPU). Use device='auto' or 'cpu', or install a CUDA build of torch."
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) exist."
+        )
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError(f"device={device!r} but Apple MPS is not available here.")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"Unsupported device {device!r}: use 'auto', 'cpu', 'cuda' or 'mps'.")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None):
+    """``"auto"`` -> float16 on CUDA, float32 elsewhere; accepts 'fp32', 'fp16', 'bf16'."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"dtype {dtype} is not supported: use float32, float16 or bfloat16.")
+        return dtype
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.")
+        if key == "auto":
+            cuda = device is not None and torch.device(device).type == "cuda"
+            return torch.float16 if cuda else torch.float32
+        if key in _DTYPES:
+            return _DTYPES[key]
+    raise ValueError(
+        f"Unknown dtype {dtype!r}. Use 'auto' (fp16 on CUDA, fp32 elsewhere), "
+        f"one of {sorted(_DTYPES)}, or a torch.dtype."
+    )
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Check a .safetensors file's header against its size (cheap: reads the header only).
+
+    Catches truncated downloads and corrupt headers, naming the file; a flipped bit
+    inside the tensor data cannot be detected without a checksum.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    hint = "Re-download or re-save it (pipe.save_pretrained(folder, safe_serialization=True))."
+    with open(path, "rb") as f:
+        if size < 8:
+            raise OSError(f"Truncated weights file {path} ({size} bytes). {hint}")
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > size - 8:
+            raise OSError(
+                f"Corrupt or truncated weights file {path}: its header claims {n} bytes "
+                f"but the file has {size}. {hint}"
+            )
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError):
+            raise OSError(
+                f"Corrupt weights file {path}: unreadable safetensors header. {hint}"
+            ) from None
+    data = size - 8 - n
+    need = max(ends, default=0)
+    if need > data:
+        raise OSError(
+            f"Truncated weights file {path}: tensors need {need} bytes of data, "
+            f"the file holds {data}. {hint}"
+        )
+    if need != data:
+        raise OSError(f"Corrupt weights file {path}: {data - need} unexpected bytes. {hint}")
+
+
+def _check_folder(folder: Path) -> None:
+    """A diffusers pipeline folder with safetensors weights, each file intact."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise OSError(
+            f"{folder} is not a diffusers pipeline folder: it has no model_index.json. "
+            "Save one with pipe.save_pretrained(folder), or pass a hub id."
+        )
+    components = [k for k, v in json.loads(index.read_text()).items() if isinstance(v, list)]
+    for name in components:
+        sub = folder / name
+        if not sub.is_dir():
+            continue
+        files = [p for p in sub.iterdir() if p.is_file()]
+        weights = [p for p in files if p.suffix == ".safetensors"]
+        pickles = [p for p in files if p.suffix in _PICKLE_SUFFIXES]
+        if pickles and not weights:
+            raise OSError(
+                f"{sub} holds only pickle weights ({pickles[0].name}); sdviz loads safetensors "
+                "only, since unpickling can run arbitrary code. Convert them: load in diffusers "
+                "and call save_pretrained(folder, safe_serialization=True)."
+            )
+        for p in weights:
+            check_safetensors(p)
+
+
+def _looks_like_path(model: str) -> bool:
+    """Not shaped like a hub id ("name" or "owner/name"), or named like a weights file."""
+    return not _HUB_ID.match(model) or model.endswith((".safetensors", *_PICKLE_SUFFIXES))
+
+
+def _from_pretrained(source: str, dtype: torch.dtype):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(
+        source,
+        dtype=dtype,
+        use_safetensors=True,
+        safety_checker=None,
+        requires_safety_checker=False,
+        trust_remote_code=False,
+    )
+
+
+def _offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover
+        return os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _load_hub(model: str, dtype: torch.dtype):
+    try:
+        return _from_pretrained(model, dtype)
+    except OSError as err:
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local cache"
+            if _offline()
+            else "it is not in the local cache and the Hugging Face Hub could not serve it"
+        )
+        raise OSError(
+            f"Could not load {model!r}: {why}. Options: sdviz.load() uses the embedded model "
+            "(no download); sdviz.load('path/to/folder') loads a local save_pretrained folder; "
+            "to download, go online: unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE), check the "
+            "network, and check the id at https://huggingface.co/" + model + " - SD 1.5 "
+            "(stable-diffusion-v1-5/stable-diffusion-v1-5) needs no login; gated models need "
+            "`hf auth login`. (No local folder of that name exists either.)"
+        ) from err
+
+
+def load(
+    model: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    scheduler: str | None = None,
+):
+    """Load a `StableDiffusionPipeline` ready to trace.
+
+    Args:
+        model: None for the embedded mini model (the random tiny pipeline until that
+            ships), ``"sdviz-tiny"`` for the tiny pipeline built in code, a local folder
+            written by ``save_pretrained``, or a hub id such as
+            ``"stable-diffusion-v1-5/stable-diffusion-v1-5"`` (online or cached).
+        device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"mps"``...
+        dtype: ``"auto"`` (fp16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``, ``"bf16"``.
+        scheduler: a name from `sdviz.schedulers.scheduler_names()` (``"ddim"``,
+            ``"euler"``, ``"dpm++"``...), built from the model's own scheduler config.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if scheduler is not None:
+        scheduler_class(scheduler)  # unknown name / missing scipy: fail before loading
+    if model is None:
+        model = EMBEDDED_MODEL if (EMBEDDED_MODEL / "model_index.json").is_file() else TINY
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"model must be None, a folder path or a hub id string, got {type(model).__name__}."
+        )
+    path = Path(os.path.expanduser(os.fspath(model)))
+    if os.fspath(model) == TINY and not path.exists():
+        from .builder import tiny_pipeline
+
+        pipe = tiny_pipeline()
+    elif path.is_dir():
+        _check_folder(path)
+        pipe = _from_pretrained(str(path), dt)
+    elif path.is_file():
+        raise OSError(
+            f"{path} is a single file; sdviz.load takes a diffusers pipeline folder "
+            "(model_index.json + unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a hub id."
+        )
+    elif isinstance(model, os.PathLike) or _looks_like_path(str(model)):
+        raise FileNotFoundError(
+            f"No such model folder: {os.fspath(model)!r} ({path.absolute()}). Pass an existing save_pretrained folder, a hub id "
+            "such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or None for the embedded model."
+        )
+    else:
+        pipe = _load_hub(str(model), dt)
+    if pipe.unet.dtype != dt:  # from_pretrained already used dt; .to(dtype=) warns needlessly
+        pipe = pipe.to(dtype=dt)
+    if pipe.device != dev:
+        pipe = pipe.to(device=dev)
+    if scheduler is not None:
+        set_scheduler(pipe, scheduler)
+    return pipe
+
+
+def set_scheduler(pipe: Any, name: str):
+    """Swap ``pipe.scheduler`` for the scheduler called `name`, built from its config.
+
+    The new scheduler is built first, so a bad name leaves the pipeline untouched.
+    Returns the new scheduler.
+    """
+    canonical_name(name)
+    new = make_scheduler(name, pipe.scheduler.config)
+    pipe.scheduler = new
+    return new
