@@ -29,6 +29,8 @@ RUN_ALL_TIMEOUT = float(os.environ.get("SDVIZ_BROWSER_RUN_TIMEOUT", "150"))
 
 DENOISE_IMAGE = "img.sdviz-denoise-image, .sdviz-denoise-image img"
 DENOISE_HANDLE = ".sdviz-denoise-slider .noUi-handle"
+DENOISE_PICTURES = ".sdviz-denoise img.widget-image"  # all carry sdviz-state-<step>
+DENOISE_CAPTION = ".sdviz-denoise-state"
 PROMPT_INPUT = ".sdviz-prompt-text input"
 PROMPT_TOKENS = ".sdviz-prompt-tokens"
 TYPED_PROMPT = "a blue square"
@@ -56,18 +58,25 @@ WIDGETS_NOTEBOOK = textwrap.dedent(
     from matplotlib.image import imsave
 
 
-    def png(step):
+    def show(step):
         buf = io.BytesIO()
         imsave(buf, np.random.default_rng(step).random((8, 8)), format="png")
-        return buf.getvalue()
+        with image.hold_sync():
+            image.value = buf.getvalue()
+            image._dom_classes = ("sdviz-denoise-image", f"sdviz-state-{step}")
+        caption.value = f"step {step + 1} of 10"
 
 
     slider = w.IntSlider(value=0, min=0, max=9, description="step")
     slider.add_class("sdviz-denoise-slider")
-    image = w.Image(value=png(0), format="png", width=128)
-    image.add_class("sdviz-denoise-image")
-    slider.observe(lambda change: setattr(image, "value", png(change["new"])), names="value")
-    w.VBox([slider, image])
+    image = w.Image(format="png", width=128)
+    caption = w.HTML()
+    caption.add_class("sdviz-denoise-state")
+    slider.observe(lambda change: show(change["new"]), names="value")
+    show(0)
+    explorer = w.VBox([slider, caption, image])
+    explorer.add_class("sdviz-denoise")
+    explorer
 
     # %%
     text = w.Text(value="a red circle", description="prompt")
@@ -168,32 +177,39 @@ def _drive(ui, url: str, notebook: str) -> None:
         assert not (errors := ui.errors(notebook)), "cells show errors:\n" + "\n".join(errors)
 
     image = page.locator(DENOISE_IMAGE).first
+    handle = page.locator(DENOISE_HANDLE).first
     with ui.step("see the denoising explorer render"):
         image.scroll_into_view_if_needed()
         image.wait_for(state="visible")
         ui.wait_for("the denoising image to load", lambda: _loaded(image), 30)
+        step = int(float(handle.get_attribute("aria-valuenow")))
+        assert _state(image) == str(step), f"image shows {_state(image)}, slider at {step}"
         ui.screenshot("denoise-explorer")
 
     with ui.step("move the timestep slider and see the image change"):
-        handle = page.locator(DENOISE_HANDLE).first
         handle.scroll_into_view_if_needed()
-        before_value = float(handle.get_attribute("aria-valuenow"))
-        at_end = before_value >= float(handle.get_attribute("aria-valuemax"))
+        at_end = step >= int(float(handle.get_attribute("aria-valuemax")))
+        target = step - 1 if at_end else step + 1
         before_src = image.get_attribute("src")
+        caption = page.locator(DENOISE_CAPTION).first
+        before_caption = caption.inner_text() if caption.count() else None
         handle.focus()
         page.keyboard.press("ArrowLeft" if at_end else "ArrowRight")
         ui.wait_for(
-            "the slider value to change",
-            lambda: float(handle.get_attribute("aria-valuenow")) != before_value,
+            f"the slider to reach {target}",
+            lambda: int(float(handle.get_attribute("aria-valuenow"))) == target,
             10,
         )
+        pictures = page.locator(DENOISE_PICTURES)
 
         def redrawn():
+            states = {_state(pictures.nth(i)) for i in range(pictures.count())}
             src = image.get_attribute("src")
-            idle = ui.notebook_state(notebook)["kernel"] == "idle"
-            return src != before_src and _loaded(image) and idle
+            return states == {str(target)} and src != before_src and _loaded(image)
 
-        ui.wait_for("the denoising image to be redrawn", redrawn, 30)
+        ui.wait_for(f"every picture of the explorer to show step {target}", redrawn, 30)
+        if before_caption is not None:
+            assert caption.inner_text() != before_caption, "the step caption did not change"
         ui.screenshot("denoise-slider-moved")
 
     tokens = page.locator(PROMPT_TOKENS).first
@@ -223,3 +239,11 @@ def _drive(ui, url: str, notebook: str) -> None:
 
 def _loaded(image) -> bool:
     return image.evaluate("img => img.complete && img.naturalWidth > 0")
+
+
+def _state(element) -> str | None:
+    """The state an sdviz picture says it shows: its `sdviz-state-<state>` class."""
+    for cls in (element.get_attribute("class") or "").split():
+        if cls.startswith("sdviz-state-"):
+            return cls.removeprefix("sdviz-state-")
+    return None

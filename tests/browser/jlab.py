@@ -49,7 +49,7 @@ _NOTEBOOK_STATE_JS = """
   const kernel = sc && sc.session ? sc.session.kernel : null;
   return {
     isNotebook, cells,
-    widgetClass: panel.constructor.name,
+    widgetClass: panel.node.className,
     kernel: kernel ? kernel.status : null,
     kernelName: kernel ? kernel.name : null,
     kernelReady: !!(sc && sc.isReady),

@@ -1,10 +1,11 @@
 """A throwaway JupyterLab server for the browser test, isolated from the user's setup.
 
-The server listens on 127.0.0.1 at a free port, without a token (test only), serves a
-temporary root, and gets its own config/data/runtime/IPython/matplotlib/settings/workspace
-directories, so neither the user's Jupyter settings nor open tabs from earlier runs leak
-in. JupyterLab settings come from ``overrides.json`` in a private ``app_settings_dir``:
-jupytext opens ``.py`` files as notebooks on double-click, and nothing pops up (news).
+It is started the way a learner starts it, ``python -m sdviz.lab`` (which puts sdviz's
+shipped JupyterLab settings on ``JUPYTER_CONFIG_PATH``, so a double-clicked ``.py``
+lesson opens as a Jupytext notebook), on 127.0.0.1 at a free port, without a token (test
+only), serving a temporary root. It gets its own config/data/runtime/IPython/matplotlib/
+settings/workspace directories, so neither the user's Jupyter settings nor tabs left open
+by earlier runs leak in. A private ``app_settings_dir`` only silences the news prompt.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-# JupyterLab settings a learner's setup is expected to provide (jupytext's README
-# recommends the same defaultViewers), plus quiet notifications for a test.
+# Test-only JupyterLab settings: no news prompt or update check popping over the page.
+# (How .py files open is NOT set here: that must come from sdviz's shipped settings.)
 LAB_OVERRIDES = {
-    "@jupyterlab/docmanager-extension:plugin": {
-        "defaultViewers": {"python": "Jupytext Notebook"},
-    },
     "@jupyterlab/apputils-extension:notification": {
         "checkForUpdates": False,
         "fetchNews": "false",
@@ -84,7 +82,7 @@ class LabServer:
         cmd = [
             sys.executable,
             "-m",
-            "jupyterlab",
+            "sdviz.lab",  # the learners' command: `jupyter lab` with sdviz's settings
             "--no-browser",
             "--ip=127.0.0.1",
             f"--port={self.port}",
@@ -92,7 +90,6 @@ class LabServer:
             "--IdentityProvider.token=",
             "--ServerApp.password=",
             "--ServerApp.disable_check_xsrf=True",
-            f"--ServerApp.root_dir={self.root}",
             "--LabApp.expose_app_in_browser=True",
             f"--LabApp.app_settings_dir={app_settings}",
             f"--LabApp.user_settings_dir={self.home / 'user-settings'}",
@@ -101,6 +98,7 @@ class LabServer:
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")
+        cmd.append(str(self.root))  # the folder to serve, as in `python -m sdviz.lab lessons`
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child, closed in stop()
         self._log = log
         self.proc = subprocess.Popen(
