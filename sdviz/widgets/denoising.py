@@ -1,0 +1,141 @@
+"""The denoising explorer: one timestep slider over a traced generation.
+
+"The Illustrated Stable Diffusion" (Alammar, 2022) draws the reverse process as a
+strip: at each step the UNet looks at the noisy latents x_t, predicts the noise in them
+(Ho et al. 2020's epsilon), and the scheduler removes part of it. This widget replays a
+recorded `Run` at any step: x_t decoded, the predicted clean image x̂0 decoded, the noise
+prediction's latent channels, the cross-attention map of each word, and the step's place
+on the noise schedule. Everything comes from the Run (decodes are batched once and
+cached); moving the slider never runs the UNet again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as W
+import torch
+
+from . import _images
+
+if TYPE_CHECKING:
+    from ..tracing import Run
+from ._common import image_widget, labelled, resolve_words, set_tagged
+
+
+def _decoded(run: Any, pipe: Any, which: str, steps: list[int]) -> torch.Tensor:
+    """(n, 3, H, W) images of recorded latents: the VAE when given a pipe, else the preview."""
+    if pipe is None:
+        return run.preview(which, steps=steps)
+    return run.decode(pipe, which=which, steps=steps)
+
+
+class DenoisingExplorer(W.VBox):
+    """x_t, x̂0, noise prediction, per-word attention and the schedule at one step.
+
+    `run`: a traced generation (`sdviz.generate` or `sdviz.trace`); `pipe`: the pipeline
+    whose VAE decodes the latents (None: the Run's cheap linear preview); `words`: which
+    of the prompt's words get an attention map (default: all). `size`: image width in px.
+
+    Controls: `.slider` (the step, 0 = pure noise) and `.play`, linked in the browser.
+    CSS hooks: sdviz-denoise (the whole widget), sdviz-denoise-slider, sdviz-denoise-play,
+    sdviz-denoise-image (x_t), sdviz-denoise-x0, sdviz-denoise-noise,
+    sdviz-denoise-attention (one per word), sdviz-denoise-schedule, sdviz-denoise-state
+    (caption); each image also carries `sdviz-state-<step>` naming the step it shows.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        pipe: Any = None,
+        *,
+        words: list[str] | None = None,
+        size: int = 160,
+        interval_ms: int = 400,
+    ) -> None:
+        self.run = run
+        self.n_steps = int(run["unet.noise_pred"].shape[0])
+        self.words = resolve_words(run, words) if "attention.maps" in run else []
+        self.size = size
+        steps = list(range(self.n_steps))
+        # decoded once, batched; the slider only indexes into these
+        self._xt = _decoded(run, pipe, "latents", steps)  # (S, 3, H, W)
+        self._x0 = _decoded(run, pipe, "pred_original_sample", steps)  # (S, 3, H, W)
+        self._schedule: _images.MarkedFigure | None = None
+
+        self.slider = W.IntSlider(
+            value=0,
+            min=0,
+            max=self.n_steps - 1,
+            description="step",
+            continuous_update=True,
+            layout=W.Layout(width="360px"),
+        )
+        self.slider.add_class("sdviz-denoise-slider")
+        self.play = W.Play(value=0, min=0, max=self.n_steps - 1, interval=interval_ms)
+        self.play.add_class("sdviz-denoise-play")
+        W.jslink((self.play, "value"), (self.slider, "value"))
+        self.state = W.HTML()
+        self.state.add_class("sdviz-denoise-state")
+
+        self.xt_image = image_widget("sdviz-denoise-image", "sdviz-denoise-xt")
+        self.x0_image = image_widget("sdviz-denoise-x0")
+        self.noise_image = image_widget("sdviz-denoise-noise")
+        self.attention_images = [image_widget("sdviz-denoise-attention") for _ in self.words]
+        self.schedule_image = image_widget("sdviz-denoise-schedule")
+
+        pictures = W.HBox(
+            [
+                labelled("x_t (decoded)", self.xt_image),
+                labelled("x̂0: predicted clean image", self.x0_image),
+                labelled("predicted noise (latent channels)", self.noise_image),
+            ]
+        )
+        attention = W.HBox(
+            [
+                labelled(w, img)
+                for (w, _), img in zip(self.words, self.attention_images, strict=True)
+            ]
+        )
+        parts = [W.HBox([self.play, self.slider, self.state]), pictures]
+        if self.words:
+            parts.append(labelled("cross-attention per word", attention))
+        parts.append(self.schedule_image)
+        super().__init__(parts)
+        self.add_class("sdviz-denoise")
+
+        self.slider.observe(self._on_step, names="value")
+        self.show(0)
+
+    def _on_step(self, change: dict) -> None:
+        self.show(int(change["new"]))
+
+    def _schedule_png(self, step: int) -> bytes:
+        """`sdviz.figures.noise_schedule(run)`, rendered once, with a marker at step's t."""
+        if self._schedule is None:
+            from ..figures import noise_schedule
+
+            self._schedule = _images.MarkedFigure(noise_schedule(self.run))
+        return self._schedule.png(float(self.run["step.t"][step]))
+
+    def show(self, step: int) -> None:
+        """Redraw every panel for `step` (what the slider calls)."""
+        if not 0 <= step < self.n_steps:
+            raise ValueError(f"step must be in [0, {self.n_steps - 1}], got {step}.")
+        run, tag = self.run, str(step)
+        t = int(run["step.t"][step])
+        abar = float(run["step.alpha_bar"][step])
+        self.state.value = (
+            f"step {step + 1} of {self.n_steps} · t = {t} · ᾱ_t = {abar:.3f} "
+            f"(signal {abar**0.5:.2f}, noise {(1 - abar) ** 0.5:.2f})"
+        )
+        set_tagged(self.xt_image, tag, value=_images.image_png(self._xt[step], self.size))
+        set_tagged(self.x0_image, tag, value=_images.image_png(self._x0[step], self.size))
+        noise = run["unet.noise_pred"][step]  # (c, h, w)
+        set_tagged(self.noise_image, tag, value=_images.channels_png(noise, self.size // 2))
+        if self.words:
+            maps = run["attention.maps"][step]  # (L, h, w)
+            top = float(maps[[i for _, i in self.words]].max())  # shared scale across words
+            for (_, i), img in zip(self.words, self.attention_images, strict=True):
+                set_tagged(img, tag, value=_images.heat_png(maps[i], self.size // 2, vmax=top))
+        set_tagged(self.schedule_image, tag, value=self._schedule_png(step))

@@ -1,0 +1,137 @@
+"""The prompt explorer: type a prompt, see its tokens and ids live, generate an image.
+
+The first stage of Stable Diffusion is the CLIP tokenizer: the prompt becomes a fixed
+number of token ids (77 for SD: BOS, the words' sub-word pieces, EOS, then padding),
+and anything past the limit is cut off ("The Illustrated Stable Diffusion", the text
+encoder section; Radford et al. 2021 for CLIP). This widget shows that list while you
+type and generates with `sdviz.generate` when you press the button.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+import ipywidgets as W
+
+from . import _images
+from ._common import image_widget, set_tagged
+
+_CHIP = (
+    '<span class="sdviz-token" style="display:inline-block;margin:2px;padding:2px 5px;'
+    'border-radius:4px;background:{bg};font-family:monospace">{tok}<sub>{id}</sub></span>'
+)
+
+
+def tokens_html(tokenized: dict[str, Any]) -> str:
+    """HTML chips for a `sdviz.tokenize` result: real tokens with ids, padding summarised."""
+    tokens, ids = tokenized["tokens"], [int(i) for i in tokenized["input_ids"]]
+    n = int(tokenized["n_tokens"])
+    chips = [
+        _CHIP.format(bg="#fde0c5" if i in (0, n - 1) else "#d7e8f5", tok=html.escape(t), id=ids[i])
+        for i, t in enumerate(tokens[:n])
+    ]
+    parts = [f"<div><b>{n} tokens</b> (with start and end markers) of {len(ids)}:</div>"]
+    parts.append("<div>" + "".join(chips) + "</div>")
+    if len(ids) > n:
+        pad = html.escape(tokens[n])
+        parts.append(f"<div>+ {len(ids) - n} × padding {pad} (id {ids[n]})</div>")
+    if tokenized["truncated"]:
+        cut = html.escape(" ".join(tokenized["truncated"]))
+        parts.append(f'<div style="color:#b2182b">cut off (past the limit): {cut}</div>')
+    return "\n".join(parts)
+
+
+class PromptExplorer(W.VBox):
+    """A text box with the live token list and a Generate button.
+
+    `pipe`: the pipeline; `prompt`: the starting text; `steps`, `seed`,
+    `guidance_scale`: passed to `sdviz.generate`. After a generation `.run` holds its
+    Run (and `.runs` all of them), ready for the other explorers.
+
+    CSS hooks: sdviz-prompt (whole widget), sdviz-prompt-text (text box),
+    sdviz-prompt-tokens (token list), sdviz-prompt-generate (button),
+    sdviz-prompt-image (generated image, with `sdviz-state-<n>` after the n-th
+    generation), sdviz-prompt-status (messages and errors).
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        prompt: str = "a red circle",
+        *,
+        steps: int = 20,
+        seed: int = 0,
+        guidance_scale: float | None = None,
+        size: int = 192,
+    ) -> None:
+        self.pipe = pipe
+        self.steps, self.seed, self.size = steps, seed, size
+        self.guidance_scale = guidance_scale
+        self.runs: list[Any] = []
+
+        self.text = W.Text(
+            value=prompt,
+            description="prompt",
+            continuous_update=True,
+            layout=W.Layout(width="480px"),
+        )
+        self.text.add_class("sdviz-prompt-text")
+        self.tokens = W.HTML()
+        self.tokens.add_class("sdviz-prompt-tokens")
+        self.button = W.Button(description="Generate", button_style="primary", icon="paint-brush")
+        self.button.add_class("sdviz-prompt-generate")
+        self.image = image_widget("sdviz-prompt-image")
+        self.status = W.HTML()
+        self.status.add_class("sdviz-prompt-status")
+        super().__init__([W.HBox([self.text, self.button]), self.tokens, self.image, self.status])
+        self.add_class("sdviz-prompt")
+
+        self.text.observe(self._on_text, names="value")
+        self.button.on_click(self._on_click)
+        self.show_tokens(prompt)
+
+    @property
+    def run(self) -> Any:
+        """The last generation's Run (None before the first)."""
+        return self.runs[-1] if self.runs else None
+
+    def _on_text(self, change: dict) -> None:
+        self.show_tokens(change["new"])
+
+    def _on_click(self, _button: W.Button) -> None:
+        self.generate()
+
+    def show_tokens(self, prompt: str) -> None:
+        """Tokenize `prompt` (cheap: no model runs) and show the list."""
+        from ..text import tokenize
+
+        try:
+            self.tokens.value = tokens_html(tokenize(self.pipe, prompt))
+        except (ValueError, TypeError) as err:  # e.g. an empty prompt: say why
+            self.tokens.value = f'<div style="color:#b2182b">{html.escape(str(err))}</div>'
+
+    def generate(self) -> Any:
+        """Generate from the text box's prompt, show the image, return the Run."""
+        from ..tracing import generate
+
+        prompt = self.text.value
+        self.button.disabled, self.button.description = True, "Generating…"
+        try:
+            start = time.perf_counter()
+            options = {} if self.guidance_scale is None else {"guidance_scale": self.guidance_scale}
+            run = generate(self.pipe, prompt, steps=self.steps, seed=self.seed, **options)
+        except (ValueError, TypeError, RuntimeError) as err:
+            self.status.value = f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
+            return None
+        finally:
+            self.button.disabled, self.button.description = False, "Generate"
+        self.runs.append(run)
+        png = _images.image_png(run["vae.image"], self.size)
+        set_tagged(self.image, str(len(self.runs)), value=png)
+        self.status.value = (
+            f"“{html.escape(prompt)}”: {self.steps} steps, seed {self.seed}, "
+            f"guidance {run['guidance_scale']:g}, {time.perf_counter() - start:.1f} s"
+        )
+        return run
