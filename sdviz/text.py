@@ -1,0 +1,76 @@
+"""Text probes: how a prompt becomes the vectors the UNet attends to.
+
+Stable Diffusion (Rombach et al. 2022) conditions its UNet on the last hidden states of
+a CLIP text encoder (Radford et al. 2021): the prompt is split into BPE tokens, wrapped
+in start/end tokens, padded (or cut) to the tokenizer's `model_max_length` (77 for SD),
+and encoded to one d-dimensional vector per position (768 for SD 1.x, 1024 for 2.x).
+
+    tokenize(pipe, "a red circle")   # ids, token strings, count, what was cut off
+    embed(pipe, "a red circle")      # (L, d) float32 on the CPU
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def check_prompt(prompt: Any, name: str = "prompt") -> str:
+    """Return `prompt` if it is a non-empty string; raise a teaching error otherwise."""
+    if not isinstance(prompt, str):
+        raise TypeError(
+            f"{name} must be a string such as 'a red circle', got {type(prompt).__name__}."
+        )
+    if not prompt.strip():
+        raise ValueError(f"{name} is empty; describe an image, e.g. 'a red circle'.")
+    return prompt
+
+
+def truncated_tokens(tokenizer: Any, prompt: str) -> list[str]:
+    """The tokens of `prompt` that do not fit in ``tokenizer.model_max_length`` (the text
+    encoder never sees them), as token strings; [] when the prompt fits."""
+    ids = tokenizer(prompt, truncation=False).input_ids  # BOS ... EOS, unpadded
+    limit = tokenizer.model_max_length
+    if len(ids) <= limit:
+        return []
+    return tokenizer.convert_ids_to_tokens(ids[limit - 1 : -1])  # EOS takes the last slot
+
+
+def tokenize(pipe: Any, prompt: str) -> dict[str, Any]:
+    """Tokenize `prompt` exactly as the pipeline does (padded/truncated to max length).
+
+    Returns ``dict(input_ids=(L,) long tensor, tokens=list[str] of length L,
+    n_tokens=int, truncated=list[str])``: `n_tokens` counts the real tokens including
+    the start and end tokens (before padding), `truncated` lists the tokens cut off.
+    """
+    check_prompt(prompt)
+    tok = pipe.tokenizer
+    ids = tok(
+        prompt,
+        padding="max_length",
+        max_length=tok.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids[0]  # (L,)
+    n_real = len(tok(prompt, truncation=False).input_ids)
+    return {
+        "input_ids": ids.long(),
+        "tokens": tok.convert_ids_to_tokens(ids.tolist()),
+        "n_tokens": min(n_real, tok.model_max_length),
+        "truncated": truncated_tokens(tok, prompt),
+    }
+
+
+@torch.no_grad()
+def embed(pipe: Any, prompt: str) -> torch.Tensor:
+    """The text encoder's output for `prompt`: (L, d) float32 on the CPU.
+
+    Uses the pipeline's own ``encode_prompt``, so it equals what the UNet receives as
+    ``encoder_hidden_states`` for the conditional half of classifier-free guidance.
+    """
+    check_prompt(prompt)
+    embeds, _ = pipe.encode_prompt(
+        prompt, pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+    )  # (1, L, d)
+    return embeds[0].detach().float().cpu()
