@@ -8,13 +8,17 @@ L prompt tokens, says how much that pixel reads from each token; reshaped per to
 these rows are the cross-attention maps of Prompt-to-Prompt (Hertz et al. 2022) and
 DAAM (Tang et al. 2023).
 
-`AttentionCapture` puts a recording processor on the `attn2` layers only, through
+`AttentionCapture` wraps the processors of the `attn2` layers only, through
 diffusers' public `unet.set_attn_processor` (given a copy of the full dict, since
 diffusers empties the dict it receives), and puts the previous processors back by
-identity. Maps are aggregated while they are computed, so memory grows with
-steps x tokens x latent size and never with heads x layers:
+identity. The wrapped processor still computes the layer's output (the default one,
+PyTorch's fused attention, never exposes its probabilities), so traced images are
+bit-for-bit untraced ones; forward hooks on `to_q`/`to_k` pass the projections on and
+softmax(q k^T / sqrt(d)) is recomputed for the recorded batch item only. Maps are
+aggregated while they are computed, so memory grows with steps x tokens x latent
+size and never with heads x layers:
 
-    probs (batch*heads, hw_l, L) -> text-conditioned item -> mean over heads
+    q, k of the text-conditioned item -> probs (heads, hw_l, L) -> mean over heads
     -> (L, h_l, w_l) -> bilinear resize to the latent (h, w) -> mean over layers
 
 Bilinear weights are non-negative and sum to 1, so each pixel's row still sums to 1
@@ -128,6 +132,7 @@ class AttentionCapture:
         self.halvings = layer_halvings(unet, self.names)
         self.n_heads = {n: int(unet.get_submodule(n).heads) for n in self.names}
         self._saved: dict | None = None
+        self._stash: dict[tuple[str, str], torch.Tensor] = {}  # (layer, "to_q"/"to_k") -> output
         self._reset()
 
     def _reset(self) -> None:
@@ -153,14 +158,40 @@ class AttentionCapture:
 
     # -- install / restore --------------------------------------------------
     def install(self, unet: torch.nn.Module) -> None:
-        """Replace the attn2 processors; `restore` puts the saved ones back."""
+        """Wrap the attn2 processors and watch their query/key projections.
+
+        The original processor still computes each layer's output, so images are
+        bit-for-bit those of an untraced run; forward hooks on `to_q`/`to_k` hand
+        the projections to `record`, which recomputes the softmax for one item only.
+        """
         self._saved = dict(unet.attn_processors)
         new = dict(self._saved)
-        for name in self.names:
-            new[name + ".processor"] = RecordingAttnProcessor(name, self)
-        unet.set_attn_processor(dict(new))  # diffusers empties the dict it is given
+        self._handles = []
+        try:
+            for name in self.names:
+                attn = unet.get_submodule(name)
+                new[name + ".processor"] = RecordingAttnProcessor(
+                    name, self, self._saved[name + ".processor"]
+                )
+                for proj in ("to_q", "to_k"):
+                    hook = self._stash_hook(name, proj)
+                    self._handles.append(getattr(attn, proj).register_forward_hook(hook))
+            unet.set_attn_processor(dict(new))  # diffusers empties the dict it is given
+        except BaseException:
+            self.restore(unet)
+            raise
+
+    def _stash_hook(self, name: str, proj: str):
+        def hook(module, args, output):
+            self._stash[(name, proj)] = output
+
+        return hook
 
     def restore(self, unet: torch.nn.Module) -> None:
+        for handle in getattr(self, "_handles", []):
+            handle.remove()
+        self._handles = []
+        self._stash.clear()
         if self._saved is None:
             return
         saved, self._saved = self._saved, None
@@ -193,17 +224,26 @@ class AttentionCapture:
             f"power-of-two reduction of the {h}x{w} latent"
         )
 
-    def record(self, name: str, probs: torch.Tensor, batch: int, heads: int) -> None:
-        """Take the probabilities (batch*heads, hw_l, L) of one layer call."""
-        if self._hw is None:  # UNet called outside a traced step
+    def record(self, name: str, attn, attention_mask: torch.Tensor | None) -> None:
+        """Softmax(q k^T * scale) of the recorded item from the stashed projections."""
+        q = self._stash.pop((name, "to_q"), None)  # (batch, hw_l, heads*d)
+        k = self._stash.pop((name, "to_k"), None)  # (batch, L, heads*d)
+        if self._hw is None or q is None or k is None:  # UNet called outside a traced step
             return
-        n_pixels, n_tokens = probs.shape[1], probs.shape[2]
+        heads, i = attn.heads, self._cond
+        n_pixels, n_tokens = q.shape[1], k.shape[1]
+        q_i = q[i].float().view(n_pixels, heads, -1).transpose(0, 1)  # (heads, hw, d)
+        k_i = k[i].float().view(n_tokens, heads, -1).transpose(0, 1)  # (heads, L, d)
+        scores = torch.bmm(q_i, k_i.transpose(1, 2)) * attn.scale  # (heads, hw, L)
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, n_tokens, q.shape[0])
+            scores = scores + mask[i * heads : (i + 1) * heads].float()
+        probs = scores.softmax(-1)
         hl, wl = self._layer_hw(name, n_pixels)
-        p = probs.view(batch, heads, n_pixels, n_tokens)[self._cond].float()  # (heads, hw, L)
-        per_token = p.transpose(1, 2).reshape(heads, n_tokens, hl, wl)  # (heads, L, hl, wl)
+        per_token = probs.transpose(1, 2).reshape(heads, n_tokens, hl, wl)  # (heads, L, hl, wl)
         mean = per_token.mean(0)  # (L, hl, wl)
         if name in self.detail:
-            self._detail[name] = per_token.clone() if self.keep_heads else mean.clone()
+            self._detail[name] = per_token if self.keep_heads else mean.clone()
         if (hl, wl) != self._hw:
             mean = F.interpolate(mean[None], size=self._hw, mode="bilinear", align_corners=False)[0]
         self._sum = mean if self._sum is None else self._sum + mean
@@ -211,16 +251,17 @@ class AttentionCapture:
 
 
 class RecordingAttnProcessor:
-    """Attention with its probabilities in view, recorded into an `AttentionCapture`.
+    """Runs a layer's own attention processor, then records its probabilities.
 
-    The math is the classic one (softmax(QK^T * scale) V through the layer's own
-    `get_attention_scores`), which gives the same images as PyTorch's fused
-    scaled-dot-product attention up to float rounding.
+    The output is exactly the wrapped processor's (PyTorch's fused attention by
+    default, which never exposes the probabilities); the probabilities of the
+    recorded batch item are recomputed from the same query and key projections.
     """
 
-    def __init__(self, name: str, capture: AttentionCapture):
+    def __init__(self, name: str, capture: AttentionCapture, inner):
         self.name = name
         self.capture = capture
+        self.inner = inner
 
     def __call__(
         self,
@@ -228,33 +269,14 @@ class RecordingAttnProcessor:
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        shape4 = hidden_states.shape if hidden_states.ndim == 4 else None
-        if shape4 is not None:  # (batch, channels, h, w) -> (batch, hw, channels)
-            hidden_states = hidden_states.flatten(2).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        batch, n_keys = context.shape[0], context.shape[1]
-        mask = attn.prepare_attention_mask(attention_mask, n_keys, batch)
-
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))  # (batch*heads, hw, d)
-        key = attn.head_to_batch_dim(attn.to_k(context))  # (batch*heads, L, d)
-        value = attn.head_to_batch_dim(attn.to_v(context))  # (batch*heads, L, d)
-        probs = attn.get_attention_scores(query, key, mask)  # (batch*heads, hw, L)
-        self.capture.record(self.name, probs, batch, attn.heads)
-
-        out = attn.batch_to_head_dim(torch.bmm(probs, value))  # (batch, hw, heads*d)
-        out = attn.to_out[1](attn.to_out[0](out))  # projection, dropout
-        if shape4 is not None:
-            out = out.transpose(1, 2).reshape(shape4)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        out = self.inner(
+            attn,
+            hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            attention_mask=attention_mask,
+            **kwargs,
+        )
+        self.capture.record(self.name, attn, attention_mask)
+        return out

@@ -1,0 +1,130 @@
+"""Cross-attention capture: layer selection, per-layer/per-head maps, aggregation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sdviz.attention import (
+    AttentionCapture,
+    check_layer_filter,
+    cross_attention_layers,
+    layer_halvings,
+    select_layers,
+)
+from sdviz.builder import tiny_pipeline
+from sdviz.tracing import trace
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def pipe(device):
+    return tiny_pipeline().to(device)
+
+
+def _call(pipe, prompt="a red circle and a blue square"):
+    gen = torch.Generator(pipe.device).manual_seed(0)
+    pipe(prompt, num_inference_steps=STEPS, generator=gen, output_type="pt")
+
+
+def test_layer_names_and_resolutions(pipe):
+    names = cross_attention_layers(pipe.unet)
+    assert len(names) == 7 and all(n.endswith("attn2") for n in names)
+    halvings = layer_halvings(pipe.unet, names)
+    assert halvings["down_blocks.0.attentions.0.transformer_blocks.0.attn2"] == 0
+    assert halvings["down_blocks.1.attentions.0.transformer_blocks.0.attn2"] == 1
+    assert halvings["mid_block.attentions.0.transformer_blocks.0.attn2"] == 1
+    assert halvings["up_blocks.0.attentions.1.transformer_blocks.0.attn2"] == 1
+    assert halvings["up_blocks.1.attentions.1.transformer_blocks.0.attn2"] == 0
+
+
+def test_select_layers():
+    names = ["down_blocks.0.a.attn2", "mid_block.a.attn2", "up_blocks.1.a.attn2"]
+    assert select_layers(names, "up_blocks") == ["up_blocks.1.a.attn2"]
+    assert select_layers(names, "*blocks.?.a*") == [names[0], names[2]]
+    assert select_layers(names, ["mid", "down"]) == [names[0], names[1]]
+    assert select_layers(names, None) == []
+    with pytest.raises(ValueError, match="(?s)matches none.*mid_block"):
+        check_layer_filter(names, "attn1")
+    with pytest.raises(TypeError, match="attention_layers"):
+        check_layer_filter(names, 3)
+    with pytest.raises(TypeError, match="attention_layers"):
+        check_layer_filter(names, [])
+
+
+def test_per_layer_and_per_head_shapes(pipe):
+    L = pipe.tokenizer.model_max_length
+    with trace(pipe, attention_layers="down_blocks.1") as tr:
+        _call(pipe)
+    with trace(pipe, attention_layers=["up_blocks.1"], attention_heads=True) as tr_heads:
+        _call(pipe)
+    run, run_h = tr.last, tr_heads.last
+    low = "down_blocks.1.attentions.0.transformer_blocks.0.attn2"
+    assert run.attention_layers == [low]
+    assert run[low].shape == (STEPS, L, 4, 4)
+    high = [k for k in run_h.attention_layers]
+    assert len(high) == 2 and all(k.startswith("up_blocks.1") for k in high)
+    heads = pipe.unet.get_submodule(high[0]).heads
+    for key in high:
+        assert run_h[key].shape == (STEPS, heads, L, 8, 8)
+        sums = run_h[key].sum(2)
+        assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+    # the same generation: the per-head maps average to what the mean-only capture sees
+    assert torch.allclose(run["attention.maps"], run_h["attention.maps"], atol=1e-6)
+
+
+def test_aggregate_is_mean_of_resized_layers(pipe):
+    with trace(pipe, attention_layers="*") as tr:
+        _call(pipe)
+    run = tr.last
+    layers = run.attention_layers
+    assert len(layers) == 7 == run["attention.n_layers"]
+    h, w = run["unet.latents"].shape[-2:]
+    resized = [
+        F.interpolate(run[k], size=(h, w), mode="bilinear", align_corners=False) for k in layers
+    ]
+    assert torch.allclose(run["attention.maps"], torch.stack(resized).mean(0), atol=1e-6)
+
+
+def test_probabilities_match_classic_attention(pipe):
+    """Recorded per-head maps equal diffusers' own get_attention_scores on the cond item."""
+    name = "mid_block.attentions.0.transformer_blocks.0.attn2"
+    attn = pipe.unet.get_submodule(name)
+    seen = []
+
+    def grab(module, args, kwargs):
+        seen.append((args[0].detach().clone(), kwargs["encoder_hidden_states"].detach().clone()))
+
+    handle = attn.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with trace(pipe, attention_layers=name, attention_heads=True) as tr:
+            _call(pipe)
+    finally:
+        handle.remove()
+    hidden, context = seen[0]  # step 0, batch [uncond, cond]
+    with torch.no_grad():
+        q = attn.head_to_batch_dim(attn.to_q(hidden[1:]))
+        k = attn.head_to_batch_dim(attn.to_k(context[1:]))
+        probs = attn.get_attention_scores(q, k)  # (heads, hw, L)
+    recorded = tr.last[name][0]  # (heads, L, h, w)
+    expected = probs.transpose(1, 2).reshape(recorded.shape).cpu()
+    assert torch.allclose(recorded, expected, atol=1e-5)
+    # and it is the text-conditioned half, not the unconditional one
+    with torch.no_grad():
+        k_u = attn.head_to_batch_dim(attn.to_k(context[:1]))
+        q_u = attn.head_to_batch_dim(attn.to_q(hidden[:1]))
+        uncond = attn.get_attention_scores(q_u, k_u).transpose(1, 2).reshape(recorded.shape)
+    assert not torch.allclose(recorded, uncond.cpu(), atol=1e-3)
+
+
+def test_memory_estimate(pipe):
+    cap = AttentionCapture(pipe.unet)
+    agg, detail = cap.estimate_bytes(steps=50, tokens=77, h=64, w=64)
+    assert agg == 50 * 77 * 64 * 64 * 4 and detail == 0
+    cap = AttentionCapture(pipe.unet, layers="*", heads=True)
+    _, detail = cap.estimate_bytes(steps=1, tokens=77, h=8, w=8)
+    pixels = {0: 64, 1: 16}
+    want = sum(8 * 77 * pixels[k] * 4 for k in cap.halvings.values())
+    assert detail == want

@@ -1,0 +1,106 @@
+"""sdviz.generate: checked inputs, one traced run, truncation reported."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from sdviz.builder import tiny_pipeline
+from sdviz.tracing import generate
+
+
+@pytest.fixture(scope="module")
+def pipe(device):
+    return tiny_pipeline().to(device)
+
+
+def _untouched(pipe):
+    return {k: id(v) for k, v in pipe.unet.attn_processors.items()}, [
+        (len(m._forward_hooks), len(m._forward_pre_hooks))
+        for m in (pipe.unet, pipe.vae.decoder, pipe.vae.post_quant_conv, pipe.text_encoder)
+    ]
+
+
+def test_generate_records_its_inputs_and_matches_the_pipeline(pipe):
+    run = generate(pipe, "a red circle", steps=4, guidance_scale=5.0, seed=3)
+    assert run["prompt"] == "a red circle" and run["seed"] == 3
+    assert run["guidance_scale"] == 5.0 and run["num_inference_steps"] == 4
+    assert run["height"] == run["width"] == 64 and run["text.truncated"] == []
+    gen = torch.Generator(pipe.device).manual_seed(3)
+    image = pipe(
+        "a red circle", num_inference_steps=4, guidance_scale=5.0, generator=gen, output_type="pt"
+    ).images[0]
+    assert torch.allclose(run["vae.image"], image.cpu(), atol=1e-5)
+    other = generate(pipe, "a red circle", steps=4, guidance_scale=5.0, seed=4)
+    assert not torch.allclose(other["vae.image"], run["vae.image"])
+
+
+def test_generate_options(pipe):
+    run = generate(pipe, "a cat", negative_prompt="a dog", steps=2, seed=None, height=48, width=80)
+    assert run["negative_prompt"] == "a dog" and run["seed"] is None
+    assert run["vae.image"].shape == (3, 48, 80) and run["unet.latents"].shape[-2:] == (6, 10)
+    assert run["attention.maps"].shape[-2:] == (6, 10)
+    neg = pipe.tokenizer.convert_ids_to_tokens(run["text.negative_input_ids"][:3].tolist())
+    assert neg[1:] == ["a</w>", "dog</w>"]
+    no_cfg = generate(pipe, "a cat", steps=2, guidance_scale=1.0, attention=None)
+    assert "text_encoder.negative_prompt_embeds" not in no_cfg
+    assert "attention.maps" not in no_cfg
+
+
+def test_v_prediction_model():
+    run = generate(tiny_pipeline(prediction_type="v_prediction"), "a star", steps=3)
+    assert run["unet.prediction_type"] == "v_prediction"
+    abar = run["step.alpha_bar"][:, None, None, None]
+    x = run["unet.latents"][:-1]
+    rebuilt = (
+        abar.sqrt() * run["unet.pred_original_sample"] + (1 - abar).sqrt() * run["unet.noise_pred"]
+    )
+    assert torch.allclose(rebuilt, x, atol=1e-4)
+
+
+def test_long_prompt_is_truncated_loudly(pipe):
+    limit = pipe.tokenizer.model_max_length
+    words = ["red", "circle", "blue", "square"] * (limit // 4) + ["horse", "riding"]
+    with pytest.warns(UserWarning, match="cut off"):
+        run = generate(pipe, " ".join(words), steps=1)
+    assert run["text.n_tokens"] == limit
+    assert run["text.truncated"][-2:] == ["horse</w>", "riding</w>"]
+    assert len(run["text.truncated"]) == len(words) - (limit - 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        generate(pipe, "a red circle", steps=1)  # a short prompt warns about nothing
+
+
+BAD = [
+    (dict(prompt=""), ValueError, "empty"),
+    (dict(prompt="   "), ValueError, "empty"),
+    (dict(prompt=None), TypeError, "string"),
+    (dict(prompt=["a cat"]), TypeError, "string"),
+    (dict(negative_prompt=3), TypeError, "negative_prompt"),
+    (dict(steps=0), ValueError, "steps"),
+    (dict(steps=2.5), ValueError, "steps"),
+    (dict(steps=True), ValueError, "steps"),
+    (dict(guidance_scale=-1), ValueError, "guidance_scale"),
+    (dict(guidance_scale="7"), ValueError, "guidance_scale"),
+    (dict(guidance_scale=float("nan")), ValueError, "guidance_scale"),
+    (dict(height=65), ValueError, "use 64 or 72"),
+    (dict(width=4), ValueError, "use 8"),
+    (dict(width=0), ValueError, "positive"),
+    (dict(height=64.0), ValueError, "positive int"),
+    (dict(seed="1"), ValueError, "seed"),
+    (dict(seed=1.5), ValueError, "seed"),
+    (dict(attention="heads"), ValueError, "attention must be"),
+    (dict(attention_layers="nowhere"), ValueError, "matches none"),
+    (dict(budget_mb=-1), ValueError, "budget_mb"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,message", BAD, ids=[str(b[0]) for b in BAD])
+def test_bad_inputs_leave_the_pipeline_untouched(pipe, kwargs, error, message):
+    before = _untouched(pipe)
+    kwargs = {"prompt": "a red circle", "steps": 1, **kwargs}
+    with pytest.raises(error, match=message):
+        generate(pipe, kwargs.pop("prompt"), **kwargs)
+    assert _untouched(pipe) == before
