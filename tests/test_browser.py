@@ -170,6 +170,7 @@ def _drive(ui, url: str, notebook: str) -> None:
         assert page.locator(".jp-NotebookPanel .jp-Cell").count() > 0
         assert page.locator(".jp-FileEditor:visible").count() == 0, "a text editor opened"
         ui.wait_kernel_idle(notebook)
+        ui.watch_kernel_errors(notebook)
         ui.screenshot("opened-as-notebook")
 
     with ui.step("run all cells"):

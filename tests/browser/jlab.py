@@ -58,6 +58,27 @@ _NOTEBOOK_STATE_JS = """
 """
 
 
+# Records every error message the notebook's kernel sends, including those raised in
+# widget callbacks: JupyterLab shows those in the log console, in no cell.
+_WATCH_KERNEL_ERRORS_JS = """
+(path) => {
+  window.__sdvizKernelErrors = window.__sdvizKernelErrors || [];
+  for (const w of window.jupyterapp.shell.widgets('main')) {
+    if (w.context && w.context.path === path && w.sessionContext) {
+      w.sessionContext.iopubMessage.connect((_, msg) => {
+        if (msg.header.msg_type === 'error') {
+          const c = msg.content;
+          window.__sdvizKernelErrors.push(`kernel error: ${c.ename}: ${c.evalue}`);
+        }
+      });
+      return true;
+    }
+  }
+  return false;
+}
+"""
+
+
 class Failure(AssertionError):
     """A step of the browser test failed; the message has a screenshot and the server log."""
 
@@ -91,16 +112,26 @@ class Session:
             shot = "(screenshot failed)"
             with contextlib.suppress(Exception):
                 shot = str(self.screenshot("FAILED-" + re.sub(r"\W+", "-", what)[:40]))
+            kernel = ""
+            with contextlib.suppress(Exception):
+                if found := self.kernel_errors():
+                    kernel = "errors from the kernel:\n  " + "\n  ".join(found) + "\n"
             raise Failure(
-                f"browser step failed: {what}\n{err}\nscreenshot: {shot}\n{self.log_tail()}"
+                f"browser step failed: {what}\n{err}\n{kernel}screenshot: {shot}\n"
+                + self.log_tail()
             ) from err
 
     # --- waiting -----------------------------------------------------------------------
-    def wait_for(self, what: str, check: Callable[[], object], timeout: float) -> object:
-        """Poll `check` until it returns a truthy value; fail with `what` after `timeout` s."""
+    def wait_for(
+        self, what: str, check: Callable[[], object], timeout: float, fail_fast: bool = True
+    ) -> object:
+        """Poll `check` until it returns a truthy value; fail with `what` after `timeout` s,
+        or (`fail_fast`) at once when the kernel reports an error (a widget callback raised)."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
+            if fail_fast and (found := self.kernel_errors()):
+                raise AssertionError(f"while waiting for {what}: " + "; ".join(found))
             last = check()
             if last:
                 return last
@@ -135,6 +166,13 @@ class Session:
     def notebook_state(self, path: str) -> dict | None:
         return self.page.evaluate(_NOTEBOOK_STATE_JS, path)
 
+    def watch_kernel_errors(self, path: str) -> None:
+        """From now on, collect the kernel's error messages (see `errors`)."""
+        assert self.page.evaluate(_WATCH_KERNEL_ERRORS_JS, path), f"{path} is not open"
+
+    def kernel_errors(self) -> list[str]:
+        return self.page.evaluate("() => window.__sdvizKernelErrors || []")
+
     def dialog_text(self) -> str | None:
         dialog = self.page.locator(".jp-Dialog")
         return dialog.first.inner_text() if dialog.count() else None
@@ -162,12 +200,16 @@ class Session:
             done = all(c["count"] is not None for c in code)
             return state if done and state["kernel"] == "idle" else None
 
-        return self.wait_for(f"all cells of {path} to run", finished, timeout)
+        # not fail_fast: a failing cell is reported with its number by `errors`
+        return self.wait_for(f"all cells of {path} to run", finished, timeout, fail_fast=False)
 
     def errors(self, path: str) -> list[str]:
-        """Error outputs in the notebook model and widget render errors on the page."""
+        """Error outputs in cells, errors raised in widget callbacks, widget render errors."""
         state = self.notebook_state(path) or {"cells": []}
         found = [e for c in state["cells"] for e in c["errors"]]
+        for err in self.kernel_errors():  # skip those already shown by a cell
+            if not any(f.endswith(err.removeprefix("kernel error: ")) for f in found):
+                found.append(err)
         for text in self.page.locator(".jupyter-widgets-error-widget").all_inner_texts():
             found.append(f"widget error: {text.strip()[:300]}")
         return found
