@@ -13,10 +13,13 @@ space at low resolution).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .autoencoder import decode
 
 _WHICH = {
     "pred_original_sample": "unet.pred_original_sample",
@@ -137,18 +140,12 @@ class Run(Mapping[str, Any]):
         """Decode recorded latents with the VAE: (n, 3, H, W) in [0, 1], cached per step."""
         name, latents = self._latents(which)
         idx = self._indices(steps, latents.shape[0])
-        vae = getattr(pipe_or_vae, "vae", pipe_or_vae)
+        holder = pipe_or_vae if hasattr(pipe_or_vae, "vae") else SimpleNamespace(vae=pipe_or_vae)
         todo = [i for i in dict.fromkeys(idx) if (name, i) not in self._decoded]
-        scale = float(self._data.get("vae.scaling_factor", vae.config.scaling_factor))
-        param = next(vae.parameters())
-        with torch.no_grad():
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                z = latents[chunk].to(param.device, param.dtype) / scale
-                images = vae.decode(z, return_dict=False)[0]  # (n, 3, H, W) in [-1, 1]
-                images = (images.float() / 2 + 0.5).clamp(0, 1).cpu()
-                for i, image in zip(chunk, images, strict=True):
-                    self._decoded[(name, i)] = image
+        if todo:
+            images = decode(holder, latents[todo], batch_size=batch_size)  # (n, 3, H, W)
+            for i, image in zip(todo, images, strict=True):
+                self._decoded[(name, i)] = image
         return torch.stack([self._decoded[(name, i)] for i in idx])
 
     def preview(

@@ -31,7 +31,9 @@ from typing import Any
 import torch
 
 from .attention import AttentionCapture, check_layer_filter, cross_attention_layers
+from .diffusion import predicted_x0, to_epsilon
 from .run import Run, fit_preview
+from .text import check_prompt, truncated_tokens
 
 __all__ = ["trace", "generate", "Trace", "Run", "TraceBudgetError"]
 
@@ -98,17 +100,6 @@ def _output0(output: Any) -> torch.Tensor:
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str) -> Any:
     return args[index] if len(args) > index else kwargs.get(name)
-
-
-def _to_epsilon(raw: torch.Tensor, x: torch.Tensor, abar: float, kind: str) -> torch.Tensor:
-    """Express a model output of any prediction type as the noise epsilon."""
-    if kind == "epsilon":
-        return raw
-    if kind == "v_prediction":
-        return math.sqrt(abar) * raw + math.sqrt(1 - abar) * x
-    if kind == "sample":
-        return (x - math.sqrt(abar) * raw) / math.sqrt(1 - abar)
-    raise ValueError(f"sdviz cannot trace prediction_type={kind!r}")
 
 
 class _Tracer:
@@ -305,14 +296,14 @@ class _Tracer:
             r = meta["rescale"]
             guided = r * guided * (raw_c.std() / guided.std()) + (1 - r) * guided
         kind = meta["prediction_type"]
-        eps = _to_epsilon(guided, x, abar, kind)
+        eps = to_epsilon(x, guided, abar, kind)
         run.steps.append(
             dict(
                 x=x.clone(),
-                uncond=_to_epsilon(raw_u, x, abar, kind).clone(),
-                text=_to_epsilon(raw_c, x, abar, kind).clone(),
+                uncond=to_epsilon(x, raw_u, abar, kind).clone(),
+                text=to_epsilon(x, raw_c, abar, kind).clone(),
                 eps=eps.clone(),
-                x0=(x - math.sqrt(1 - abar) * eps) / math.sqrt(abar),
+                x0=predicted_x0(x, eps, abar, "epsilon"),
             )
         )
         if self._capture is not None:
@@ -326,8 +317,9 @@ class _Tracer:
     def _on_vae_in(self, module, args) -> None:
         run = self._current
         if run is not None and run.steps and run.final is None:
-            scale = float(self._pipe.vae.config.scaling_factor)
-            run.final = args[0][0].detach().float() * scale
+            config = self._pipe.vae.config
+            shift = float(getattr(config, "shift_factor", None) or 0.0)
+            run.final = (args[0][0].detach().float() - shift) * float(config.scaling_factor)
 
     def _on_vae_out(self, module, args, output) -> None:
         run = self._current
@@ -453,20 +445,6 @@ def trace(
     return _Tracer(pipe, attention, attention_layers, attention_heads, budget_mb)
 
 
-def _check_prompt(prompt: Any, name: str = "prompt") -> None:
-    if not isinstance(prompt, str):
-        raise TypeError(f"{name} must be a string, got {type(prompt).__name__}.")
-    if not prompt.strip():
-        raise ValueError(f"{name} is empty; describe an image, e.g. 'a red circle'.")
-
-
-def _truncated(pipe, prompt: str) -> list[str]:
-    tok = pipe.tokenizer
-    ids = tok(prompt, truncation=False).input_ids
-    limit = tok.model_max_length
-    return tok.convert_ids_to_tokens(ids[limit - 1 : -1]) if len(ids) > limit else []
-
-
 def _check_size(name: str, value: Any, factor: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int (pixels), got {value!r}.")
@@ -495,9 +473,9 @@ def generate(
     budget_mb: float = 1024.0,
 ) -> Run:
     """Generate one image with `pipe` and return its traced `Run` (inputs checked first)."""
-    _check_prompt(prompt)
+    check_prompt(prompt)
     if negative_prompt is not None:
-        _check_prompt(negative_prompt, "negative_prompt")
+        check_prompt(negative_prompt, "negative_prompt")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1 (denoising steps), got {steps!r}.")
     if (
@@ -524,7 +502,7 @@ def generate(
         attention_heads=attention_heads,
         budget_mb=budget_mb,
     )
-    truncated = _truncated(pipe, prompt)
+    truncated = truncated_tokens(pipe.tokenizer, prompt)
     if truncated:
         warnings.warn(
             f"the prompt is longer than the text encoder's {pipe.tokenizer.model_max_length} "
