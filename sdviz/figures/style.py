@@ -71,6 +71,23 @@ def new_figure(
     return fig
 
 
+def maps_and_plot(fig: Canvas | None, n_maps: int, suptitle: str) -> tuple[Canvas, Any]:
+    """A row of `n_maps` image panels followed by one line-plot panel; returns (fig, axes)."""
+    fig = new_figure(fig, n_maps * PANEL + WIDE + 1.2, PANEL + 1.1, suptitle=suptitle)
+    return fig, fig.subplots(1, n_maps + 1, width_ratios=[1] * n_maps + [WIDE / PANEL])
+
+
+def plot_over_t(ax: Axes, t: Any, y: Any, mark: int, *, ylabel: str, title: str) -> None:
+    """A line over timesteps with point `mark` circled."""
+    t, y = to_numpy(t), to_numpy(y)
+    ax.plot(t, y, "o-")
+    ax.plot([t[mark]], [y[mark]], "o", markersize=11, markerfacecolor="none", color="black")
+    ax.set_xlabel("timestep t")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
 def figure_of(ax: Axes) -> Canvas:
     """The (sub)figure an Axes belongs to."""
     return ax.figure

@@ -21,6 +21,11 @@ PADDING_ROWS_SHOWN = 2  # padding tokens listed after the real ones in the token
 MAX_TICKS = 24  # at most this many token labels on the embedding matrix
 
 
+def readable(token: str) -> str:
+    """'red</w>' -> 'red' (the tokenizer marks the end of a word with </w>)."""
+    return token.replace("</w>", "")
+
+
 def text_data(source: Any, prompt: str | None = None) -> dict[str, Any]:
     """tokens (L), input ids (L), n_tokens and the (L, d) embeddings from a run or pipe+prompt."""
     if isinstance(source, Mapping):
@@ -70,11 +75,11 @@ def tokens_and_embeddings(
     with style():
         fig = new_figure(
             fig,
-            3 * WIDE,
-            max(4.0, 0.32 * shown + 1.6),
+            3.5 * WIDE,
+            max(4.0, 0.3 * shown + 1.6),
             suptitle=f"Prompt {data['prompt']!r}: {n} tokens padded to L = {L}, embedded in d = {d}",
         )
-        ax_tok, ax_emb = fig.subplots(1, 2, width_ratios=[1, 2])
+        ax_tok, ax_emb, ax_all = fig.subplots(1, 3, width_ratios=[1.1, 1.6, 1])
         ax_tok.axis("off")
         ax_tok.set_title("Tokens (position, token, id)")
         rows = [
@@ -96,17 +101,20 @@ def tokens_and_embeddings(
             if 0 < r <= shown and r - 1 >= n:
                 cell.set_facecolor("#eeeeee")
         lim = symmetric_limit(emb)
-        im = ax_emb.imshow(
-            emb, aspect="auto", cmap=SIGNED_CMAP, vmin=-lim, vmax=lim, interpolation="nearest"
-        )
-        ax_emb.axhline(n - 0.5, color="black", linewidth=1.5, linestyle="--")
-        ax_emb.text(
-            d - 1, n - 0.5, "padding below ", ha="right", va="top", fontsize=10, color="black"
-        )
-        ticks = list(range(0, n, max(1, n // MAX_TICKS))) + ([L - 1] if L > n else [])
-        ax_emb.set_yticks(ticks, [tokens[i] for i in ticks], fontsize=9 if n > 12 else 10)
+        kw = dict(aspect="auto", cmap=SIGNED_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
+        ax_emb.imshow(emb[:shown], **kw)
+        if shown > n:
+            ax_emb.axhline(n - 0.5, color="black", linewidth=1.5, linestyle="--")
+        ticks = list(range(0, shown, max(1, shown // MAX_TICKS)))
+        labels = [readable(tokens[i]) + (" (pad)" if i >= n else "") for i in ticks]
+        ax_emb.set_yticks(ticks, labels)
         ax_emb.set_xlabel(f"embedding dimension (0..{d - 1})")
-        ax_emb.set_ylabel("token")
-        ax_emb.set_title(f"Text-encoder output: {L} × {d} matrix")
-        fig.colorbar(im, ax=ax_emb, label="value", shrink=0.9)
+        ax_emb.set_title(f"Embeddings of the first {shown} tokens")
+        im = ax_all.imshow(emb, **kw)
+        ax_all.axhline(n - 0.5, color="black", linewidth=1.5, linestyle="--")
+        ax_all.set_yticks([0, n - 1, L - 1], ["0", f"{n - 1} (last real)", str(L - 1)])
+        ax_all.set_xlabel("dimension")
+        ax_all.set_ylabel("token position")
+        ax_all.set_title(f"All {L} × {d} (padding below the line)")
+        fig.colorbar(im, ax=ax_all, label="value", shrink=0.9)
     return fig

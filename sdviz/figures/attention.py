@@ -1,0 +1,207 @@
+"""Figure 10 — cross-attention: where each word of the prompt lands on the image.
+
+In every cross-attention layer (Rombach et al. 2022, Sec. 3.3) each latent pixel
+(query) takes a softmax over the L text tokens (keys): the weight a pixel gives a token
+is a map over the image per token. Averaged over heads, layers and steps these maps show
+which region each word shapes (Hertz et al. 2022, "Prompt-to-Prompt"). The drill-down
+shows the same word per layer (different resolutions) and per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from .style import (
+    HEAT_CMAP,
+    PANEL,
+    Canvas,
+    check_steps,
+    image_hwc,
+    new_figure,
+    require,
+    show_image,
+    show_map,
+    style,
+    to_numpy,
+)
+from .text import readable
+
+OVERLAY_ALPHA = 0.6  # heat map opacity over the image
+MAX_WORDS = 6  # words shown by default (the first real tokens)
+
+
+def token_indices(run: Mapping[str, Any], words: Sequence[str | int] | str | None) -> list[int]:
+    """Token positions for words (strings: first token(s) spelling the word; ints: positions).
+
+    Default: the prompt's first real tokens, without the start / end tokens.
+    """
+    tokens = [readable(t) for t in run["text.tokens"]]
+    n = int(run["text.n_tokens"])
+    real = list(range(1, max(n - 1, 1)))
+    if words is None:
+        return real[:MAX_WORDS] or [0]
+    if isinstance(words, (str, int)):
+        words = [words]
+    out = []
+    for w in words:
+        if isinstance(w, (int, np.integer)):
+            if not 0 <= w < len(tokens):
+                raise IndexError(f"Token position {w} is out of range 0..{len(tokens) - 1}.")
+            out.append(int(w))
+            continue
+        try:
+            if hasattr(run, "token_index"):
+                out.append(int(run.token_index(str(w))))
+                continue
+            out.append(next(i for i in range(n) if tokens[i].lower() == str(w).strip().lower()))
+        except (ValueError, StopIteration):
+            raise ValueError(
+                f"{w!r} is not a word of the prompt {run.get('prompt', '')!r}; its tokens are "
+                f"{', '.join(repr(tokens[i]) for i in real)}. Pass one of them or a token position."
+            ) from None
+    return out
+
+
+def upsample(maps: Any, size: tuple[int, int]) -> np.ndarray:
+    """(..., h, w) maps resized bilinearly to (..., H, W)."""
+    x = torch.as_tensor(to_numpy(maps))
+    lead = x.shape[:-2]
+    x = x.reshape(-1, 1, *x.shape[-2:])
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x.reshape(*lead, *size).numpy()
+
+
+def cross_attention(
+    run: Any,
+    words: Sequence[str | int] | str | None = None,
+    *,
+    step: int | None = None,
+    fig: Canvas | None = None,
+) -> Figure:
+    """The final image, then one heat map per word over it (averaged over heads and layers).
+
+    `words` are words of the prompt or token positions (default: its first real
+    tokens); `step` picks one sampling step (default: the average over all steps).
+    All maps share one colour scale: the fraction of a pixel's attention on the token.
+
+    Example:
+        >>> run = sdviz.generate(pipe, "a red circle and a blue square")
+        >>> fig = sdviz.figures.cross_attention(run, ["red", "circle", "blue", "square"])
+    """
+    require(
+        run,
+        "attention.maps",
+        "vae.image",
+        hint="Trace with attention='aggregate' (the default of sdviz.generate).",
+    )
+    maps = to_numpy(run["attention.maps"])  # (S, L, h, w)
+    idx = token_indices(run, words)
+    if step is None:
+        chosen, when = maps.mean(axis=0), f"averaged over {maps.shape[0]} steps"
+    else:
+        s = check_steps(step, maps.shape[0])[0]
+        chosen, when = maps[s], f"at step {s}"
+    image = image_hwc(run["vae.image"])
+    heat = upsample(chosen[idx], image.shape[:2])  # (words, H, W)
+    tokens = [readable(t) for t in run["text.tokens"]]
+    norm = Normalize(float(heat.min()), float(heat.max()))
+    with style():
+        fig = new_figure(
+            fig,
+            PANEL * (len(idx) + 1) + 0.8,
+            PANEL + 0.9,
+            suptitle=f"Cross-attention per word, {when} (heads and layers averaged)",
+        )
+        axes = fig.subplots(1, len(idx) + 1)
+        show_image(axes[0], image, "generated image")
+        grey = image.mean(axis=-1)
+        for ax, i, m in zip(axes[1:], idx, heat, strict=True):
+            ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            im = show_map(ax, m, cmap=HEAT_CMAP, title=f"{tokens[i]!r} (#{i})")
+            im.set_norm(norm)
+            im.set_alpha(OVERLAY_ALPHA)
+        mappable = ScalarMappable(norm=norm, cmap=HEAT_CMAP)
+        fig.colorbar(mappable, ax=list(axes[1:]), label="attention weight", shrink=0.85)
+    return fig
+
+
+def layer_keys(run: Mapping[str, Any]) -> list[str]:
+    """The per-layer cross-attention keys of a run (diffusers module paths ending in attn2)."""
+    return [k for k in run.get("attention.layers", []) if k in run] or [
+        k for k in run.keys() if k.endswith(".attn2")
+    ]
+
+
+def short_layer(name: str) -> str:
+    """'down_blocks.0.attentions.1.transformer_blocks.0.attn2' -> 'down 0.1'."""
+    parts = name.split(".")
+    if parts[0] == "mid_block":
+        return f"mid {parts[2]}"
+    return f"{parts[0].split('_')[0]} {parts[1]}.{parts[3]}"
+
+
+def attention_drilldown(
+    run: Any,
+    word: str | int,
+    *,
+    layers: Sequence[str] | None = None,
+    steps: int | Sequence[int] | None = None,
+    fig: Canvas | None = None,
+) -> Figure:
+    """One word's attention per layer (rows, at each layer's own resolution) and per step.
+
+    Needs per-layer maps: trace with `attention_layers="attn2"` (all layers) or a
+    filter. `layers` selects some of them (default: all recorded); `steps` are step
+    indices (default: 4 evenly spaced). The last row is the aggregate map of the run.
+
+    Example:
+        >>> run = sdviz.generate(pipe, "a red circle", attention_layers="attn2")
+        >>> fig = sdviz.figures.attention_drilldown(run, "circle", steps=[0, 10, 19])
+    """
+    recorded = layer_keys(run)
+    if not recorded:
+        raise KeyError(
+            "This run has no per-layer attention maps. Trace with attention_layers='attn2' "
+            "(all cross-attention layers) or a filter such as attention_layers='up_blocks'."
+        )
+    if layers is None:
+        layers = recorded
+    unknown = [name for name in layers if name not in recorded]
+    if unknown:
+        raise KeyError(f"No maps for layers {unknown}; recorded: {recorded}.")
+    require(run, "attention.maps")
+    i = token_indices(run, [word])[0]
+    token = readable(run["text.tokens"][i])
+    n_steps = to_numpy(run["attention.maps"]).shape[0]
+    chosen = check_steps(steps, n_steps, default=4)
+    rows = []
+    for name in layers:
+        m = to_numpy(run[name])
+        if m.ndim == 5:  # (S, heads, L, h, w)
+            m = m.mean(axis=1)
+        rows.append((f"{short_layer(name)}\n{m.shape[-2]}×{m.shape[-1]}", m[chosen, i]))
+    rows.append(("all layers\n(aggregate)", to_numpy(run["attention.maps"])[chosen, i]))
+    t = to_numpy(run["step.t"]) if "step.t" in run else np.arange(n_steps)
+    with style():
+        fig = new_figure(
+            fig,
+            0.8 * PANEL * len(chosen) + 1.4,
+            0.8 * PANEL * len(rows) + 0.6,
+            suptitle=f"Attention on {token!r} per layer (rows) and step (columns)",
+        )
+        axes = fig.subplots(len(rows), len(chosen), squeeze=False)
+        for r, (label, maps) in enumerate(rows):
+            low, high = float(maps.min()), float(maps.max())  # one scale per layer (row)
+            for c, s in enumerate(chosen):
+                title = f"step {s}, t={int(round(float(t[s])))}" if r == 0 else None
+                im = show_map(axes[r, c], maps[c], cmap=HEAT_CMAP, vmin=low, vmax=high, title=title)
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
+            fig.colorbar(im, ax=list(axes[r]), shrink=0.8, label="weight" if r == 0 else None)
+    return fig

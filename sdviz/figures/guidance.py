@@ -1,0 +1,168 @@
+"""Figure 11 — classifier-free guidance: ε_uncond, ε_text, their difference, a scale sweep.
+
+Classifier-free guidance (Ho & Salimans 2022) runs the UNet twice per step, with the
+prompt (ε_text) and with an empty or negative prompt (ε_uncond), and extrapolates:
+ε = ε_uncond + g·(ε_text - ε_uncond). The difference is the direction the text adds;
+the guidance scale g (7.5 in Stable Diffusion) sets how far to push along it. The
+sweep renders one prompt and seed at several scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .denoising import step_label
+from .style import (
+    PANEL,
+    SIGNED_CMAP,
+    Canvas,
+    check_steps,
+    maps_and_plot,
+    new_figure,
+    plot_over_t,
+    require,
+    show_image,
+    show_map,
+    style,
+    symmetric_limit,
+    to_numpy,
+)
+
+DEFAULT_SCALES = (1.0, 3.0, 7.5, 12.0)
+
+
+def guidance_terms(
+    run: Mapping[str, Any],
+    step: int | None = None,
+    *,
+    channel: int = 0,
+    fig: Canvas | None = None,
+) -> Figure:
+    """ε_uncond, ε_text, ε_text - ε_uncond and the guided ε at one step, plus ‖difference‖ over steps.
+
+    Maps show latent `channel` (default 0) at step index `step` (default: the middle
+    step); the line plot shows, for every step, how large the text's push is relative
+    to the unconditional prediction.
+
+    Example:
+        >>> run = sdviz.generate(pipe, "a red circle", guidance_scale=7.5)
+        >>> fig = sdviz.figures.guidance_terms(run, step=5)
+    """
+    require(
+        run,
+        "unet.noise_pred_uncond",
+        "unet.noise_pred_text",
+        "unet.noise_pred",
+        hint="Generate with guidance_scale > 1 (classifier-free guidance) to record both halves.",
+    )
+    uncond = to_numpy(run["unet.noise_pred_uncond"])  # (S, c, h, w)
+    text = to_numpy(run["unet.noise_pred_text"])
+    guided = to_numpy(run["unet.noise_pred"])
+    n_steps, c = uncond.shape[:2]
+    s = check_steps(n_steps // 2 if step is None else step, n_steps)[0]
+    if not isinstance(channel, (int, np.integer)) or not 0 <= channel < c:
+        raise IndexError(f"channel {channel!r} is out of range: the latents have {c} channels.")
+    diff = text - uncond
+    g = float(run.get("guidance_scale", float("nan")))
+    rel = np.linalg.norm(diff.reshape(n_steps, -1), axis=1) / np.linalg.norm(
+        uncond.reshape(n_steps, -1), axis=1
+    )
+    t = to_numpy(run["step.t"]) if "step.t" in run else np.arange(n_steps)
+    with style():
+        fig, axes = maps_and_plot(
+            fig,
+            4,
+            f"Classifier-free guidance at {step_label(run, s)}, latent channel {channel}: "
+            f"ε = ε_uncond + {g:g}·(ε_text − ε_uncond)",
+        )
+        lim = symmetric_limit(uncond[s, channel], text[s, channel], guided[s, channel])
+        kw = dict(cmap=SIGNED_CMAP, vmin=-lim, vmax=lim)
+        show_map(axes[0], uncond[s, channel], title="ε_uncond (empty prompt)", **kw)
+        show_map(axes[1], text[s, channel], title="ε_text (prompt)", **kw)
+        dlim = symmetric_limit(diff[s, channel])
+        im_d = show_map(
+            axes[2],
+            diff[s, channel],
+            cmap=SIGNED_CMAP,
+            vmin=-dlim,
+            vmax=dlim,
+            title="ε_text − ε_uncond",
+        )
+        im = show_map(axes[3], guided[s, channel], title=f"guided ε (g = {g:g})", **kw)
+        fig.colorbar(im, ax=[axes[0], axes[1], axes[3]], label="noise value", shrink=0.8)
+        fig.colorbar(im_d, ax=axes[2], label="difference", shrink=0.8)
+        plot_over_t(
+            axes[4],
+            t,
+            rel,
+            s,
+            ylabel="‖ε_text − ε_uncond‖ / ‖ε_uncond‖",
+            title="How hard the text pushes, per step",
+        )
+        axes[4].invert_xaxis()  # sampling runs from high t to low t
+    return fig
+
+
+def guidance_sweep(
+    source: Any,
+    prompt: str | None = None,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    fig: Canvas | None = None,
+) -> Figure:
+    """The same prompt and seed generated at several guidance scales, side by side.
+
+    `source` is a list of traced runs (their `guidance_scale` labels the panels), or a
+    pipeline with a `prompt`: then `sdviz.generate` runs once per scale in `scales`
+    (with `seed` and `steps`; attention is not recorded).
+
+    Example:
+        >>> fig = sdviz.figures.guidance_sweep(pipe, "a red circle", scales=[1, 2, 4, 8])
+        >>> fig = sdviz.figures.guidance_sweep([run_a, run_b])   # runs you already have
+    """
+    if isinstance(source, Sequence) and not isinstance(source, str):
+        runs = list(source)
+        if prompt is not None:
+            raise ValueError("Runs carry their own prompt; pass `prompt` only with a pipeline.")
+        if not runs:
+            raise ValueError("Pass at least one run.")
+        for r in runs:
+            require(r, "vae.image", "guidance_scale")
+    else:
+        if not isinstance(prompt, str):
+            raise ValueError("Pass a prompt with a pipeline: guidance_sweep(pipe, 'a red cat').")
+        if not scales:
+            raise ValueError("Pass at least one guidance scale.")
+        bad = [g for g in scales if not isinstance(g, (int, float)) or g < 0]
+        if bad:
+            raise ValueError(f"Guidance scales must be numbers >= 0; got {bad}.")
+        from ..tracing import generate
+
+        kwargs = {} if steps is None else {"steps": steps}
+        runs = [
+            generate(source, prompt, guidance_scale=float(g), seed=seed, attention=None, **kwargs)
+            for g in scales
+        ]
+    prompts = {r.get("prompt") for r in runs}
+    label = repr(runs[0].get("prompt")) if len(prompts) == 1 else "several prompts"
+    seeds = {r.get("seed") for r in runs}
+    seed_text = f", seed {runs[0].get('seed')}" if len(seeds) == 1 else ""
+    with style():
+        fig = new_figure(
+            fig,
+            PANEL * len(runs) + 0.4,
+            PANEL + 0.9,
+            suptitle=f"Guidance-scale sweep: {label}{seed_text}",
+        )
+        axes = np.atleast_1d(fig.subplots(1, len(runs)))
+        for ax, r in zip(axes, runs, strict=True):
+            g = float(r["guidance_scale"])
+            note = " (no guidance)" if g <= 1 else ""
+            show_image(ax, r["vae.image"], f"guidance g = {g:g}{note}")
+    return fig
