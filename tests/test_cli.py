@@ -1,0 +1,127 @@
+"""The `sdviz` command line, run in-process on the tiny pipeline."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sdviz.cli import SUBCOMMANDS, build_parser, filmstrip_steps, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["trace", "--model", "sdviz-tiny", "--steps", "4", "--frames", "3"]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".tmp-" in p.name]
+
+
+def test_trace_writes_image_filmstrip_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TINY, "--prompt", "a red circle", "--seed", "3", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["filmstrip.png", "image.png", "summary.txt"]
+    with Image.open(out / "image.png") as im:
+        assert im.size == (64, 64) and im.mode == "RGB"
+    with Image.open(out / "filmstrip.png") as strip:
+        assert strip.size[0] > 3 * 64  # three panels side by side
+    text = (out / "summary.txt").read_text()
+    assert "Run('a red circle', 4 steps" in text
+    assert "unet.pred_original_sample" in text and "timings (s)" in text
+    assert re.search(r"seed: 3\b", text) and "DDIMScheduler" in text
+    assert "wrote" in capsys.readouterr().out
+    assert not _leftovers(tmp_path)
+
+
+def test_trace_with_scheduler_into_existing_folder(tmp_path):
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "image.png").write_bytes(b"old")
+    assert main([*TINY, "--scheduler", "Euler A", "--out", str(out)]) == 0
+    assert (out / "notes.txt").read_text() == "mine"  # other files are left alone
+    with Image.open(out / "image.png") as im:
+        assert im.size == (64, 64)
+    assert "EulerAncestralDiscreteScheduler" in (out / "summary.txt").read_text()
+    assert not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--steps", "0"], "--steps: expected a whole number >= 1"),
+        (["--steps", "many"], "--steps: expected a whole number"),
+        (["--guidance", "-1"], "--guidance: expected a number >= 0"),
+        (["--scheduler", "warp"], "Valid names: ddpm, ddim"),
+        (["--prompt", "   "], "the prompt is empty"),
+        (["--frames", "0"], "--frames"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert main([*TINY, *args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "./no-such-folder"], "No such model folder"),
+        (["--height", "60"], "not divisible"),
+        (["--device", "gpu"], "Unknown device"),
+    ],
+)
+def test_failures_exit_1_and_leave_no_output(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert main([*TINY, *args, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sdviz trace: error:") and message in err
+    assert not out.exists() and not _leftovers(tmp_path)
+
+
+def test_out_is_a_file(tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    assert main([*TINY, "--out", str(target)]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert target.read_text() == "x"
+
+
+def test_no_command_and_help(capsys):
+    assert main([]) == 2
+    assert main(["--help"]) == 0
+    assert "trace" in capsys.readouterr().out
+
+
+def test_subcommands_come_from_the_registry():
+    assert SUBCOMMANDS[0] == "sdviz.cli:add_trace_command"
+    parser = build_parser()
+    assert parser.parse_args(["trace"]).command == "trace"
+
+
+def test_filmstrip_steps():
+    assert filmstrip_steps(25, 6) == [0, 5, 10, 14, 19, 24]
+    assert filmstrip_steps(4, 6) == [0, 1, 2, 3]
+    assert filmstrip_steps(10, 1) == [9]
+
+
+def test_readme_trace_command_parses():
+    readme = (ROOT / "README.md").read_text()
+    command = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)[0].strip()
+    argv = shlex.split(command[command.index("sdviz trace") :])[1:]
+    args = build_parser().parse_args(argv)
+    assert args.command == "trace" and args.prompt
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "sdviz"
+    if not script.exists():
+        pytest.skip("the sdviz console script is not installed in this environment")
+    done = subprocess.run([str(script), "trace", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--scheduler" in done.stdout
