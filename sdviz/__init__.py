@@ -39,14 +39,32 @@ _API = {
     "sd_architecture": "sdviz.builder",
 }
 
+# submodules reachable as attributes without an import (`sdviz.figures.components(...)`)
+_MODULES = (
+    "attention",
+    "autoencoder",
+    "builder",
+    "diffusion",
+    "figures",
+    "pipeline",
+    "schedulers",
+    "shapes",
+    "text",
+    "tracing",
+    "training",
+    "widgets",
+)
+
 __all__ = sorted(_API) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'sdviz' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+    return sorted(set(globals()) | set(_API) | set(_MODULES))
