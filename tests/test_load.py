@@ -95,6 +95,7 @@ def test_every_scheduler_swaps_in(tiny, name):
     sched = make_scheduler(name, tiny.scheduler.config)
     assert type(sched).__name__ == EXPECTED_CLASSES[name]
     assert scheduler_name(sched) == name
+    assert torch.allclose(sched.betas, tiny.scheduler.betas)
     assert torch.allclose(sched.alphas_cumprod, tiny.scheduler.alphas_cumprod)
     assert sched.config.prediction_type == tiny.scheduler.config.prediction_type
     original = tiny.scheduler

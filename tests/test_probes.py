@@ -283,3 +283,19 @@ def test_bad_prompts(pipe, bad, err, msg):
         tokenize(pipe, bad)
     with pytest.raises(err, match=msg):
         embed(pipe, bad)
+
+
+def test_low_precision_pipeline_returns_cpu_float32():
+    """Probes on a half-precision pipeline (bf16 here; fp16 on CUDA) give CPU float32."""
+    from sdviz.pipeline import load
+
+    low = load("sdviz-tiny", device="cpu", dtype="bf16")
+    f = low.vae_scale_factor
+    z = encode(low, torch.rand(1, 3, 4 * f, 4 * f))
+    assert z.dtype == torch.float32 and z.shape == (1, 4, 4, 4)
+    image = decode(low, z)
+    assert image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+    assert embed(low, PROMPT).dtype == torch.float32
+    out = denoise_step(low, z[0], timesteps(low, 10)[3], PROMPT, num_inference_steps=10)
+    assert all(out[k].dtype == torch.float32 for k in ("noise_pred", "prev_sample"))
+    assert torch.isfinite(out["pred_original_sample"]).all()
