@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("SDVIZ_TEST_ARTIFACTS", REPO / "test-artifacts")) / "browser"
-RUN_ALL_TIMEOUT = float(os.environ.get("SDVIZ_BROWSER_RUN_TIMEOUT", "150"))
+RUN_ALL_TIMEOUT = float(os.environ.get("SDVIZ_BROWSER_RUN_TIMEOUT", "240"))
 
 DENOISE_IMAGE = "img.sdviz-denoise-image, .sdviz-denoise-image img"
 DENOISE_HANDLE = ".sdviz-denoise-slider .noUi-handle"
@@ -33,14 +33,14 @@ DENOISE_PICTURES = ".sdviz-denoise img.widget-image"  # all carry sdviz-state-<s
 DENOISE_CAPTION = ".sdviz-denoise-state"
 PROMPT_INPUT = ".sdviz-prompt-text input"
 PROMPT_TOKENS = ".sdviz-prompt-tokens"
+PROMPT_GENERATE = ".sdviz-prompt-generate"
+PROMPT_IMAGE = "img.sdviz-prompt-image"
 TYPED_PROMPT = "a blue square"
 
 WIDGETS_NOTEBOOK = textwrap.dedent(
     """\
     # ---
     # jupyter:
-    #   jupytext:
-    #     formats: py:percent
     #   kernelspec:
     #     display_name: Python 3
     #     language: python
@@ -48,43 +48,18 @@ WIDGETS_NOTEBOOK = textwrap.dedent(
     # ---
 
     # %% [markdown]
-    # # Widgets in the browser (throwaway notebook of the browser test)
+    # # sdviz widgets in the browser (notebook of the browser test)
 
     # %%
-    import io
+    import sdviz
+    from sdviz.widgets import DenoisingExplorer, PromptExplorer
 
-    import ipywidgets as w
-    import numpy as np
-    from matplotlib.image import imsave
-
-
-    def show(step):
-        buf = io.BytesIO()
-        imsave(buf, np.random.default_rng(step).random((8, 8)), format="png")
-        with image.hold_sync():
-            image.value = buf.getvalue()
-            image._dom_classes = ("sdviz-denoise-image", f"sdviz-state-{step}")
-        caption.value = f"step {step + 1} of 10"
-
-
-    slider = w.IntSlider(value=0, min=0, max=9, description="step")
-    slider.add_class("sdviz-denoise-slider")
-    image = w.Image(format="png", width=128)
-    caption = w.HTML()
-    caption.add_class("sdviz-denoise-state")
-    slider.observe(lambda change: show(change["new"]), names="value")
-    show(0)
-    explorer = w.VBox([slider, caption, image])
-    explorer.add_class("sdviz-denoise")
-    explorer
+    pipe = sdviz.load()
+    run = sdviz.generate(pipe, "a red circle to the left of a blue square", steps=6, seed=0)
+    DenoisingExplorer(run, pipe)
 
     # %%
-    text = w.Text(value="a red circle", description="prompt")
-    text.add_class("sdviz-prompt-text")
-    tokens = w.HTML(" | ".join(text.value.split()))
-    tokens.add_class("sdviz-prompt-tokens")
-    text.observe(lambda change: setattr(tokens, "value", " | ".join(change["new"].split())), "value")
-    w.VBox([text, tokens])
+    PromptExplorer(pipe, steps=6)
     """
 )
 
@@ -125,7 +100,7 @@ def _prepare_root(root: Path) -> str:
     return "scratch/widgets_smoke.py"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_lesson_widgets_work_in_jupyterlab(tmp_path):
     try:
         chromium = find_chromium()
@@ -233,6 +208,19 @@ def _drive(ui, url: str, notebook: str) -> None:
         ui.wait_for("the token list to show the typed words", updated, 30)
         ui.wait_kernel_idle(notebook)
         ui.screenshot("prompt-typed")
+
+    with ui.step("press Generate and see the generated image"):
+        picture = page.locator(PROMPT_IMAGE).first
+        done = int(_state(picture) or 0)  # sdviz-state-<n> after the n-th generation
+        page.locator(PROMPT_GENERATE).first.click()
+        ui.wait_for(
+            f"generation {done + 1} to be shown",
+            lambda: _state(picture) == str(done + 1) and _loaded(picture),
+            60,
+        )
+        ui.wait_kernel_idle(notebook)
+        picture.scroll_into_view_if_needed()
+        ui.screenshot("prompt-generated")
 
     with ui.step("no cell shows an error after the interactions"):
         assert not (errors := ui.errors(notebook)), "errors:\n" + "\n".join(errors)
