@@ -35,6 +35,8 @@ _API = {
     "denoise_step": "sdviz.diffusion",
     "encode": "sdviz.autoencoder",
     "decode": "sdviz.autoencoder",
+    "set_scheduler": "sdviz.pipeline",
+    "scheduler_names": "sdviz.schedulers",
     "tiny_pipeline": "sdviz.builder",
     "sd_architecture": "sdviz.builder",
 }
