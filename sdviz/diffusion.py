@@ -158,7 +158,7 @@ def denoise_step(
     t: int,
     prompt: str,
     guidance_scale: float = 7.5,
-    negative_prompt: str = "",
+    negative_prompt: str | None = "",
     *,
     num_inference_steps: int = 50,
     generator: torch.Generator | None = None,
@@ -172,10 +172,13 @@ def denoise_step(
     (Ho & Salimans 2022), all as epsilon (converted for v-prediction models);
     ``pred_original_sample`` (x0_hat) and ``prev_sample`` (x at the next timestep, same
     scale); plus ``t``, ``prev_t`` (None after the last step) and ``alpha_bar``.
-    A fresh copy of the scheduler is used: ``pipe.scheduler`` is not touched.
+    A fresh copy of the scheduler is used: ``pipe.scheduler`` is not touched. So
+    multistep solvers (DPM-Solver++, UniPC, DEIS, PNDM, LMS) take their first-order step
+    here, not the one they would take mid-run with history; stochastic ones (DDPM, Euler
+    ancestral) draw their noise from `generator`. DDIM and Euler match the pipeline.
     """
     check_prompt(prompt)
-    if negative_prompt != "":
+    if negative_prompt not in (None, ""):  # "" and None: the unconditional prompt
         check_prompt(negative_prompt, "negative_prompt")
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, int | float):
         raise TypeError(f"guidance_scale must be a number (SD uses 7.5), got {guidance_scale!r}.")

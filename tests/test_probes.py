@@ -168,6 +168,14 @@ def test_denoise_step_unbatched_and_no_guidance(pipe):
     out = denoise_step(pipe, x, t, PROMPT, guidance_scale=1.0, num_inference_steps=10)
     assert out["noise_pred"].shape == (4, 8, 8) and out["noise_pred"].dtype == torch.float32
     assert torch.allclose(out["noise_pred"], out["noise_pred_text"], atol=1e-6)
+    same = denoise_step(
+        pipe, x, t, PROMPT, guidance_scale=1.0, negative_prompt=None, num_inference_steps=10
+    )
+    assert torch.allclose(same["noise_pred_uncond"], out["noise_pred_uncond"])
+    other = denoise_step(
+        pipe, x, t, PROMPT, negative_prompt="a blue square", num_inference_steps=10
+    )
+    assert not torch.allclose(other["noise_pred_uncond"], out["noise_pred_uncond"])
 
 
 def test_denoise_step_bad_input(pipe):
@@ -179,6 +187,8 @@ def test_denoise_step_bad_input(pipe):
         denoise_step(pipe, torch.zeros(3, 64, 64), timesteps(pipe, 10)[0], PROMPT)
     with pytest.raises(ValueError, match="empty"):
         denoise_step(pipe, x, timesteps(pipe, 50)[0], "   ")
+    with pytest.raises(TypeError, match="negative_prompt must be a string"):
+        denoise_step(pipe, x, timesteps(pipe, 50)[0], PROMPT, negative_prompt=3)
     with pytest.raises(TypeError, match="guidance_scale"):
         denoise_step(pipe, x, timesteps(pipe, 50)[0], PROMPT, guidance_scale="high")
     assert pipe.scheduler is sched_before
