@@ -17,6 +17,7 @@ from sdviz.diffusion import (
     timesteps,
     to_epsilon,
 )
+from sdviz.pipeline import load
 from sdviz.schedulers import make_scheduler
 from sdviz.text import check_prompt, embed, tokenize
 
@@ -297,8 +298,6 @@ def test_bad_prompts(pipe, bad, err, msg):
 
 def test_low_precision_pipeline_returns_cpu_float32():
     """Probes on a half-precision pipeline (bf16 here; fp16 on CUDA) give CPU float32."""
-    from sdviz.pipeline import load
-
     low = load("sdviz-tiny", device="cpu", dtype="bf16")
     f = low.vae_scale_factor
     z = encode(low, torch.rand(1, 3, 4 * f, 4 * f))
@@ -309,3 +308,20 @@ def test_low_precision_pipeline_returns_cpu_float32():
     out = denoise_step(low, z[0], timesteps(low, 10)[3], PROMPT, num_inference_steps=10)
     assert all(out[k].dtype == torch.float32 for k in ("noise_pred", "prev_sample"))
     assert torch.isfinite(out["pred_original_sample"]).all()
+
+
+def test_probes_on_the_test_device(device):
+    """On the suite's device (SDVIZ_DEVICE=cuda: fp16 via dtype='auto') probes give CPU float32."""
+    on = load("sdviz-tiny", device=device, dtype="auto")
+    assert on.device.type == device.type
+    f = on.vae_scale_factor
+    z = encode(on, torch.rand(2, 3, 4 * f, 4 * f))
+    assert z.device.type == "cpu" and z.dtype == torch.float32
+    image = decode(on, z)
+    assert image.device.type == "cpu" and image.dtype == torch.float32
+    assert embed(on, PROMPT).dtype == torch.float32
+    noisy = add_noise(z.to(device), [100, 900], on, generator=torch.Generator().manual_seed(0))
+    assert noisy.device.type == device.type
+    out = denoise_step(on, noisy.cpu(), timesteps(on, 10)[2], PROMPT, num_inference_steps=10)
+    assert out["noise_pred"].device.type == "cpu" and out["noise_pred"].dtype == torch.float32
+    assert torch.isfinite(out["prev_sample"]).all()
