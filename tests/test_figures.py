@@ -8,18 +8,46 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
+import sdviz
 from sdviz import figures
 from sdviz.builder import tiny_pipeline
-from sdviz.figures.style import iter_axes, render
+from sdviz.figures.style import iter_axes, render, to_png
 
 MIN_PIXEL_STD = 8.0  # rendered RGB std (0..255) above which a figure is not blank
+
+
+PROMPT = "a red circle left of a blue square"
+STEPS = 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, above all on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def pipe():
     return tiny_pipeline(seed=0)
+
+
+@pytest.fixture(scope="module")
+def run(pipe):
+    """One traced generation with per-layer cross-attention maps (all attn2 layers)."""
+    return sdviz.generate(pipe, PROMPT, steps=STEPS, seed=0, attention_layers="attn2")
+
+
+@pytest.fixture(scope="module")
+def plain_run(pipe):
+    """No guidance, no attention: what figures needing them must refuse."""
+    return sdviz.generate(pipe, PROMPT, steps=3, seed=1, guidance_scale=1.0, attention=None)
 
 
 def texts(fig) -> str:
@@ -103,3 +131,231 @@ def test_unet_diagram_places_every_cross_attention_layer(pipe):
     assert "skip" in text and "mid_block" in text
     with pytest.raises(TypeError, match="UNet"):
         figures.unet_diagram(object())
+
+
+# ----------------------------------------------------------------- from a traced run
+
+
+def test_tokens_and_embeddings_from_run_and_from_pipe(run, pipe):
+    fig = figures.tokens_and_embeddings(run)
+    assert_drawn(fig, 3)
+    text = texts(fig)
+    L, d = run["text_encoder.prompt_embeds"].shape
+    assert f"l = {L}" in text and f"d = {d}" in text
+    for word in ("red", "circle", "blue", "square", "embedding dimension", "token"):
+        assert word in text
+    again = figures.tokens_and_embeddings(pipe, PROMPT)  # the probe path: same tokens, vectors
+    assert again.get_suptitle() == fig.get_suptitle()
+    a, b = (list(iter_axes(f))[2].images[0].get_array() for f in (fig, again))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    with pytest.raises(ValueError, match="prompt"):
+        figures.tokens_and_embeddings(pipe)
+
+
+def test_denoising_filmstrip_decoded_and_previewed(run, pipe):
+    fig = figures.denoising_filmstrip(run, pipe, steps=[0, 2, -1])
+    assert_drawn(fig, 6)
+    text = texts(fig)
+    assert "x_t (decoded)" in text and "x̂0 (decoded)" in text
+    t = run["step.t"]
+    assert f"step 0, t={int(t[0])}" in text and f"step {STEPS - 1}, t={int(t[-1])}" in text
+    decoded = list(iter_axes(fig))[0].images[0].get_array()
+    assert decoded.shape[:2] == tuple(run["vae.image"].shape[1:])  # VAE output size
+    preview = figures.denoising_filmstrip(run)  # no pipe: the cheap preview, 5 default steps
+    assert_drawn(preview, 10)
+    assert "linear preview" in texts(preview)
+    with pytest.raises(IndexError, match="out of range"):
+        figures.denoising_filmstrip(run, steps=[STEPS])
+
+
+def test_denoising_animation_writes_one_gif_frame_per_step(run, tmp_path):
+    path = figures.denoising_animation(run, tmp_path / "run.gif")
+    with Image.open(path) as gif:
+        assert gif.n_frames == STEPS
+        gif.seek(STEPS - 1)
+        assert np.asarray(gif.convert("RGB")).std() > MIN_PIXEL_STD
+    with pytest.raises(ValueError, match=".gif or .mp4"):
+        figures.denoising_animation(run, tmp_path / "run.avi")
+    from sdviz.figures.animation import mp4_available
+
+    if not mp4_available():
+        with pytest.raises(RuntimeError, match="ffmpeg"):
+            figures.denoising_animation(run, tmp_path / "run.mp4")
+        assert not (tmp_path / "run.mp4").exists()
+
+
+def test_forward_noising_labels_t_and_alpha_bar(run, pipe):
+    fig = figures.forward_noising(pipe, run, timesteps=[0, 500, 999])
+    assert_drawn(fig, 6)
+    text = texts(fig)
+    abar = pipe.scheduler.alphas_cumprod
+    for t in (0, 500, 999):
+        assert f"t={t}, ᾱ={float(abar[t]):.3f}" in text
+    assert "pixel space" in text and "latent space" in text
+    top = [ax.images[0].get_array() for ax in list(iter_axes(fig))[:3]]
+    clean = np.asarray(run["vae.image"].permute(1, 2, 0))
+    # more noise with t: the pixel panel drifts further from the clean image
+    errors = [np.abs(np.asarray(x) - clean).mean() for x in top]
+    assert errors[0] < errors[1] < errors[2]
+    with pytest.raises(ValueError, match="0..999"):
+        figures.forward_noising(pipe, run, timesteps=[1000])
+
+
+def test_training_example_predicts_and_scores_noise(run, pipe):
+    fig = figures.training_example(pipe, run, t=300, timesteps=[0, 300, 600, 999])
+    assert_drawn(fig, 6)
+    text = texts(fig)
+    for word in ("true noise ε", "predicted ε̂", "error ε̂ − ε", "mse", "timestep t", "t=300"):
+        assert word in text
+    curve = list(iter_axes(fig))[-1].lines[0]
+    assert list(curve.get_xdata()) == [0, 300, 600, 999]
+    assert np.all(np.asarray(curve.get_ydata()) > 0)
+    with pytest.raises(IndexError, match="channel"):
+        figures.training_example(pipe, run, channel=99)
+    with pytest.raises(ValueError, match="caption"):
+        figures.training_example(pipe, run["vae.image"])
+
+
+def test_latent_space_channels_and_compression(run, pipe):
+    fig = figures.latent_space(pipe, run)
+    c = pipe.unet.config.in_channels
+    assert_drawn(fig, c + 2)
+    text = texts(fig)
+    H, W = run["vae.image"].shape[1:]
+    h, w = H // pipe.vae_scale_factor, W // pipe.vae_scale_factor
+    assert f"{3 * H * W / (c * h * w):.0f}× fewer" in text
+    assert "latent channel 0" in text and "reconstruction" in text and "psnr" in text
+    with pytest.raises(ValueError, match="divisible"):
+        figures.latent_space(pipe, torch.rand(3, 60, 60))
+
+
+def test_cross_attention_one_map_per_word(run):
+    fig = figures.cross_attention(run, ["red", "circle", "square"])
+    assert_drawn(fig, 4)
+    text = texts(fig)
+    assert "'red'" in text and "'square'" in text and "attention weight" in text
+    at_step = figures.cross_attention(run, ["red"], step=-1)
+    assert f"at step {STEPS - 1}" in texts(at_step)
+    with pytest.raises(ValueError, match="not a word of the prompt"):
+        figures.cross_attention(run, ["giraffe"])
+    with pytest.raises(IndexError, match="out of range"):
+        figures.cross_attention(run, ["red"], step=STEPS)
+
+
+def test_cross_attention_needs_maps(plain_run):
+    with pytest.raises(KeyError, match="attention.maps"):
+        figures.cross_attention(plain_run, ["red"])
+
+
+def test_attention_drilldown_per_layer_and_step(run, pipe):
+    layers = [n for n, _ in pipe.unet.named_modules() if n.endswith("attn2")]
+    fig = figures.attention_drilldown(run, "circle", steps=[0, STEPS - 1])
+    assert_drawn(fig, 2 * (len(layers) + 1))
+    text = texts(fig)
+    assert "'circle'" in text and "aggregate" in text and "mid 0" in text
+    some = figures.attention_drilldown(run, "red", layers=layers[:2], steps=1)
+    assert_drawn(some, 3)
+    with pytest.raises(KeyError, match="attention_layers"):
+        figures.attention_drilldown(dict((k, run[k]) for k in run if k not in layers), "red")
+    with pytest.raises(KeyError, match="No maps"):
+        figures.attention_drilldown(run, "red", layers=["up_blocks.9.attn2"])
+
+
+def test_guidance_terms_show_both_halves(run):
+    fig = figures.guidance_terms(run, step=2)
+    assert_drawn(fig, 5)
+    text = texts(fig)
+    for word in ("ε_uncond", "ε_text", "ε_text − ε_uncond", "guided ε (g = 7.5)", "timestep t"):
+        assert word in text
+    diff = list(iter_axes(fig))[2].images[0].get_array()
+    expected = (run["unet.noise_pred_text"] - run["unet.noise_pred_uncond"])[2, 0]
+    np.testing.assert_allclose(np.asarray(diff), expected.numpy(), rtol=1e-6)
+
+
+def test_guidance_terms_need_guidance(plain_run):
+    with pytest.raises(ValueError, match="guidance_scale > 1"):
+        figures.guidance_terms(plain_run)
+
+
+def test_figures_accept_half_precision_tensors(run):
+    half = {
+        k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in run.items()
+    }
+    assert_drawn(figures.guidance_terms(half), 5)
+    assert_drawn(figures.cross_attention(half, ["red"]), 2)
+
+
+def test_guidance_sweep_from_pipe_and_from_runs(pipe, run, plain_run):
+    fig = figures.guidance_sweep(pipe, "a red circle", scales=[1, 5], steps=2)
+    assert_drawn(fig, 2)
+    text = texts(fig)
+    assert "guidance g = 1 (no guidance)" in text and "guidance g = 5" in text
+    assert "'a red circle'" in text and "seed 0" in text
+    from_runs = figures.guidance_sweep([plain_run, run])
+    assert_drawn(from_runs, 2)
+    with pytest.raises(ValueError, match="numbers >= 0"):
+        figures.guidance_sweep(pipe, "a red circle", scales=[-1])
+
+
+def test_clip_similarity_with_a_model_and_with_embeddings(run, pipe):
+    from transformers import CLIPConfig, CLIPModel
+
+    tok = pipe.tokenizer
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    torch.manual_seed(0)
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config=dict(vocab_size=len(tok), max_position_embeddings=77, **ids, **small),
+            vision_config=dict(image_size=32, patch_size=8, **small),
+            projection_dim=16,
+        )
+    )
+    captions = [PROMPT, "a green triangle", "a photo of a cat"]
+    images = [run, torch.rand(3, 64, 64), torch.zeros(3, 64, 64) + 0.5]
+    fig = figures.clip_similarity(images, captions, model=clip, tokenizer=tok)
+    assert_drawn(fig, 1)
+    text = texts(fig)
+    assert "cosine similarity" in text and "green triangle" in text
+    sim = np.asarray(list(iter_axes(fig))[0].images[0].get_array())
+    assert sim.shape == (3, 3) and np.all(np.abs(sim) <= 1 + 1e-6) and np.ptp(sim) > 0
+    img, txt = torch.randn(2, 8), torch.randn(3, 8)
+    fig = figures.clip_similarity(None, ["a", "b", "c"], image_embeds=img, text_embeds=txt)
+    got = np.asarray(list(iter_axes(fig))[0].images[0].get_array())
+    unit = lambda x: x / x.norm(dim=1, keepdim=True)  # noqa: E731
+    np.testing.assert_allclose(got, (unit(img) @ unit(txt).T).numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="CLIP model"):
+        figures.clip_similarity(images, captions)
+    with pytest.raises(ValueError, match="tokenizer"):
+        figures.clip_similarity(images, captions, model=clip)
+
+
+# ----------------------------------------------------------------- determinism, no pyplot
+
+
+def test_same_seed_same_bytes(pipe, run):
+    again = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=0, attention_layers="attn2")
+    for make in (
+        lambda r: figures.denoising_filmstrip(r, pipe, steps=[0, -1]),
+        lambda r: figures.cross_attention(r, ["red"]),
+    ):
+        assert to_png(make(run)) == to_png(make(again))
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_saved_files_are_reproducible(run, tmp_path, fmt):
+    a = figures.save(figures.guidance_terms(run), tmp_path / f"a.{fmt}")
+    b = figures.save(figures.guidance_terms(run), tmp_path / f"b.{fmt}")
+    assert a.read_bytes() == b.read_bytes() and a.stat().st_size > 1000
+    with pytest.raises(ValueError, match="png, svg, pdf"):
+        figures.save(figures.guidance_terms(run), tmp_path / "c.jpg")
+
+
+def test_figures_leave_pyplot_alone(run):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    figures.guidance_terms(run)
+    figures.cross_attention(run)
+    assert plt.get_fignums() == before
+    assert matplotlib.rcParams["image.cmap"] == matplotlib.rcParamsDefault["image.cmap"]

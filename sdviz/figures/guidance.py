@@ -59,6 +59,12 @@ def guidance_terms(
         "unet.noise_pred",
         hint="Generate with guidance_scale > 1 (classifier-free guidance) to record both halves.",
     )
+    g = float(run.get("guidance_scale", float("nan")))
+    if g <= 1:
+        raise ValueError(
+            f"This run was generated without classifier-free guidance (guidance_scale={g:g}), "
+            "so the UNet never predicted ε_uncond. Generate with guidance_scale > 1, e.g. 7.5."
+        )
     uncond = to_numpy(run["unet.noise_pred_uncond"])  # (S, c, h, w)
     text = to_numpy(run["unet.noise_pred_text"])
     guided = to_numpy(run["unet.noise_pred"])
@@ -67,7 +73,6 @@ def guidance_terms(
     if not isinstance(channel, (int, np.integer)) or not 0 <= channel < c:
         raise IndexError(f"channel {channel!r} is out of range: the latents have {c} channels.")
     diff = text - uncond
-    g = float(run.get("guidance_scale", float("nan")))
     rel = np.linalg.norm(diff.reshape(n_steps, -1), axis=1) / np.linalg.norm(
         uncond.reshape(n_steps, -1), axis=1
     )

@@ -25,7 +25,9 @@ ROW_INCHES = 0.8 * PANEL  # height of one image row (and its thumbnail)
 CAPTION_WRAP = 22  # characters per caption line under the matrix
 
 
-def _pixels(images: list[Any], model: Any, image_processor: Any) -> torch.Tensor:
+def _pixels(
+    images: list[Any], model: Any, image_processor: Any, mean: Any, std: Any
+) -> torch.Tensor:
     """(n, 3, s, s) normalised pixels for the CLIP vision tower."""
     if image_processor is not None:
         from PIL import Image
@@ -37,21 +39,29 @@ def _pixels(images: list[Any], model: Any, image_processor: Any) -> torch.Tensor
     side = int(model.config.vision_config.image_size)
     x = torch.stack([torch.from_numpy(image_hwc(im)).permute(2, 0, 1) for im in images])
     x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
-    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    mean = torch.tensor(OPENAI_CLIP_MEAN if mean is None else mean, dtype=x.dtype)
+    std = torch.tensor(OPENAI_CLIP_STD if std is None else std, dtype=x.dtype)
+    return (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
 
 
 def clip_embeddings(
-    images: list[Any], captions: list[str], model: Any, tokenizer: Any, image_processor: Any = None
+    images: list[Any],
+    captions: list[str],
+    model: Any,
+    tokenizer: Any,
+    image_processor: Any = None,
+    image_mean: Any = None,
+    image_std: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unit-norm CLIP embeddings (n_images, p) and (n_captions, p) from a transformers CLIPModel.
 
-    Images are resized to the vision tower's size and normalised with CLIP's mean and
-    std, unless an `image_processor` (e.g. CLIPImageProcessor) is given.
+    Images are resized to the vision tower's size and normalised with `image_mean` /
+    `image_std` (default: OpenAI CLIP's, from transformers), unless an
+    `image_processor` (e.g. CLIPImageProcessor) is given.
     """
     param = next(model.parameters())
-    pixels = _pixels(images, model, image_processor).to(param.device, param.dtype)
+    pixels = _pixels(images, model, image_processor, image_mean, image_std)
+    pixels = pixels.to(param.device, param.dtype)
     tokens = tokenizer(captions, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         out = model(
@@ -87,6 +97,8 @@ def clip_similarity(
     model: Any = None,
     tokenizer: Any = None,
     image_processor: Any = None,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
     image_embeds: Any = None,
     text_embeds: Any = None,
     ax: Axes | None = None,
@@ -94,7 +106,9 @@ def clip_similarity(
     """Images (rows, as thumbnails) × captions (columns): cosine similarity of CLIP embeddings.
 
     Either give a transformers `CLIPModel` with its `tokenizer` (and optionally an
-    `image_processor`), or precomputed `image_embeds` (n, p) and `text_embeds` (m, p).
+    `image_processor`, or the `image_mean` / `image_std` the model was trained with:
+    sdviz's own CLIP models take pixels in [-1, 1], i.e. mean = std = 0.5), or
+    precomputed `image_embeds` (n, p) and `text_embeds` (m, p).
     `images` are runs (their image; their prompts are the default captions), tensors
     or PIL images; they are drawn as thumbnails (pass None with embeddings only).
     The best caption of each image is outlined.
@@ -121,7 +135,9 @@ def clip_similarity(
             )
         if not pictures:
             raise ValueError("Pass the images to embed.")
-        img, txt = clip_embeddings(pictures, captions, model, tokenizer, image_processor)
+        img, txt = clip_embeddings(
+            pictures, captions, model, tokenizer, image_processor, image_mean, image_std
+        )
     elif image_embeds is not None and text_embeds is not None:
         img, txt = to_numpy(image_embeds), to_numpy(text_embeds)
     else:
