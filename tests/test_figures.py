@@ -359,3 +359,15 @@ def test_figures_leave_pyplot_alone(run):
     figures.cross_attention(run)
     assert plt.get_fignums() == before
     assert matplotlib.rcParams["image.cmap"] == matplotlib.rcParamsDefault["image.cmap"]
+
+
+def test_public_names_stay_functions_after_submodule_imports():
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(figures.__path__):
+        importlib.import_module(f"sdviz.figures.{info.name}")
+    for name in figures.__all__:
+        assert callable(getattr(figures, name)) and not isinstance(
+            getattr(figures, name), type(figures)
+        ), name

@@ -22,7 +22,7 @@ from typing import Any
 
 # public name -> module (imported lazily: matplotlib and torch load only when used)
 _API = {
-    "components": "components",
+    "components": "overview",
     "forward_noising": "noising",
     "noise_schedule": "schedule",
     "training_example": "training",
@@ -38,7 +38,6 @@ _API = {
     "guidance_sweep": "guidance",
     "save": "style",
     "to_png": "style",
-    "style": "style",
 }
 
 __all__ = sorted(_API)
