@@ -28,7 +28,7 @@ from typing import Any
 
 SUBCOMMANDS = [
     "sdviz.cli:add_trace_command",
-    # the figures helper registers `sdviz figures` here: "sdviz.figures.gallery:add_command",
+    "sdviz.figures.gallery:add_parser",
 ]
 
 DEFAULT_PROMPT = "a red circle to the left of a blue square"
