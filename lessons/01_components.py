@@ -1,0 +1,180 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 1 — The components of Stable Diffusion
+#
+# *"The Illustrated Stable Diffusion"* (Jay Alammar, 2022) starts with a surprise: Stable
+# Diffusion is not one model but a **system of several models** working together:
+#
+# 1. a **text encoder** (the text half of CLIP) turns the prompt into a list of token vectors;
+# 2. an **image information creator** — a **UNet** and a **scheduler** — starts from random
+#    noise and removes it step by step, guided by those token vectors. It works in a small,
+#    compressed **latent** space, not on pixels: that is what makes Stable Diffusion fast;
+# 3. an **image decoder** — the decoder of a **variational autoencoder (VAE)** — paints the
+#    final picture from the last latents.
+#
+# In this lesson we open a real `diffusers.StableDiffusionPipeline`, find those three models
+# inside it, and follow one generation through them. Every number below is printed by code
+# from the model you loaded: run the same notebook with Stable Diffusion 1.5 and the numbers
+# become the article's (77×768 text embeddings, 4×64×64 latents, a 3×512×512 image).
+
+# %% [markdown]
+# ## Setup
+#
+# One cell chooses the model and the device. By default it is **sdviz-mini**, a miniature
+# Stable Diffusion that ships inside sdviz: the same three kinds of networks and the same
+# classes as the real one, trained from scratch on *ShapesWorld* (coloured shapes with
+# captions), small enough to run on a laptop CPU.
+
+# %%
+# Setup — the only cell you need to edit: which model, and the test switch.
+# %matplotlib inline
+import os
+
+import sdviz
+
+# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
+# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
+# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+MODEL = os.environ.get("SDVIZ_MODEL")
+SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+
+pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
+STEPS = 8 if SMOKE else 25
+SEED = 0
+PROMPT = "a red circle to the left of a blue square"
+print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+
+# %% [markdown]
+# ## Three models and a scheduler
+#
+# A diffusers pipeline is a container: its `components` are the parts. Some are neural
+# networks (with parameters learned in training), some are not (the tokenizer is a fixed
+# vocabulary; the scheduler is a formula).
+
+# %%
+{name: type(part).__name__ for name, part in pipe.components.items() if part is not None}
+
+# %%
+{
+    name: f"{sum(p.numel() for p in getattr(pipe, name).parameters()):,} parameters"
+    for name in ("text_encoder", "unet", "vae")
+}
+
+# %% [markdown]
+# The UNet is by far the biggest network — in Stable Diffusion 1.5 it has 860 million of the
+# roughly one billion parameters — and it runs once per denoising step (twice, in fact, with
+# classifier-free guidance: lesson 7). The text encoder runs once per prompt, the VAE
+# decoder once per image.
+#
+# Here is the whole system drawn with the loaded model's real shapes:
+
+# %%
+sdviz.figures.components(pipe)
+
+# %% [markdown]
+# ## Following one generation
+#
+# `sdviz.generate` runs the pipeline exactly as `pipe(prompt)` would, and *traces* it: it
+# records what goes in and out of each stage. The result, a `Run`, is a dictionary of
+# tensors; printing it lists everything that was recorded, with shapes.
+
+# %%
+run = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED)
+run
+
+# %% [markdown]
+# ### 1. Text encoder: prompt → token vectors
+#
+# The tokenizer cuts the prompt into tokens and looks up their ids; the list is padded to a
+# fixed length (77 for Stable Diffusion). The text encoder turns each token id into a
+# vector that depends on the whole sentence.
+
+# %%
+n = run["text.n_tokens"]
+print("tokens:", run.words)
+print("ids:   ", run["text.input_ids"][:n].tolist())
+print(f"{n} real tokens, padded to {run['text.input_ids'].shape[0]}")
+print(
+    "token ids",
+    tuple(run["text.input_ids"].shape),
+    "→ embeddings",
+    tuple(run["text_encoder.prompt_embeds"].shape),
+)
+
+# %% [markdown]
+# ### 2. UNet + scheduler: noise → latents, step by step
+#
+# The image information creator starts from pure Gaussian noise in latent space and runs
+# the UNet once per step. At each step the UNet *predicts the noise* in its input; the
+# scheduler uses that prediction to compute a slightly less noisy latent. The run recorded
+# the latents entering every step, and the final ones:
+
+# %%
+latents = run["unet.latents"]  # (steps + 1, channels, height, width)
+print("latents through the loop:", tuple(latents.shape))
+print("noise predictions:       ", tuple(run["unet.noise_pred"].shape))
+print("timesteps visited:       ", run["step.t"].int().tolist())
+
+# %% [markdown]
+# The UNet is an encoder–decoder with skip connections: it shrinks the latent to coarse
+# resolutions and grows it back. Cross-attention layers — where the text comes in — sit
+# in its blocks:
+
+# %%
+sdviz.figures.unet_diagram(pipe)
+
+# %% [markdown]
+# ### 3. VAE decoder: latents → pixels
+#
+# Only at the very end does the VAE decoder turn the last latents into an image. Each
+# latent cell stands for a square of `pipe.vae_scale_factor` × `pipe.vae_scale_factor`
+# pixels.
+
+# %%
+image, final = run["vae.image"], latents[-1]
+print("final latents", tuple(final.shape), "→ image", tuple(image.shape))
+print(
+    f"each latent cell covers {pipe.vae_scale_factor}×{pipe.vae_scale_factor} pixels; "
+    f"the image has {image.numel() / final.numel():.0f}× more numbers than the latents"
+)
+
+# %% [markdown]
+# Here is the generation as a film strip: the top row decodes the noisy latents x_t at a
+# few steps, the bottom row the UNet's guess of the finished picture at that step (x̂0,
+# lesson 4).
+
+# %%
+sdviz.figures.denoising_filmstrip(run, pipe)
+
+# %% [markdown]
+# ## Recap
+#
+# - Stable Diffusion is three networks around a scheduler: the **CLIP text encoder**
+#   (prompt → token vectors), the **UNet** with its **scheduler** (noise → clean latents, one
+#   step at a time, steered by the text), and the **VAE decoder** (latents → pixels).
+# - The loop runs in the small latent space; pixels appear only at the end.
+# - The UNet holds most of the parameters and runs at every step: it is where the time goes.
+#
+# ### Exercises
+#
+# 1. Change `PROMPT` in the setup cell and rerun: which printed shapes change, and which
+#    stay fixed? Why is the token list always the same length?
+# 2. Generate with `steps=5` and then `steps=50`. How does the number of UNet calls change,
+#    and how does the image change?
+# 3. If you have a GPU and internet, set `MODEL` to the Stable Diffusion 1.5 hub id and
+#    compare every printed number with the article's figures.
