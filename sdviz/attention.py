@@ -133,12 +133,13 @@ class AttentionCapture:
         self.n_heads = {n: int(unet.get_submodule(n).heads) for n in self.names}
         self._saved: dict | None = None
         self._stash: dict[tuple[str, str], torch.Tensor] = {}  # (layer, "to_q"/"to_k") -> output
+        self._sizes: dict[tuple, tuple[int, int]] = {}
         self._reset()
 
     def _reset(self) -> None:
         self._hw: tuple[int, int] | None = None
         self._cond = 0
-        self._sum: torch.Tensor | None = None
+        self._sums: dict[tuple[int, int], torch.Tensor] = {}  # (h_l, w_l) -> sum (hw_l, L)
         self._layers: list[str] = []
         self._detail: dict[str, torch.Tensor] = {}
 
@@ -207,17 +208,31 @@ class AttentionCapture:
         self._hw, self._cond = (h, w), cond_index
 
     def end(self) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], list[str]]:
-        """(mean map (L, h, w) or None, per-layer detail, layer names) of this call."""
-        mean = None if self._sum is None else self._sum / len(self._layers)
+        """(mean map (L, h, w) or None, per-layer detail, layer names) of this call.
+
+        Bilinear resizing is linear, so each resolution's layers are summed first and
+        resized once.
+        """
+        total = None
+        for (hl, wl), acc in self._sums.items():
+            m = acc.T.reshape(-1, hl, wl)  # (L, h_l, w_l)
+            if (hl, wl) != self._hw:
+                m = F.interpolate(m[None], size=self._hw, mode="bilinear", align_corners=False)[0]
+            total = m if total is None else total + m
+        mean = None if total is None else total / len(self._layers)
         out = (mean, self._detail, self._layers)
         self._reset()
         return out
 
     def _layer_hw(self, name: str, n_pixels: int) -> tuple[int, int]:
+        key = (name, n_pixels, self._hw)
+        if key in self._sizes:
+            return self._sizes[key]
         h, w = self._hw
         for k in [self.halvings.get(name, 0)] + list(range(8)):
             hl, wl = _halve(h, k), _halve(w, k)
             if hl * wl == n_pixels:
+                self._sizes[key] = (hl, wl)
                 return hl, wl
         raise RuntimeError(
             f"cross-attention layer {name} has {n_pixels} query pixels, which is no "
@@ -232,21 +247,20 @@ class AttentionCapture:
             return
         heads, i = attn.heads, self._cond
         n_pixels, n_tokens = q.shape[1], k.shape[1]
-        q_i = q[i].float().view(n_pixels, heads, -1).transpose(0, 1)  # (heads, hw, d)
-        k_i = k[i].float().view(n_tokens, heads, -1).transpose(0, 1)  # (heads, L, d)
-        scores = torch.bmm(q_i, k_i.transpose(1, 2)) * attn.scale  # (heads, hw, L)
+        q_i = q[i].view(n_pixels, heads, -1).transpose(0, 1).float()  # (heads, hw, d)
+        k_i = k[i].view(n_tokens, heads, -1).permute(1, 2, 0).float()  # (heads, d, L)
+        scores = torch.bmm(q_i, k_i).mul_(attn.scale)  # (heads, hw, L)
         if attention_mask is not None:
             mask = attn.prepare_attention_mask(attention_mask, n_tokens, q.shape[0])
-            scores = scores + mask[i * heads : (i + 1) * heads].float()
+            scores += mask[i * heads : (i + 1) * heads].float()
         probs = scores.softmax(-1)
         hl, wl = self._layer_hw(name, n_pixels)
-        per_token = probs.transpose(1, 2).reshape(heads, n_tokens, hl, wl)  # (heads, L, hl, wl)
-        mean = per_token.mean(0)  # (L, hl, wl)
         if name in self.detail:
-            self._detail[name] = per_token if self.keep_heads else mean.clone()
-        if (hl, wl) != self._hw:
-            mean = F.interpolate(mean[None], size=self._hw, mode="bilinear", align_corners=False)[0]
-        self._sum = mean if self._sum is None else self._sum + mean
+            per_token = probs.transpose(1, 2).reshape(heads, n_tokens, hl, wl)
+            self._detail[name] = per_token if self.keep_heads else per_token.mean(0)
+        mean = probs.mean(0)  # (hw_l, L)
+        acc = self._sums.get((hl, wl))
+        self._sums[(hl, wl)] = mean if acc is None else acc + mean
         self._layers.append(name)
 
 

@@ -33,8 +33,13 @@ def readable_token(token: str) -> str:
     return _SPECIAL.get(token, token.replace("</w>", ""))
 
 
-def fit_preview(latents: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Least-squares (c+1, 3) map from latent channels (+bias) to the pooled image."""
+def fit_preview(latents: torch.Tensor, image: torch.Tensor) -> torch.Tensor | None:
+    """Least-squares (c+1, 3) map from latent channels (+bias) to the pooled image.
+
+    None when either holds inf/NaN (an fp16 overflow, say): there is nothing to fit.
+    """
+    if not (torch.isfinite(latents).all() and torch.isfinite(image).all()):
+        return None
     c, h, w = latents.shape
     pooled = F.adaptive_avg_pool2d(image[None], (h, w))[0]  # (3, h, w)
     x = torch.cat([latents.reshape(c, -1), torch.ones(1, h * w)]).T  # (hw, c+1)

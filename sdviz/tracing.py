@@ -246,6 +246,7 @@ class _Tracer:
             timesteps=timesteps,
             sigmas=sigmas,
             abar=abar,
+            abar_device=abar.to(sample.device),  # indexed per step without a host sync
             guidance=float(getattr(pipe, "guidance_scale", 1.0)) if cfg else 1.0,
             rescale=float(getattr(pipe, "guidance_rescale", 0.0) or 0.0) if cfg else 0.0,
             prediction_type=sched.config.get("prediction_type", "epsilon"),
@@ -286,7 +287,7 @@ class _Tracer:
         meta = run.meta
         sample = _arg(args, kwargs, 0, "sample")
         i = meta["offset"] + len(run.steps)
-        abar = float(meta["abar"][min(i, len(meta["abar"]) - 1)])
+        abar = meta["abar_device"][min(i, len(meta["abar"]) - 1)]  # 0-dim, on device
         raw = _output0(output).detach().float()  # (batch, c, h, w)
         half = sample.shape[0] // 2 if meta["cfg"] else 0
         x = sample[half].detach().float()  # (c, h, w), both halves hold the same x_t
@@ -385,7 +386,9 @@ class _Tracer:
         d["vae_scale_factor"] = vsf
         if run.image is not None:
             d["vae.image"] = cpu(run.image)
-            d["vae.preview_coefficients"] = fit_preview(d["unet.latents"][-1], d["vae.image"])
+            coef = fit_preview(d["unet.latents"][-1], d["vae.image"])
+            if coef is not None:
+                d["vae.preview_coefficients"] = coef
         d.update(self._overrides)
         return Run(d)
 
