@@ -162,6 +162,19 @@ print(
 sdviz.figures.denoising_filmstrip(run, pipe)
 
 # %% [markdown]
+# ## Your turn
+#
+# Type a prompt: the box below shows, as you type, the tokens and ids the text encoder
+# will receive (lesson 6 explains them). Press **Generate** to run the whole system on it.
+# This model knows the words of ShapesWorld — shapes (circle, square, triangle, star),
+# colours, sizes and positions.
+
+# %%
+explorer = sdviz.widgets.PromptExplorer(pipe, "a small yellow star at the top", steps=STEPS)
+explorer.generate()
+explorer
+
+# %% [markdown]
 # ## Recap
 #
 # - Stable Diffusion is three networks around a scheduler: the **CLIP text encoder**
