@@ -29,6 +29,7 @@ _API = {
     "generate": "sdviz.tracing",
     "Trace": "sdviz.tracing",
     "Run": "sdviz.tracing",
+    "TraceBudgetError": "sdviz.tracing",
     "tokenize": "sdviz.text",
     "embed": "sdviz.text",
     "add_noise": "sdviz.diffusion",
