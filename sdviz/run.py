@@ -167,3 +167,34 @@ class Run(Mapping[str, Any]):
         x = latents[self._indices(steps, latents.shape[0])]  # (n, c, h, w)
         rgb = torch.einsum("nchw,cd->ndhw", x, coef[:-1]) + coef[-1][None, :, None, None]
         return rgb.clamp(0, 1)
+
+
+class Trace(Sequence[Run]):
+    """The runs recorded inside one `sdviz.trace(...)` block, in call order."""
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+
+    @property
+    def last(self) -> Run:
+        if not self.runs:
+            raise IndexError(
+                "this trace recorded no generation: call the pipeline inside the with-block, "
+                "e.g. `with sdviz.trace(pipe) as tr: pipe('a red circle')`."
+            )
+        return self.runs[-1]
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.runs[i]
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs)
+
+    def __repr__(self) -> str:
+        lines = [f"Trace({len(self.runs)} run{'s' if len(self.runs) != 1 else ''})"]
+        for i, run in enumerate(self.runs):
+            lines.append(f"  [{i}] {run.get('prompt', '')!r}: {run.n_steps} steps, {len(run)} keys")
+        return "\n".join(lines)
