@@ -344,11 +344,11 @@ def test_same_seed_same_bytes(pipe, run):
 
 @pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
 def test_saved_files_are_reproducible(run, tmp_path, fmt):
-    a = figures.save(figures.guidance_terms(run), tmp_path / f"a.{fmt}")
-    b = figures.save(figures.guidance_terms(run), tmp_path / f"b.{fmt}")
+    a = figures.save(figures.cross_attention(run, ["red"]), tmp_path / f"a.{fmt}")
+    b = figures.save(figures.cross_attention(run, ["red"]), tmp_path / f"b.{fmt}")
     assert a.read_bytes() == b.read_bytes() and a.stat().st_size > 1000
     with pytest.raises(ValueError, match="png, svg, pdf"):
-        figures.save(figures.guidance_terms(run), tmp_path / "c.jpg")
+        figures.save(Figure(), tmp_path / "c.jpg")
 
 
 def test_figures_leave_pyplot_alone(run):
@@ -371,3 +371,11 @@ def test_public_names_stay_functions_after_submodule_imports():
         assert callable(getattr(figures, name)) and not isinstance(
             getattr(figures, name), type(figures)
         ), name
+
+
+def test_low_precision_pipeline(pipe):
+    """A bfloat16 pipeline (as fp16 on CUDA): inputs are cast to it, results drawn in fp32."""
+    low = tiny_pipeline(seed=0).to(dtype=torch.bfloat16)
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert_drawn(figures.training_example(low, image, prompt="a red circle", timesteps=[0, 999]), 6)
+    assert_drawn(figures.latent_space(low, image), low.unet.config.in_channels + 2)
