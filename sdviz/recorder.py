@@ -281,6 +281,8 @@ class Tracer:
     def _on_vae_in(self, module, args) -> None:
         run = self._current
         if run is not None and run.steps and run.final is None:
+            if args[0].shape[1:] != run.steps[0]["x"].shape:  # a tile of a tiled decode
+                return
             config = self._pipe.vae.config
             shift = float(getattr(config, "shift_factor", None) or 0.0)
             run.final = (args[0][0].detach().float() - shift) * float(config.scaling_factor)

@@ -41,8 +41,20 @@ def trace(
     `attention="aggregate"` keeps per-step per-token cross-attention maps averaged
     over heads and layers; `attention_layers` (substring, glob or list of them over
     diffusers module paths such as "up_blocks.1.attentions.0.transformer_blocks.0.attn2")
-    keeps those layers' own maps too, per head with `attention_heads=True`. A capture
-    whose estimated memory exceeds `budget_mb` is refused before any denoising.
+    keeps those layers' own maps too, per head with `attention_heads=True` (every
+    layer's heads when no filter is given). A capture whose estimated memory exceeds
+    `budget_mb` (MiB) raises `TraceBudgetError` at the first UNet call, before any
+    denoising. Each `pipe(...)` call becomes one `Run` of the returned `Trace`.
+
+    Example:
+        >>> with sdviz.trace(pipe, attention_layers="up_blocks.1") as tr:
+        ...     pipe("a red circle", num_inference_steps=20)
+        >>> tr.last["attention.maps"].shape      # (steps, tokens, h, w)
+
+    Recorded: the first image of a batch (`num_images_per_prompt` > 1 or a list of
+    prompts: item 0). Without a VAE decode (`output_type="latent"`, or a tiled decode)
+    "unet.latents" has S entries and there is no "vae.image". The UNet called outside a
+    pipeline inside the block (a probe) is recorded as a run of its own.
     """
     return Tracer(pipe, attention, attention_layers, attention_heads, budget_mb)
 

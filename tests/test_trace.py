@@ -239,3 +239,16 @@ def test_decode_and_preview(pipe):
         run.decode(pipe, "noise")
     with pytest.raises(IndexError):
         run.preview(steps=99)
+
+
+def test_tiled_vae_decode_records_no_partial_image(pipe):
+    pipe.vae.enable_tiling()
+    try:
+        with trace(pipe) as tr:
+            image = _call(pipe, steps=2, height=128, width=128)
+    finally:
+        pipe.vae.disable_tiling()
+    run = tr.last
+    assert image.shape[-2:] == (128, 128)
+    assert run["unet.latents"].shape == (2, 4, 16, 16)  # x_t of both steps, no tile
+    assert "vae.image" not in run
