@@ -35,6 +35,7 @@ from .text import readable
 
 OVERLAY_ALPHA = 0.6  # heat map opacity over the image
 MAX_WORDS = 6  # words shown by default (the first real tokens)
+MAX_LAYER_ROWS = 8  # layers shown by default in the drill-down (evenly spread over the UNet)
 
 
 def token_indices(run: Mapping[str, Any], words: Sequence[str | int] | str | None) -> list[int]:
@@ -158,7 +159,8 @@ def attention_drilldown(
     """One word's attention per layer (rows, at each layer's own resolution) and per step.
 
     Needs per-layer maps: trace with `attention_layers="attn2"` (all layers) or a
-    filter. `layers` selects some of them (default: all recorded); `steps` are step
+    filter. `layers` selects some of them (default: all recorded, at most 8 spread
+    over the UNet, e.g. 8 of SD 1.5's 16); `steps` are step
     indices (default: 4 evenly spaced). The last row is the aggregate map of the run.
 
     Example:
@@ -172,7 +174,8 @@ def attention_drilldown(
             "(all cross-attention layers) or a filter such as attention_layers='up_blocks'."
         )
     if layers is None:
-        layers = recorded
+        picks = np.linspace(0, len(recorded) - 1, min(len(recorded), MAX_LAYER_ROWS))
+        layers = [recorded[i] for i in sorted({int(round(p)) for p in picks})]
     unknown = [name for name in layers if name not in recorded]
     if unknown:
         raise KeyError(f"No maps for layers {unknown}; recorded: {recorded}.")

@@ -29,6 +29,7 @@ from .style import (
 )
 
 DEFAULT_SWEEP = 10  # timesteps at which the prediction error is measured
+BATCH = 4  # noisy latents per UNet call
 
 
 def predict_noise(pipe: Any, z0: torch.Tensor, noise: torch.Tensor, ts: list[int], prompt: str):
@@ -38,15 +39,15 @@ def predict_noise(pipe: Any, z0: torch.Tensor, noise: torch.Tensor, ts: list[int
 
     z_t = torch.cat([add_noise(z0, t, pipe.scheduler, noise=noise) for t in ts]).float().cpu()
     param = next(pipe.unet.parameters())
-    emb = embed(pipe, prompt)[None].expand(len(ts), -1, -1)  # (n, L, d)
-    t = torch.tensor(ts, device=param.device)
+    emb = embed(pipe, prompt)[None].to(param.device, param.dtype)  # (1, L, d)
+    chunks = []
     with torch.no_grad():
-        out = pipe.unet(
-            z_t.to(param.device, param.dtype),
-            t,
-            encoder_hidden_states=emb.to(param.device, param.dtype),
-        ).sample.float()
-    out = out.cpu()
+        for start in range(0, len(ts), BATCH):  # bounded memory at SD sizes
+            x = z_t[start : start + BATCH].to(param.device, param.dtype)
+            t = torch.tensor(ts[start : start + BATCH], device=param.device)
+            pred = pipe.unet(x, t, encoder_hidden_states=emb.expand(len(x), -1, -1)).sample
+            chunks.append(pred.float().cpu())
+    out = torch.cat(chunks)
     if pipe.scheduler.config.get("prediction_type", "epsilon") == "v_prediction":
         abar = pipe.scheduler.alphas_cumprod[ts].float().view(-1, 1, 1, 1)
         out = abar.sqrt() * out + (1 - abar).sqrt() * z_t  # ε = √ᾱ·v + √(1−ᾱ)·z_t
