@@ -205,3 +205,21 @@ def _all_classes(widget) -> set[str]:
     for child in getattr(widget, "children", ()):
         found |= _all_classes(child)
     return found
+
+
+def test_schedule_marker_lands_at_the_timestep():
+    """The schedule panel is rendered once; the step's marker is stamped at its x pixel."""
+    from matplotlib.figure import Figure
+
+    from sdviz.widgets._images import MarkedFigure
+
+    fig = Figure(figsize=(4, 2))
+    ax = fig.add_subplot()
+    ax.plot([0, 1000], [0, 1])
+    ax.set_xlim(0, 1000)
+    marked = MarkedFigure(fig, [ax], dpi=50)
+    base = np.asarray(marked.base.convert("L"), dtype=np.float32)
+    for t in (250, 700):
+        stamped = np.asarray(Image.open(io.BytesIO(marked.png(t))).convert("L"), dtype=np.float32)
+        columns = np.nonzero((np.abs(stamped - base) > 40).any(axis=0))[0]
+        assert abs(columns.mean() - ax.transData.transform([[t, 0]])[0][0]) < 2

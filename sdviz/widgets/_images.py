@@ -13,6 +13,7 @@ import io
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
@@ -93,14 +94,18 @@ class MarkedFigure:
     places a marker line on a copy of that raster with PIL in about a millisecond.
     """
 
-    def __init__(self, fig: Figure, dpi: int = 60) -> None:
+    def __init__(self, fig: Figure, axes: list[Axes] | None = None, dpi: int = 60) -> None:
         fig.set_dpi(dpi)
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
         self.base = Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
         height = self.base.height
-        # per axis: (x data -> x pixel, top row, bottom row); display y grows upwards
-        self.axes = [(ax.transData, height - ax.bbox.y1, height - ax.bbox.y0) for ax in fig.axes]
+        # per marked axis (default: all): (x data -> x pixel, top row, bottom row);
+        # display coordinates grow upwards, image rows downwards
+        self.axes = [
+            (ax.transData, height - ax.bbox.y1, height - ax.bbox.y0)
+            for ax in (fig.axes if axes is None else axes)
+        ]
 
     def png(self, x: float, color: tuple[int, int, int] = (20, 20, 20)) -> bytes:
         """The figure with a vertical line at data coordinate `x` on every axis."""

@@ -115,7 +115,9 @@ class DenoisingExplorer(W.VBox):
         if self._schedule is None:
             from ..figures import noise_schedule
 
-            self._schedule = _images.MarkedFigure(noise_schedule(self.run))
+            fig = noise_schedule(self.run)
+            over_t = [ax for ax in fig.axes if "timestep" in ax.get_xlabel()]  # not legends
+            self._schedule = _images.MarkedFigure(fig, over_t)
         return self._schedule.png(float(self.run["step.t"][step]))
 
     def show(self, step: int) -> None:
