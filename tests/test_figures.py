@@ -97,7 +97,7 @@ def test_components_reads_sizes_from_the_pipeline(pipe):
 
 def test_noise_schedule_marks_sampled_timesteps(pipe):
     fig = figures.noise_schedule(pipe, "euler", steps=[10, 7])
-    assert_drawn(fig, 3)
+    assert_drawn(fig, 4)
     text = texts(fig)
     for word in ("ᾱ_t", "σ_t", "snr", "timestep t", "ddimscheduler", "eulerdiscretescheduler"):
         assert word in text
@@ -107,6 +107,8 @@ def test_noise_schedule_marks_sampled_timesteps(pipe):
     assert len(ax_abar.lines[3].get_xdata()) == 7
     abar = np.asarray(curve.get_ydata())
     assert abar[0] > abar[-1] and np.all(np.diff(abar) <= 0)  # signal decays with t
+    strip = list(iter_axes(fig))[3]  # one row of markers per scheduler
+    assert [len(line.get_xdata()) for line in strip.lines] == [10, 7]
     assert pipe.scheduler.num_inference_steps is None  # the pipeline's scheduler untouched
 
 

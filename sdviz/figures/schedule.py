@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..schedulers import make_scheduler
-from .style import LINE_COLORS, WIDE, Canvas, new_figure, style, to_numpy
+from .style import LINE_COLORS, MARKERS, WIDE, Canvas, new_figure, style, to_numpy
 
 
 def schedule_curves(source: Any, steps: int | None = None) -> dict[str, Any]:
@@ -106,10 +106,16 @@ def noise_schedule(
         resolved = [make_scheduler(s, config) if isinstance(s, str) else s for s in sources]
     curves = [schedule_curves(s, n) for s, n in zip(resolved, per_source, strict=True)]
     with style():
-        fig = new_figure(fig, 3 * WIDE, 3.8, suptitle="Noise schedule over training timesteps t")
-        axes = fig.subplots(1, 3)
+        fig = new_figure(
+            fig,
+            4 * WIDE,
+            max(3.8, 2.6 + 0.3 * len(curves)),
+            suptitle="Noise schedule over training timesteps t",
+        )
+        axes = fig.subplots(1, 4)
         for i, c in enumerate(curves):
             color = LINE_COLORS[i % len(LINE_COLORS)]
+            marker = MARKERS[i % len(MARKERS)]
             label = labels[i] if labels else f"{c['name']} ({c['schedule']})".replace(" ()", "")
             label += f", {len(c['timesteps'])} steps"
             abar_s = c["sampled_alpha_bar"]
@@ -118,27 +124,39 @@ def noise_schedule(
                 (c["sigma"], np.sqrt((1 - abar_s) / abar_s)),
                 (c["snr"], abar_s / (1 - abar_s)),
             )
-            for ax, (y, y_s) in zip(axes, ys, strict=True):
+            for ax, (y, y_s) in zip(axes[:3], ys, strict=True):
                 ax.plot(c["t"], y, color=color, linewidth=2, label=label)
-                ax.plot(c["timesteps"], y_s, "o", color=color, markersize=5)
+                ax.plot(c["timesteps"], y_s, marker, color=color, markersize=5)
+            row = np.full(len(c["timesteps"]), len(curves) - 1 - i)
+            axes[3].plot(c["timesteps"], row, marker, color=color, markersize=7)
         titles = (
             "ᾱ_t: fraction of signal variance",
             "σ_t = √((1-ᾱ_t)/ᾱ_t): noise level",
             "SNR(t) = ᾱ_t / (1-ᾱ_t)",
         )
-        for ax, title, ylabel in zip(axes, titles, ("ᾱ_t", "σ_t", "SNR"), strict=True):
+        for ax, title, ylabel in zip(axes[:3], titles, ("ᾱ_t", "σ_t", "SNR"), strict=True):
             ax.set_title(title)
             ax.set_xlabel("timestep t")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
         axes[1].set_yscale("log")
         axes[2].set_yscale("log")
+        strip = axes[3]
+        strip.set_title("Timesteps each sampler visits")
+        strip.set_xlabel("timestep t")
+        strip.set_yticks(
+            range(len(curves)),
+            [str(len(c["timesteps"])) + " steps" for c in reversed(curves)],
+        )
+        strip.set_ylim(-0.7, len(curves) - 0.3)
+        strip.set_xlim(axes[0].get_xlim())
+        strip.grid(axis="x", alpha=0.3)
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(
             handles,
             names,
             loc="outside lower center",
             ncols=min(len(curves), 3),
-            title="dots: the sampled timesteps",
+            title="markers: the sampled timesteps",
         )
     return fig

@@ -32,6 +32,7 @@ SIGNED_CMAP = "RdBu_r"  # signed maps: noise, differences, embedding values
 HEAT_CMAP = "magma"  # attention heat maps
 MATRIX_CMAP = "cividis"  # similarity matrices
 LINE_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")  # Okabe-Ito
+MARKERS = ("o", "s", "^", "D", "v", "P")  # one per line, so overlapping lines stay apart
 FORMATS = ("png", "svg", "pdf")
 
 RC = {
