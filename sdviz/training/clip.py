@@ -1,0 +1,85 @@
+"""Train CLIP contrastively: `transformers.CLIPModel` on ShapesWorld image-caption pairs.
+
+CLIP (Radford et al. 2021) embeds images and captions in one space and is trained
+so that, within a batch, each image's embedding is most similar to its own
+caption's (a symmetric cross-entropy over the batch's similarity matrix). Stable
+Diffusion then keeps only the text tower: its per-token outputs become the UNet's
+cross-attention context. Here both towers are small transformers: a 2-layer,
+128-wide text encoder with the 77-token context, and a 2-layer ViT with 8x8 patches.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+from .data import to_tensor, tokenize, warmup_lr
+
+
+def build_clip(tokenizer: CLIPTokenizer, image_size: int = 64, width: int = 128) -> CLIPModel:
+    """Small CLIP: text 2x128 (77 positions, vocab from the tokenizer), ViT 2x64 on 8x8 patches."""
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        image_size=image_size,
+        patch_size=8,
+        hidden_size=width // 2,
+        intermediate_size=width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+    )
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=width))
+
+
+def train_clip(
+    clip: CLIPModel,
+    tokenizer: CLIPTokenizer,
+    images: np.ndarray,
+    captions: list[str],
+    steps: int,
+    batch: int = 64,
+    lr: float = 1e-3,
+    train_length: int = 32,
+    seed: int = 0,
+    log=print,
+) -> CLIPModel:
+    """Contrastive training (CLIPModel's own symmetric loss); returns the model in eval mode."""
+    gen = np.random.default_rng(seed + 1)
+    torch.manual_seed(seed + 1)
+    opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_lr(s, 200) * (0.05 + 0.95 * (1 - s / steps))
+    )
+    clip.train()
+    t0 = time.time()
+    for step in range(steps):
+        idx = gen.integers(len(images), size=batch)
+        # Text attention is causal: positions before the padding are the same at any
+        # padded length, so training on `train_length` tokens is exact for them and
+        # much cheaper than 77 (the tail positions keep their initial embeddings).
+        ids = tokenize(tokenizer, [captions[i] for i in idx])[:, :train_length]
+        out = clip(input_ids=ids, pixel_values=to_tensor(images[idx]), return_loss=True)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            acc = (out.logits_per_image.argmax(1) == torch.arange(batch)).float().mean().item()
+            log(
+                f"clip step {step}/{steps} loss {out.loss.item():.4f} batch top1 {acc:.3f} "
+                f"{(step + 1) / (time.time() - t0):.2f} it/s"
+            )
+    return clip.eval()

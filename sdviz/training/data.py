@@ -1,0 +1,79 @@
+"""ShapesWorld training data on disk: images, captions and the learned tokenizer.
+
+A training set is generated once (deterministically, from `sdviz.shapes`) and kept
+as a `.npz` of uint8 images plus a JSON list of captions, so that every model of the
+recipe sees the same data. The tokenizer's BPE vocabulary is learned from
+ShapesWorld captions (`sdviz.tokenizer.build_tokenizer`).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import CLIPTokenizer
+
+from ..shapes import ShapesWorld, vocabulary_captions
+from ..tokenizer import build_tokenizer
+
+
+def _chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, list[str]]:
+    size, seed, start, count = args
+    return ShapesWorld(size=size, split="train", seed=seed).batch(start, count)
+
+
+def make_dataset(
+    work: Path, count: int, size: int = 64, seed: int = 0, workers: int = 2
+) -> tuple[np.ndarray, list[str]]:
+    """Generate (or reload) `count` training samples: images (n, H, W, 3) uint8 and captions."""
+    path = work / f"shapes_{size}px_{count}_seed{seed}.npz"
+    if path.exists():
+        data = np.load(path)
+        return data["images"], json.loads(path.with_suffix(".json").read_text())
+    step = 1000
+    jobs = [(size, seed, s, min(step, count - s)) for s in range(0, count, step)]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_chunk, jobs))
+    else:
+        parts = [_chunk(j) for j in jobs]
+    images = np.concatenate([p[0] for p in parts])
+    captions = [c for p in parts for c in p[1]]
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=images)
+    path.with_suffix(".json").write_text(json.dumps(captions))
+    return images, captions
+
+
+def make_tokenizer(work: Path, seed: int = 0, model_max_length: int = 77) -> CLIPTokenizer:
+    """Learn (or reload) the BPE tokenizer from ShapesWorld captions."""
+    folder = work / "tokenizer"
+    if (folder / "tokenizer_config.json").exists():
+        return CLIPTokenizer.from_pretrained(folder)
+    tokenizer = build_tokenizer(vocabulary_captions(seed=seed), model_max_length=model_max_length)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
+    """Token ids (n, model_max_length), padded as StableDiffusionPipeline pads prompts."""
+    return tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> float (n, 3, H, W) in [-1, 1], the range SD's VAE uses."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def warmup_lr(step: int, warmup: int) -> float:
+    """Linear learning-rate warm-up factor, then constant."""
+    return min(1.0, (step + 1) / max(1, warmup))

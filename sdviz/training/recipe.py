@@ -1,0 +1,296 @@
+"""`sdviz train`: the whole sdviz-mini recipe, end to end, seeded and resumable.
+
+Stages (each saves its result under the work folder and is skipped when that result
+exists, so an interrupted run resumes): `data` (ShapesWorld images + tokenizer), `vae`
+and `clip` (independent: can run in parallel processes), `encode` (latents of every
+training image, scaled by the measured `scaling_factor`), `unet` (DDPM on the cached
+latents, snapshots every few hundred steps), `assemble` (a `StableDiffusionPipeline`
+saved with safetensors, plus the full CLIP model in `clip/` for similarity lessons).
+Hyper-parameters live in `FULL` and `QUICK`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# torch, diffusers and transformers are imported inside the functions, so that building
+# the `sdviz` command line (which imports `add_parser`) stays fast.
+
+FULL = dict(
+    images=16_000,
+    vae_steps=600,
+    vae_batch=32,
+    clip_steps=1000,
+    clip_batch=64,
+    unet_steps=20_000,
+    unet_batch=32,
+    snapshot_every=100,
+    decoder_steps=2000,
+)
+QUICK = dict(
+    images=64,
+    vae_steps=4,
+    vae_batch=8,
+    clip_steps=4,
+    clip_batch=16,
+    unet_steps=4,
+    unet_batch=8,
+    snapshot_every=2,
+    decoder_steps=2,
+)
+STAGES = ("data", "vae", "clip", "encode", "unet", "decoder", "assemble")
+
+
+def _log_to(work: Path):
+    def log(msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with open(work / "train.log", "a") as f:
+            f.write(line + "\n")
+
+    return log
+
+
+def _record(work: Path, key: str, value) -> None:
+    path = work / "record.json"
+    rec = json.loads(path.read_text()) if path.exists() else {}
+    rec[key] = value
+    path.write_text(json.dumps(rec, indent=1))
+
+
+def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
+    import torch
+    from diffusers import AutoencoderKL
+    from transformers import CLIPModel
+
+    from . import clip as clip_mod
+    from . import data
+    from . import unet as unet_mod
+    from . import vae as vae_mod
+
+    work, seed = Path(args.work), args.seed
+    torch.manual_seed(seed)
+    t0 = time.time()
+    images, captions = data.make_dataset(work, cfg["images"], seed=seed, workers=args.threads)
+    tokenizer = data.make_tokenizer(work, seed=seed)
+    if stage == "data":
+        log(f"data: {len(images)} images, vocabulary {len(tokenizer)}")
+    elif stage == "vae" and not (work / "vae").exists():
+        vae = vae_mod.train_vae(
+            vae_mod.build_vae(images.shape[1]),
+            images,
+            cfg["vae_steps"],
+            batch=cfg["vae_batch"],
+            seed=seed,
+            log=log,
+        )
+        vae.save_pretrained(work / "vae")
+    elif stage == "clip" and not (work / "clip").exists():
+        clip = clip_mod.train_clip(
+            clip_mod.build_clip(tokenizer, images.shape[1]),
+            tokenizer,
+            images,
+            captions,
+            cfg["clip_steps"],
+            batch=cfg["clip_batch"],
+            seed=seed,
+            log=log,
+        )
+        clip.save_pretrained(work / "clip")
+    elif stage == "encode" and not (work / "latents.pt").exists():
+        vae = AutoencoderKL.from_pretrained(work / "vae")
+        lat = vae_mod.encode_all(vae, images)
+        sf = vae_mod.measure_scaling_factor(lat)
+        log(f"encode: latents {tuple(lat.shape)}, std {1 / sf:.4f} -> scaling_factor {sf:.4f}")
+        torch.save(
+            {
+                "latents": (lat * sf).half(),
+                "scaling_factor": sf,
+                "ids": data.tokenize(tokenizer, captions),
+            },
+            work / "latents.pt",
+        )
+    elif stage == "unet":
+        cached = torch.load(work / "latents.pt")
+        text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(work / "clip"))
+        unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
+        deadline = time.time() + 60 * args.unet_minutes if args.unet_minutes else None
+        _, done = unet_mod.train_unet(
+            unet,
+            text_encoder,
+            cached["latents"],
+            cached["ids"],
+            data.tokenize(tokenizer, [""]),
+            cfg["unet_steps"],
+            work,
+            batch=cfg["unet_batch"],
+            snapshot_every=cfg["snapshot_every"],
+            deadline=deadline,
+            resume=True,
+            seed=seed,
+            log=log,
+        )
+        _record(work, "unet_steps_done", done)
+    elif stage == "decoder" and not (work / "vae_decoder").exists():
+        vae = AutoencoderKL.from_pretrained(work / "vae")
+        vae = vae_mod.finetune_decoder(
+            vae,
+            images,
+            cfg["decoder_steps"],
+            batch=cfg["vae_batch"],
+            seed=seed,
+            log=log,
+            deadline=time.time() + 60 * args.unet_minutes if args.unet_minutes else None,
+        )
+        vae.save_pretrained(work / "vae_decoder")
+    elif stage == "assemble":
+        assemble_pipeline(work, Path(args.out), log)
+    else:
+        log(f"{stage}: already done in {work}, skipped")
+        return
+    _record(work, f"{stage}_seconds", round(time.time() - t0 + _previous(work, stage), 1))
+    log(f"{stage}: done in {time.time() - t0:.0f} s")
+
+
+def _previous(work: Path, stage: str) -> float:
+    path = work / "record.json"
+    if stage != "unet" or not path.exists():
+        return 0.0
+    return json.loads(path.read_text()).get("unet_seconds", 0.0)
+
+
+def text_encoder_from_clip(clip: Any) -> Any:
+    """The CLIP text tower as a standalone `CLIPTextModel` (what SD calls `text_encoder`)."""
+    from transformers import CLIPTextModel
+
+    text = CLIPTextModel(clip.config.text_config)
+    prefix = "text_model."
+    weights = {k[len(prefix) :]: v for k, v in clip.state_dict().items() if k.startswith(prefix)}
+    missing, unexpected = text.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"CLIP text tower mismatch: {missing} {unexpected}")
+    return text.eval()
+
+
+def latest_snapshot(work: Path) -> Path:
+    snaps = sorted(work.glob("unet_ema_*.safetensors"))
+    if not snaps:
+        raise FileNotFoundError(f"no UNet snapshot in {work}: run the 'unet' stage first.")
+    return snaps[-1]
+
+
+def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = None):
+    """Build the StableDiffusionPipeline from the work folder and save it to `out`.
+
+    The full CLIP model (both towers), its tokenizer and image preprocessing go to
+    `out/clip`, which `StableDiffusionPipeline.from_pretrained` ignores.
+    """
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from safetensors.torch import load_file
+    from transformers import CLIPModel
+
+    from ..builder import SD_SCHEDULE, assemble
+    from . import data
+    from . import unet as unet_mod
+
+    tokenizer = data.make_tokenizer(work)
+    cached = torch.load(work / "latents.pt")
+    # the fine-tuned decoder when there is one (same encoder, so the same latents)
+    vae_dir = work / "vae_decoder" if (work / "vae_decoder").exists() else work / "vae"
+    vae = AutoencoderKL.from_pretrained(vae_dir)
+    vae.register_to_config(scaling_factor=round(cached["scaling_factor"], 5))
+    clip = CLIPModel.from_pretrained(work / "clip")
+    text_encoder = text_encoder_from_clip(clip)
+    unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
+    snapshot = snapshot or latest_snapshot(work)
+    unet.load_state_dict(load_file(snapshot))
+    scheduler = DDIMScheduler(**SD_SCHEDULE)
+    pipe = assemble(tokenizer, text_encoder, unet.eval(), vae.eval(), scheduler)
+    pipe.save_pretrained(out, safe_serialization=True)
+    clip.save_pretrained(out / "clip", safe_serialization=True)
+    tokenizer.save_pretrained(out / "clip")
+    side = clip.config.vision_config.image_size
+    preprocessor = {  # the CLIP image tower saw pixels scaled to [-1, 1]
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": side},
+        "do_center_crop": True,
+        "crop_size": {"height": side, "width": side},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True,
+    }
+    (out / "clip" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=1))
+    rec = json.loads((work / "record.json").read_text()) if (work / "record.json").exists() else {}
+    rec["unet_snapshot"] = snapshot.name
+    (out / "training_record.json").write_text(json.dumps(rec, indent=1))
+    log(f"assemble: pipeline saved to {out} (UNet {snapshot.name})")
+    return pipe
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--out", default="sdviz-mini", help="pipeline folder to write")
+    parser.add_argument("--work", default=None, help="checkpoints folder (default: OUT.work)")
+    parser.add_argument("--quick", action="store_true", help="tiny run (< 1 min) for tests")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the work folder's checkpoints (default: start over)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage", choices=("all",) + STAGES, default="all")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--unet-minutes",
+        type=float,
+        default=None,
+        help="stop UNet (and decoder) training after this many minutes (snapshot kept)",
+    )
+    return parser
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `train` on an argparse subparsers object (used by sdviz.cli)."""
+    p = subparsers.add_parser("train", help="train sdviz-mini (CLIP, VAE, UNet) from scratch")
+    add_arguments(p)
+    p.set_defaults(func=lambda args: run(args))
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    # On a shared CPU, busy-waiting OpenMP threads slow everything down: let them sleep.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.work = args.work or f"{args.out}.work"
+    work = Path(args.work)
+    if work.exists() and not args.resume and args.stage == "all":
+        import shutil
+
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = QUICK if args.quick else FULL
+    log = _log_to(work)
+    for stage in STAGES if args.stage == "all" else (args.stage,):
+        run_stage(stage, args, cfg, log)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_arguments(argparse.ArgumentParser(prog="sdviz train", description=__doc__))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Train the noise predictor: `diffusers.UNet2DConditionModel` on VAE latents.
+
+DDPM (Ho et al. 2020): pick a timestep t, mix a clean latent with Gaussian noise,
+x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, and train the UNet to predict eps
+from (x_t, t, text). The text enters through cross-attention to the frozen CLIP
+text encoder's per-token outputs, as in Stable Diffusion (Rombach et al. 2022).
+10% of captions are replaced by the empty prompt so that the same network also
+predicts unconditional noise: classifier-free guidance (Ho & Salimans 2022).
+Extras for a short CPU budget: Min-SNR-5 loss weighting (Hang et al. 2023) and an
+exponential moving average (EMA) of the weights, which is what gets shipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextModel
+
+from ..builder import SD_SCHEDULE
+from .data import warmup_lr
+
+
+def build_unet(cross_attention_dim: int, sample_size: int = 16) -> UNet2DConditionModel:
+    """(32, 64, 64) UNet: cross-attention at 16x16 (no self-attention there) and 8x8,
+    a plain ResNet level at 4x4, a mid block with attention."""
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        only_cross_attention=[True, False, False],
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=4,
+        norm_num_groups=32,
+    )
+
+
+def noise_scheduler() -> DDPMScheduler:
+    """SD's training schedule: 1000 steps, scaled_linear betas 0.00085..0.012."""
+    kwargs = {k: v for k, v in SD_SCHEDULE.items() if k != "set_alpha_to_one"}
+    return DDPMScheduler(**kwargs)
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+
+
+def train_unet(
+    unet: UNet2DConditionModel,
+    text_encoder: CLIPTextModel,
+    latents: torch.Tensor,
+    ids: torch.Tensor,
+    empty_ids: torch.Tensor,
+    steps: int,
+    work: Path,
+    batch: int = 64,
+    lr: float = 1e-3,
+    uncond_prob: float = 0.1,
+    ema_decay: float = 0.999,
+    snapshot_every: int = 500,
+    deadline: float | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    log=print,
+) -> tuple[UNet2DConditionModel, int]:
+    """Train on scaled latents (n, 4, h, w) with token ids (n, L); returns (EMA UNet, steps done).
+
+    Saves a resumable state and an EMA snapshot every `snapshot_every` steps under `work`;
+    stops early (after saving) when `time.time()` passes `deadline`.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    sched = noise_scheduler()
+    abar = sched.alphas_cumprod  # (T,)
+    snr = abar / (1 - abar)
+    weight = torch.clamp(snr, max=5.0) / snr  # Min-SNR-5 for epsilon prediction
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+    start = 0
+    state_path = work / "unet_state.pt"
+    if resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+        log(f"resumed UNet training at step {start}")
+    text_encoder.requires_grad_(False).eval()
+    with torch.no_grad():
+        empty = text_encoder(empty_ids).last_hidden_state  # (1, L, d)
+    unet.train()
+    t0, step = time.time(), start
+
+    def save(step: int) -> None:
+        torch.save(
+            {
+                "unet": unet.state_dict(),
+                "ema": ema.state_dict(),
+                "opt": opt.state_dict(),
+                "step": step,
+            },
+            work / "unet_state.tmp",
+        )
+        (work / "unet_state.tmp").replace(state_path)
+        save_file(ema.state_dict(), work / f"unet_ema_{step:06d}.safetensors")
+
+    for step in range(start, steps):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(len(latents), (batch,), generator=gen)
+        x0 = latents[idx].float()  # (batch, 4, h, w)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
+        xt = sched.add_noise(x0, noise, t)
+        with torch.no_grad():
+            ctx = text_encoder(ids[idx]).last_hidden_state  # (batch, L, d)
+            drop = torch.rand(batch, generator=gen) < uncond_prob
+            ctx[drop] = empty[0]
+        pred = unet(xt, t, encoder_hidden_states=ctx).sample
+        loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * weight[t]).mean()
+        for g in opt.param_groups:
+            g["lr"] = lr * warmup_lr(step, 300)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        _ema_update(ema, unet, min(ema_decay, (1 + step) / (10 + step)))
+        if step % 50 == 0:
+            rate = (step + 1 - start) / (time.time() - t0)
+            log(f"unet step {step}/{steps} loss {loss.item():.4f} {rate:.2f} it/s")
+        if (step + 1) % snapshot_every == 0:
+            save(step + 1)
+        if deadline is not None and time.time() > deadline:
+            log(f"deadline reached at step {step + 1}")
+            save(step + 1)
+            return ema.eval(), step + 1
+    if steps > start and steps % snapshot_every:
+        save(steps)
+    return ema.eval(), max(steps, start)

@@ -1,0 +1,150 @@
+"""Train the autoencoder: `diffusers.AutoencoderKL` on ShapesWorld images.
+
+A variational autoencoder (Kingma & Welling 2014) compresses images to latents
+where diffusion is cheap (Rombach et al. 2022). Like SD's, it is trained mostly for
+reconstruction with a very small KL weight; unlike SD's (f=8, LPIPS + GAN loss), it
+uses a factor f=4 (64 px images <-> 4x16x16 latents: x12 compression) and a plain
+MSE + L1 loss. It is fully convolutional (no mid-block attention), so it trains on
+random crops and still encodes whole images. After training, the latent
+`scaling_factor` is measured on the data as 1/std (as SD's 0.18215 was).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+
+from .data import to_tensor, warmup_lr
+
+
+def build_vae(image_size: int = 64) -> AutoencoderKL:
+    """Three levels (16, 32, 64): two downsamplings, f=4, 4 latent channels."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=16,
+        sample_size=image_size,
+        mid_block_add_attention=False,
+    )
+
+
+def _crops(gen: np.random.Generator, images: np.ndarray, batch: int, crop: int) -> torch.Tensor:
+    """A batch of random crops (batch, 3, crop, crop) in [-1, 1], offsets on the latent grid."""
+    idx = gen.integers(len(images), size=batch)
+    y, x = gen.integers(0, images.shape[1] - crop + 1, size=2) // 4 * 4
+    return to_tensor(images[idx, y : y + crop, x : x + crop])
+
+
+def _reconstruction_loss(rec: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.mse_loss(rec, x0) + 0.1 * (rec - x0).abs().mean()
+
+
+def train_vae(
+    vae: AutoencoderKL,
+    images: np.ndarray,
+    steps: int,
+    batch: int = 32,
+    crop: int = 32,
+    lr: float = 1e-3,
+    kl_weight: float = 1e-6,
+    seed: int = 0,
+    log=print,
+) -> AutoencoderKL:
+    """Train on random crops; returns the model in eval mode."""
+    gen = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_lr(s, 100) * (0.1 + 0.9 * (1 - s / steps))
+    )
+    vae.train()
+    t0 = time.time()
+    for step in range(steps):
+        x0 = _crops(gen, images, batch, crop)
+        post = vae.encode(x0).latent_dist
+        rec = vae.decode(post.sample()).sample
+        loss = _reconstruction_loss(rec, x0) + kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            psnr = 10 * torch.log10(4.0 / torch.nn.functional.mse_loss(rec, x0)).item()
+            log(
+                f"vae step {step}/{steps} loss {loss.item():.5f} psnr {psnr:.2f} dB "
+                f"{(step + 1) / (time.time() - t0):.2f} it/s"
+            )
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_all(vae: AutoencoderKL, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """Posterior means (n, 4, h, w) of all images, unscaled."""
+    out = [
+        vae.encode(to_tensor(images[i : i + batch])).latent_dist.mode()
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat(out)
+
+
+def measure_scaling_factor(latents: torch.Tensor) -> float:
+    """1 / std of the latents, so that scaled latents have unit variance (SD: 0.18215)."""
+    return float(1.0 / latents.float().std())
+
+
+def finetune_decoder(
+    vae: AutoencoderKL,
+    images: np.ndarray,
+    steps: int,
+    batch: int = 32,
+    crop: int = 32,
+    lr: float = 5e-4,
+    seed: int = 0,
+    log=print,
+    deadline: float | None = None,
+) -> AutoencoderKL:
+    """Train the decoder only, the encoder frozen (as SD's "ft-MSE" VAE decoder was).
+
+    Latents, and therefore the UNet trained on them, stay valid: this can run while
+    the UNet trains.
+    """
+    gen = np.random.default_rng(seed + 2)
+    vae.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_lr(s, 50) * (0.1 + 0.9 * (1 - s / steps))
+    )
+    t0 = time.time()
+    for step in range(steps):
+        x0 = _crops(gen, images, batch, crop)
+        with torch.no_grad():
+            z = vae.encode(x0).latent_dist.sample()
+        rec = vae.decode(z).sample
+        loss = _reconstruction_loss(rec, x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            psnr = 10 * torch.log10(4.0 / torch.nn.functional.mse_loss(rec, x0)).item()
+            log(
+                f"vae decoder step {step}/{steps} loss {loss.item():.5f} psnr {psnr:.2f} dB "
+                f"{(step + 1) / (time.time() - t0):.2f} it/s"
+            )
+        if deadline is not None and time.time() > deadline:
+            log(f"vae decoder: deadline reached at step {step + 1}")
+            break
+    return vae.eval()
