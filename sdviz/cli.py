@@ -29,6 +29,7 @@ from typing import Any
 SUBCOMMANDS = [
     "sdviz.cli:add_trace_command",
     "sdviz.figures.gallery:add_parser",
+    "sdviz.training.recipe:add_parser",
 ]
 
 DEFAULT_PROMPT = "a red circle to the left of a blue square"
