@@ -1,11 +1,15 @@
-"""End to end in a real browser: a lesson opens in JupyterLab and its widgets work.
+"""End to end in a real browser: the lessons open in JupyterLab and their widgets work.
 
-Starts JupyterLab on loopback (free port, no token, private settings, a temporary root
-with a copy of the lessons), drives Debian's Chromium with Playwright, opens the lesson by
-double-clicking it in the file browser, runs all cells in smoke mode, moves the denoising
-explorer's timestep slider and types into the prompt explorer, checking each state and
-saving a screenshot of it under ``test-artifacts/browser/`` (or ``$SDVIZ_TEST_ARTIFACTS``).
-Nothing it starts outlives it. Missing Chromium fails the test with install instructions.
+Starts JupyterLab as learners do (``python -m sdviz.lab``) on loopback (free port, no
+token, private settings, a temporary root holding a copy of lessons/), drives Debian's
+Chromium with Playwright, and for the lessons that show the denoising explorer and the
+prompt explorer: opens each by double-clicking it in the file browser (it must open as a
+notebook), runs all cells in smoke mode (SDVIZ_SMOKE=1), moves the timestep slider (every
+picture must redraw for the new step, tagged ``sdviz-state-<step>``), types a prompt (the
+token list must follow) and presses Generate (a new picture), with no error in any cell
+or widget callback. Each state is saved as a screenshot under ``test-artifacts/browser/``
+(or ``$SDVIZ_TEST_ARTIFACTS``). Nothing it starts outlives it, also on failure. Missing
+Chromium fails the test with install instructions; it never skips.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,41 +30,20 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("SDVIZ_TEST_ARTIFACTS", REPO / "test-artifacts")) / "browser"
 RUN_ALL_TIMEOUT = float(os.environ.get("SDVIZ_BROWSER_RUN_TIMEOUT", "240"))
 
+DENOISE_EXPLORER = ".sdviz-denoise"
 DENOISE_IMAGE = "img.sdviz-denoise-image, .sdviz-denoise-image img"
 DENOISE_HANDLE = ".sdviz-denoise-slider .noUi-handle"
 DENOISE_PICTURES = ".sdviz-denoise img.widget-image"  # all carry sdviz-state-<step>
 DENOISE_CAPTION = ".sdviz-denoise-state"
+PROMPT_EXPLORER = ".sdviz-prompt"
 PROMPT_INPUT = ".sdviz-prompt-text input"
 PROMPT_TOKENS = ".sdviz-prompt-tokens"
 PROMPT_GENERATE = ".sdviz-prompt-generate"
 PROMPT_IMAGE = "img.sdviz-prompt-image"
 TYPED_PROMPT = "a blue square"
 
-WIDGETS_NOTEBOOK = textwrap.dedent(
-    """\
-    # ---
-    # jupyter:
-    #   kernelspec:
-    #     display_name: Python 3
-    #     language: python
-    #     name: python3
-    # ---
-
-    # %% [markdown]
-    # # sdviz widgets in the browser (notebook of the browser test)
-
-    # %%
-    import sdviz
-    from sdviz.widgets import DenoisingExplorer, PromptExplorer
-
-    pipe = sdviz.load()
-    run = sdviz.generate(pipe, "a red circle to the left of a blue square", steps=6, seed=0)
-    DenoisingExplorer(run, pipe)
-
-    # %%
-    PromptExplorer(pipe, steps=6)
-    """
-)
+# What each lesson check looks for in the lessons' source: the call that shows the widget.
+EXPLORERS = {"denoise": "DenoisingExplorer(", "prompt": "PromptExplorer("}
 
 
 def test_missing_chromium_fails_with_install_instructions(tmp_path):
@@ -92,12 +74,22 @@ def test_server_and_kernel_are_stopped_when_the_test_fails(tmp_path):
     assert not watch.leftovers()
 
 
-def _prepare_root(root: Path) -> str:
-    """Fill the server root; return the path (relative to it) of the notebook to open."""
-    notebook = root / "scratch" / "widgets_smoke.py"
-    notebook.parent.mkdir(parents=True)
-    notebook.write_text(WIDGETS_NOTEBOOK)
-    return "scratch/widgets_smoke.py"
+def _lessons_to_visit() -> dict[str, list[str]]:
+    """Lesson file -> explorers to check in it: a lesson showing both if there is one,
+    else the first lesson (in course order) showing each."""
+    shows = {key: [] for key in EXPLORERS}
+    for path in sorted((REPO / "lessons").glob("*.py")):
+        text = path.read_text()
+        for key, call in EXPLORERS.items():
+            if call in text:
+                shows[key].append(path.name)
+    missing = [EXPLORERS[k].rstrip("(") for k, names in shows.items() if not names]
+    assert not missing, f"no lesson in {REPO / 'lessons'} shows {missing}: nothing to test"
+    both = [name for name in shows["denoise"] if name in shows["prompt"]]
+    visits: dict[str, list[str]] = {}
+    for key, names in shows.items():
+        visits.setdefault(both[0] if both else names[0], []).append(key)
+    return dict(sorted(visits.items()))
 
 
 @pytest.mark.timeout(420)
@@ -109,11 +101,14 @@ def test_lesson_widgets_work_in_jupyterlab(tmp_path):
     from browser.jlab import Session
     from playwright.sync_api import sync_playwright
 
+    visits = _lessons_to_visit()
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
-    root = tmp_path / "root"
-    root.mkdir()
-    notebook = _prepare_root(root)
+    # The server's root: a copy of the lessons, as `python -m sdviz.lab` serves lessons/.
+    root = tmp_path / "lessons"
+    shutil.copytree(
+        REPO / "lessons", root, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints")
+    )
 
     with ProcessWatch() as watch:
         with (
@@ -125,49 +120,59 @@ def test_lesson_widgets_work_in_jupyterlab(tmp_path):
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.set_default_timeout(30_000)
                 ui = Session(page, ARTIFACTS, lab.log_tail)
-                _drive(ui, lab.url, notebook)
-                watch.snapshot()  # the kernel and Chromium's helpers are up by now
+                with ui.step("open JupyterLab"):
+                    ui.open_lab(lab.url)
+                for lesson, checks in visits.items():
+                    _open_and_run(ui, lesson)
+                    for check in checks:
+                        CHECKS[check](ui, lesson)
+                    with ui.step(f"{lesson}: no cell shows an error after the interactions"):
+                        assert not (errors := ui.errors(lesson)), "\n".join(errors)
+                    watch.snapshot()  # its kernel and Chromium's helpers are up by now
             finally:
                 browser.close()
     print("steps:", *(f"{t:5.1f} s  {what}" for what, t in ui.timings), sep="\n  ")
     print("screenshots:", *ui.shots, sep="\n  ")
 
 
-def _drive(ui, url: str, notebook: str) -> None:
+def _open_and_run(ui, lesson: str) -> None:
     page = ui.page
-    with ui.step("open JupyterLab"):
-        ui.open_lab(url)
-
-    with ui.step(f"double-click {notebook} and see a notebook"):
-        ui.open_by_double_click(notebook)
-        state = ui.wait_for(f"{notebook} to open", lambda: ui.notebook_state(notebook), 30)
-        assert state["isNotebook"], f"{notebook} opened as {state['widgetClass']}, not a notebook"
-        assert page.locator(".jp-NotebookPanel .jp-Cell").count() > 0
+    with ui.step(f"double-click {lesson} and see a notebook"):
+        ui.open_by_double_click(lesson)
+        state = ui.wait_for(f"{lesson} to open", lambda: ui.notebook_state(lesson), 30)
+        assert state["isNotebook"], f"{lesson} opened as {state['widgetClass']}, not a notebook"
+        panel = ui.panel(lesson)
+        assert panel.locator(".jp-Cell").count() > 0, "the notebook shows no cells"
         assert page.locator(".jp-FileEditor:visible").count() == 0, "a text editor opened"
-        ui.wait_kernel_idle(notebook)
-        ui.watch_kernel_errors(notebook)
-        ui.screenshot("opened-as-notebook")
+        ui.wait_kernel_idle(lesson)
+        ui.watch_kernel_errors(lesson)
+        ui.screenshot(f"{Path(lesson).stem}-opened-as-notebook")
 
-    with ui.step("run all cells"):
-        ui.run_all(notebook, RUN_ALL_TIMEOUT)
-        assert not (errors := ui.errors(notebook)), "cells show errors:\n" + "\n".join(errors)
+    with ui.step(f"{lesson}: run all cells"):
+        ui.run_all(lesson, RUN_ALL_TIMEOUT)
+        assert not (errors := ui.errors(lesson)), "cells show errors:\n" + "\n".join(errors)
 
-    image = page.locator(DENOISE_IMAGE).first
-    handle = page.locator(DENOISE_HANDLE).first
-    with ui.step("see the denoising explorer render"):
-        image.scroll_into_view_if_needed()
+
+def _check_denoise(ui, lesson: str) -> None:
+    """The denoising explorer renders; ArrowRight on its slider redraws every picture."""
+    page, panel, name = ui.page, ui.panel(lesson), Path(lesson).stem
+    image = panel.locator(DENOISE_IMAGE).first
+    handle = panel.locator(DENOISE_HANDLE).first
+    with ui.step(f"{lesson}: see the denoising explorer render"):
+        image.wait_for(state="attached")
+        _scroll_to_top(panel.locator(DENOISE_EXPLORER).first)
         image.wait_for(state="visible")
         ui.wait_for("the denoising image to load", lambda: _loaded(image), 30)
         step = int(float(handle.get_attribute("aria-valuenow")))
         assert _state(image) == str(step), f"image shows {_state(image)}, slider at {step}"
-        ui.screenshot("denoise-explorer")
+        ui.screenshot(f"{name}-denoise-explorer")
 
-    with ui.step("move the timestep slider and see the image change"):
+    with ui.step(f"{lesson}: move the timestep slider and see the image change"):
         handle.scroll_into_view_if_needed()
         at_end = step >= int(float(handle.get_attribute("aria-valuemax")))
         target = step - 1 if at_end else step + 1
         before_src = image.get_attribute("src")
-        caption = page.locator(DENOISE_CAPTION).first
+        caption = panel.locator(DENOISE_CAPTION).first
         before_caption = caption.inner_text() if caption.count() else None
         handle.focus()
         page.keyboard.press("ArrowLeft" if at_end else "ArrowRight")
@@ -176,7 +181,7 @@ def _drive(ui, url: str, notebook: str) -> None:
             lambda: int(float(handle.get_attribute("aria-valuenow"))) == target,
             10,
         )
-        pictures = page.locator(DENOISE_PICTURES)
+        pictures = panel.locator(DENOISE_PICTURES)
 
         def redrawn():
             states = {_state(pictures.nth(i)) for i in range(pictures.count())}
@@ -186,17 +191,22 @@ def _drive(ui, url: str, notebook: str) -> None:
         ui.wait_for(f"every picture of the explorer to show step {target}", redrawn, 30)
         if before_caption is not None:
             assert caption.inner_text() != before_caption, "the step caption did not change"
-        ui.screenshot("denoise-slider-moved")
+        ui.screenshot(f"{name}-denoise-slider-moved")
 
-    tokens = page.locator(PROMPT_TOKENS).first
-    with ui.step("see the prompt explorer render"):
-        tokens.scroll_into_view_if_needed()
+
+def _check_prompt(ui, lesson: str) -> None:
+    """The prompt explorer lists the typed prompt's tokens; Generate shows a new picture."""
+    panel, name = ui.panel(lesson), Path(lesson).stem
+    tokens = panel.locator(PROMPT_TOKENS).first
+    with ui.step(f"{lesson}: see the prompt explorer render"):
+        tokens.wait_for(state="attached")
+        _scroll_to_top(panel.locator(PROMPT_EXPLORER).first)
         tokens.wait_for(state="visible")
         before_tokens = tokens.inner_text()
-        ui.screenshot("prompt-explorer")
+        ui.screenshot(f"{name}-prompt-explorer")
 
-    with ui.step(f"type {TYPED_PROMPT!r} and see the token list update"):
-        box = page.locator(PROMPT_INPUT).first
+    with ui.step(f"{lesson}: type {TYPED_PROMPT!r} and see the token list update"):
+        box = panel.locator(PROMPT_INPUT).first
         box.fill(TYPED_PROMPT)
         box.press("Enter")
 
@@ -206,24 +216,29 @@ def _drive(ui, url: str, notebook: str) -> None:
             return text != before_tokens and all(w in text.lower() for w in words)
 
         ui.wait_for("the token list to show the typed words", updated, 30)
-        ui.wait_kernel_idle(notebook)
-        ui.screenshot("prompt-typed")
+        ui.wait_kernel_idle(lesson)
+        ui.screenshot(f"{name}-prompt-typed")
 
-    with ui.step("press Generate and see the generated image"):
-        picture = page.locator(PROMPT_IMAGE).first
+    with ui.step(f"{lesson}: press Generate and see the generated image"):
+        picture = panel.locator(PROMPT_IMAGE).first
         done = int(_state(picture) or 0)  # sdviz-state-<n> after the n-th generation
-        page.locator(PROMPT_GENERATE).first.click()
+        panel.locator(PROMPT_GENERATE).first.click()
         ui.wait_for(
             f"generation {done + 1} to be shown",
             lambda: _state(picture) == str(done + 1) and _loaded(picture),
             60,
         )
-        ui.wait_kernel_idle(notebook)
-        picture.scroll_into_view_if_needed()
-        ui.screenshot("prompt-generated")
+        ui.wait_kernel_idle(lesson)
+        _scroll_to_top(panel.locator(PROMPT_EXPLORER).first)
+        ui.screenshot(f"{name}-prompt-generated")
 
-    with ui.step("no cell shows an error after the interactions"):
-        assert not (errors := ui.errors(notebook)), "errors:\n" + "\n".join(errors)
+
+CHECKS = {"denoise": _check_denoise, "prompt": _check_prompt}
+
+
+def _scroll_to_top(element) -> None:
+    """Scroll the notebook so that `element` starts at the top (for the screenshots)."""
+    element.evaluate("el => el.scrollIntoView({block: 'start'})")
 
 
 def _loaded(image) -> bool:

@@ -48,7 +48,7 @@ _NOTEBOOK_STATE_JS = """
   const sc = panel.sessionContext;
   const kernel = sc && sc.session ? sc.session.kernel : null;
   return {
-    isNotebook, cells,
+    isNotebook, cells, id: panel.id,
     widgetClass: panel.node.className,
     kernel: kernel ? kernel.status : null,
     kernelName: kernel ? kernel.name : null,
@@ -68,7 +68,7 @@ _WATCH_KERNEL_ERRORS_JS = """
       w.sessionContext.iopubMessage.connect((_, msg) => {
         if (msg.header.msg_type === 'error') {
           const c = msg.content;
-          window.__sdvizKernelErrors.push(`kernel error: ${c.ename}: ${c.evalue}`);
+          window.__sdvizKernelErrors.push({path, text: `${c.ename}: ${c.evalue}`});
         }
       });
       return true;
@@ -170,8 +170,20 @@ class Session:
         """From now on, collect the kernel's error messages (see `errors`)."""
         assert self.page.evaluate(_WATCH_KERNEL_ERRORS_JS, path), f"{path} is not open"
 
-    def kernel_errors(self) -> list[str]:
-        return self.page.evaluate("() => window.__sdvizKernelErrors || []")
+    def kernel_errors(self, path: str | None = None) -> list[str]:
+        """Errors the watched kernels sent (all notebooks, or only `path`'s)."""
+        found = self.page.evaluate("() => window.__sdvizKernelErrors || []")
+        return [
+            f"kernel error in {e['path']}: {e['text']}"
+            for e in found
+            if path is None or e["path"] == path
+        ]
+
+    def panel(self, path: str):
+        """A locator scoped to the notebook panel of `path` (other tabs stay out)."""
+        state = self.notebook_state(path)
+        assert state, f"{path} is not open"
+        return self.page.locator(f"[id='{state['id']}']")
 
     def dialog_text(self) -> str | None:
         dialog = self.page.locator(".jp-Dialog")
@@ -207,9 +219,9 @@ class Session:
         """Error outputs in cells, errors raised in widget callbacks, widget render errors."""
         state = self.notebook_state(path) or {"cells": []}
         found = [e for c in state["cells"] for e in c["errors"]]
-        for err in self.kernel_errors():  # skip those already shown by a cell
-            if not any(f.endswith(err.removeprefix("kernel error: ")) for f in found):
+        for err in self.kernel_errors(path):  # skip those already shown by a cell
+            if not any(f.endswith(err.split(": ", 1)[1]) for f in found):
                 found.append(err)
-        for text in self.page.locator(".jupyter-widgets-error-widget").all_inner_texts():
+        for text in self.panel(path).locator(".jupyter-widgets-error-widget").all_inner_texts():
             found.append(f"widget error: {text.strip()[:300]}")
         return found
