@@ -247,8 +247,8 @@ class AttentionCapture:
             return
         heads, i = attn.heads, self._cond
         n_pixels, n_tokens = q.shape[1], k.shape[1]
-        q_i = q[i].view(n_pixels, heads, -1).transpose(0, 1).float()  # (heads, hw, d)
-        k_i = k[i].view(n_tokens, heads, -1).permute(1, 2, 0).float()  # (heads, d, L)
+        q_i = q[i].reshape(n_pixels, heads, -1).transpose(0, 1).float()  # (heads, hw, d)
+        k_i = k[i].reshape(n_tokens, heads, -1).permute(1, 2, 0).float()  # (heads, d, L)
         scores = torch.bmm(q_i, k_i).mul_(attn.scale)  # (heads, hw, L)
         if attention_mask is not None:
             mask = attn.prepare_attention_mask(attention_mask, n_tokens, q.shape[0])

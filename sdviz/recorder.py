@@ -139,13 +139,15 @@ class Tracer:
         handles, self._handles = self._handles, []
         for h in handles:
             h.remove()
-        if pipe is not None:
-            if self._capture is not None:
-                self._capture.restore(pipe.unet)
-            for m in (pipe.unet, pipe.vae, pipe.text_encoder):
-                _ACTIVE.discard(m)
-        self._capture = None
+        capture, self._capture = self._capture, None
         self._done = []
+        if pipe is not None:
+            try:
+                if capture is not None:
+                    capture.restore(pipe.unet)
+            finally:
+                for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+                    _ACTIVE.discard(m)
 
     def _register(self, pipe) -> None:
         add = self._handles.append

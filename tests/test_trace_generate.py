@@ -49,8 +49,8 @@ def test_generate_options(pipe):
     assert "attention.maps" not in no_cfg
 
 
-def test_v_prediction_model():
-    run = generate(tiny_pipeline(prediction_type="v_prediction"), "a star", steps=3)
+def test_v_prediction_model(device):
+    run = generate(tiny_pipeline(prediction_type="v_prediction").to(device), "a star", steps=3)
     assert run["unet.prediction_type"] == "v_prediction"
     abar = run["step.alpha_bar"][:, None, None, None]
     x = run["unet.latents"][:-1]
