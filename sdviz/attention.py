@@ -139,7 +139,7 @@ class AttentionCapture:
     def _reset(self) -> None:
         self._hw: tuple[int, int] | None = None
         self._cond = 0
-        self._sums: dict[tuple[int, int], torch.Tensor] = {}  # (h_l, w_l) -> sum (hw_l, L)
+        self._pending: list[tuple] = []  # (name, q (hw_l, C), k (L, C), heads, scale, mask)
         self._layers: list[str] = []
         self._detail: dict[str, torch.Tensor] = {}
 
@@ -210,12 +210,25 @@ class AttentionCapture:
     def end(self) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], list[str]]:
         """(mean map (L, h, w) or None, per-layer detail, layer names) of this call.
 
-        Bilinear resizing is linear, so each resolution's layers are summed first and
-        resized once.
+        Layers of the same shape are computed together (one matmul and one softmax per
+        resolution), and, bilinear resizing being linear, summed before one resize.
         """
+        groups: dict[tuple, list[tuple]] = {}
+        for item in self._pending:
+            _, q, k, heads, scale, mask = item
+            groups.setdefault((q.shape, k.shape, heads, scale, mask is None), []).append(item)
         total = None
-        for (hl, wl), acc in self._sums.items():
-            m = acc.T.reshape(-1, hl, wl)  # (L, h_l, w_l)
+        for items in groups.values():
+            probs = self._softmax(items)  # (n, heads, hw_l, L)
+            n, heads, n_pixels, n_tokens = probs.shape
+            hl, wl = self._layer_hw(items[0][0], n_pixels)
+            for j, item in enumerate(items):
+                if item[0] in self.detail:
+                    per_token = probs[j].transpose(1, 2).reshape(heads, n_tokens, hl, wl)
+                    self._detail[item[0]] = (
+                        per_token.clone() if self.keep_heads else per_token.mean(0)
+                    )
+            m = probs.mean(1).sum(0).T.reshape(n_tokens, hl, wl)  # summed over layers
             if (hl, wl) != self._hw:
                 m = F.interpolate(m[None], size=self._hw, mode="bilinear", align_corners=False)[0]
             total = m if total is None else total + m
@@ -223,6 +236,21 @@ class AttentionCapture:
         out = (mean, self._detail, self._layers)
         self._reset()
         return out
+
+    @staticmethod
+    def _softmax(items: list[tuple]) -> torch.Tensor:
+        """softmax(q k^T * scale) for layers of one shape: (n, heads, hw_l, L)."""
+        _, q, k, heads, scale, mask = items[0]
+        n, (n_pixels, channels), n_tokens = len(items), q.shape, k.shape[0]
+        d = channels // heads
+        qs = torch.stack([it[1] for it in items]).reshape(n, n_pixels, heads, d)
+        ks = torch.stack([it[2] for it in items]).reshape(n, n_tokens, heads, d)
+        qs = qs.transpose(1, 2).reshape(n * heads, n_pixels, d).float()  # (n*heads, hw, d)
+        ks = ks.permute(0, 2, 3, 1).reshape(n * heads, d, n_tokens).float()  # (n*heads, d, L)
+        scores = torch.bmm(qs, ks).mul_(scale)  # (n*heads, hw, L)
+        if mask is not None:
+            scores += torch.cat([it[5] for it in items]).float()
+        return scores.softmax(-1).view(n, heads, n_pixels, n_tokens)
 
     def _layer_hw(self, name: str, n_pixels: int) -> tuple[int, int]:
         key = (name, n_pixels, self._hw)
@@ -240,27 +268,17 @@ class AttentionCapture:
         )
 
     def record(self, name: str, attn, attention_mask: torch.Tensor | None) -> None:
-        """Softmax(q k^T * scale) of the recorded item from the stashed projections."""
+        """Keep the recorded item's query and key projections; `end` does the softmax."""
         q = self._stash.pop((name, "to_q"), None)  # (batch, hw_l, heads*d)
         k = self._stash.pop((name, "to_k"), None)  # (batch, L, heads*d)
         if self._hw is None or q is None or k is None:  # UNet called outside a traced step
             return
         heads, i = attn.heads, self._cond
-        n_pixels, n_tokens = q.shape[1], k.shape[1]
-        q_i = q[i].reshape(n_pixels, heads, -1).transpose(0, 1).float()  # (heads, hw, d)
-        k_i = k[i].reshape(n_tokens, heads, -1).permute(1, 2, 0).float()  # (heads, d, L)
-        scores = torch.bmm(q_i, k_i).mul_(attn.scale)  # (heads, hw, L)
+        mask = None
         if attention_mask is not None:
-            mask = attn.prepare_attention_mask(attention_mask, n_tokens, q.shape[0])
-            scores += mask[i * heads : (i + 1) * heads].float()
-        probs = scores.softmax(-1)
-        hl, wl = self._layer_hw(name, n_pixels)
-        if name in self.detail:
-            per_token = probs.transpose(1, 2).reshape(heads, n_tokens, hl, wl)
-            self._detail[name] = per_token if self.keep_heads else per_token.mean(0)
-        mean = probs.mean(0)  # (hw_l, L)
-        acc = self._sums.get((hl, wl))
-        self._sums[(hl, wl)] = mean if acc is None else acc + mean
+            mask = attn.prepare_attention_mask(attention_mask, k.shape[1], q.shape[0])
+            mask = mask[i * heads : (i + 1) * heads]  # (heads, 1 or hw, L)
+        self._pending.append((name, q[i], k[i], heads, float(attn.scale), mask))
         self._layers.append(name)
 
 
