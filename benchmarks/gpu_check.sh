@@ -4,6 +4,9 @@
 #
 #   bash benchmarks/gpu_check.sh 2>&1 | tee gpu_check.log      # from anywhere
 #
+# Steps: install; the test suite with SDVIZ_DEVICE=cuda (tests/conftest.py's `device`
+# fixture); benchmarks/trace_overhead.py on SD 1.5 in fp16; then, with the time left, the
+# lessons in smoke mode on a saved SD 1.5 architecture (SDVIZ_LESSON_MODEL).
 # Needs python3 and a CUDA GPU. When python3 already has torch (a CUDA build, say), sdviz
 # and its test extra are installed next to it; otherwise a venv .venv-gpu gets
 # `pip install torch` first. On a machine without internet, put wheels
@@ -31,6 +34,7 @@ fi
 
 say "install sdviz with its test extra"
 pip_ok=1
+export PIP_DEFAULT_TIMEOUT=15 PIP_RETRIES=1  # fail fast when offline
 if [ -n "${SDVIZ_WHEELS:-}" ]; then
   timeout 120 "$PY" -m pip install -q --no-index --find-links "$SDVIZ_WHEELS" -e ".[test]" || pip_ok=0
 else
@@ -48,17 +52,36 @@ assert torch.cuda.is_available(), "torch sees no CUDA device"
 print("GPU:", torch.cuda.get_device_name(0))
 PY
 
-BENCH_S=150
-say "test suite on CUDA (SDVIZ_DEVICE=cuda; browser tests skipped), $(( $(left) - BENCH_S )) s at most"
-SDVIZ_DEVICE=cuda timeout $(( $(left) - BENCH_S )) "$PY" -m pytest -q -m "not browser" \
-  -p no:cacheprovider --timeout 180 --durations 10
+per_test() { "$PY" -c "import pytest_timeout" 2>/dev/null && echo "--timeout $1"; }
+
+say "test suite on CUDA (SDVIZ_DEVICE=cuda; browser tests and lessons apart), 200 s at most"
+SDVIZ_DEVICE=cuda timeout 200 "$PY" -m pytest -q -m "not browser" --ignore=tests/test_lessons.py \
+  -p no:cacheprovider $(per_test 150) --durations 10
 tests_rc=$?
 [ $tests_rc -eq 124 ] && echo "FAIL: the test suite ran out of time"
 
 say "benchmark: SD 1.5 architecture, fp16, 512 px, traced vs plain"
-PYTHONUNBUFFERED=1 timeout $(( $(left) > 30 ? $(left) : 30 )) "$PY" benchmarks/trace_overhead.py \
+PYTHONUNBUFFERED=1 timeout 120 "$PY" benchmarks/trace_overhead.py \
   --model sd15 --device cuda --dtype float16 --steps 25 --reps 5
 bench_rc=$?
 
-say "done in $((SECONDS - T0)) s: tests exit $tests_rc, benchmark exit $bench_rc"
-[ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ]
+lessons_rc=0
+if [ "$(left)" -gt 90 ]; then
+  say "lessons in smoke mode on the SD 1.5 architecture (fp16 on CUDA), $(( $(left) - 10 )) s at most"
+  MODEL_DIR=$(mktemp -d)/sd15
+  timeout 60 "$PY" - "$MODEL_DIR" <<'PY'
+import sys, torch
+from sdviz.builder import sd_architecture
+with torch.device("cuda"):  # random weights made on the GPU, saved as fp16 safetensors
+    sd_architecture("1.5", dtype=torch.float16).save_pretrained(sys.argv[1])
+PY
+  SDVIZ_DEVICE=cuda SDVIZ_LESSON_MODEL="$MODEL_DIR" timeout $(( $(left) - 10 )) "$PY" -m pytest -q \
+    tests/test_lessons.py -p no:cacheprovider $(per_test 120) --durations 10
+  lessons_rc=$?
+  [ $lessons_rc -eq 124 ] && echo "lessons: out of time (not counted as a failure)" && lessons_rc=0
+else
+  say "lessons on SD 1.5 skipped: $(left) s left"
+fi
+
+say "done in $((SECONDS - T0)) s: tests exit $tests_rc, benchmark exit $bench_rc, lessons exit $lessons_rc"
+[ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $lessons_rc -eq 0 ]
