@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from sdviz.cli import main
 
@@ -31,13 +32,22 @@ FIGURES = (
 )  # fmt: skip  (08_clip_similarity needs a CLIP model shipped beside the model)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (the gallery itself does the same)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def galleries(tmp_path_factory):
-    """The same command run twice into two folders."""
+    """The same command run twice into two folders (the second writes PNG only)."""
     outs = []
-    for name in ("a", "b"):
+    for name, formats in (("a", "png,svg"), ("b", "png")):
         out = tmp_path_factory.mktemp("gallery") / name
-        assert main(["figures", *ARGS, "--out", str(out), "--format", "png,svg"]) == 0
+        assert main(["figures", *ARGS, "--out", str(out), "--format", formats]) == 0
         outs.append(out)
     return outs
 
@@ -62,8 +72,8 @@ def test_writes_every_figure_and_links_all_files(galleries):
 
 def test_same_seed_same_bytes(galleries):
     a, b = galleries
-    names = sorted(p.name for p in a.iterdir())
-    assert names == sorted(p.name for p in b.iterdir())
+    names = sorted(p.name for p in b.iterdir() if p.name != "index.html")
+    assert names == sorted(p.name for p in a.iterdir() if p.suffix in (".png", ".gif"))
     differ = [n for n in names if (a / n).read_bytes() != (b / n).read_bytes()]
     assert not differ
 
@@ -101,3 +111,41 @@ def test_prompt_the_model_cannot_take(tmp_path, capsys):
     assert main(["figures", *ARGS, "--out", str(out), "--prompt", long_prompt]) == 1
     assert "longer than" in capsys.readouterr().err
     assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_clip_figure_uses_a_clip_model_shipped_beside_the_model(tmp_path):
+    import argparse
+    import json
+
+    from transformers import CLIPConfig, CLIPModel
+
+    import sdviz
+    from sdviz.builder import tiny_pipeline
+    from sdviz.figures.gallery import CLIP_CAPTIONS, find_clip, plan
+
+    folder = tmp_path / "model"
+    tiny = tiny_pipeline(seed=0)
+    tiny.save_pretrained(folder)
+    tok = tiny.tokenizer
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    text = dict(vocab_size=len(tok), max_position_embeddings=tok.model_max_length, **small)
+    vision = dict(image_size=32, patch_size=8, **small)
+    CLIPModel(
+        CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    ).save_pretrained(folder / "clip")
+    pipe = sdviz.load(str(folder))
+    found = find_clip(pipe)
+    assert found is not None and tuple(found[2]) == (0.5, 0.5, 0.5)  # sdviz CLIPs: [-1, 1]
+    (folder / "clip" / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.4, 0.4, 0.4], "image_std": [0.2, 0.2, 0.2]})
+    )
+    assert tuple(find_clip(pipe)[3]) == (0.2, 0.2, 0.2)
+    assert find_clip(tiny) is None  # built in code: no folder, no CLIP
+    args = argparse.Namespace(prompt="a red circle", seed=0, steps=2, model=str(folder))
+    run = sdviz.generate(pipe, args.prompt, steps=2, seed=0, attention_layers="attn2")
+    make = dict((e.name, m) for e, m in plan(pipe, run, args))["08_clip_similarity"]
+    fig = make()
+    sim = fig.axes[0].images[0].get_array()
+    assert sim.shape == (1 + len(CLIP_CAPTIONS),) * 2
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels[0] == "a red circle" and len(fig.axes[0].artists) == sim.shape[0]  # thumbnails
