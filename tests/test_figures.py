@@ -381,3 +381,16 @@ def test_low_precision_pipeline(pipe):
     image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
     assert_drawn(figures.training_example(low, image, prompt="a red circle", timesteps=[0, 999]), 6)
     assert_drawn(figures.latent_space(low, image), low.unet.config.in_channels + 2)
+
+
+def test_drawing_into_a_given_figure_or_axes(run, pipe):
+    fig = Figure()
+    assert figures.guidance_terms(run, fig=fig) is fig
+    assert figures.guidance_terms(run, step=0, fig=fig) is fig  # redrawn, not stacked
+    assert len(list(iter_axes(fig))) == 5
+    host = Figure(figsize=(12, 4))
+    left, right = host.subplots(1, 2)
+    assert figures.unet_diagram(pipe, ax=right) is host
+    assert not left.texts and right.texts  # only the given axes is drawn on
+    sub = Figure().subfigures(1, 2)[1]
+    assert figures.cross_attention(run, ["red"], fig=sub) is sub
