@@ -30,6 +30,8 @@ def assemble_run(pipe, run: RunState, overrides: dict[str, Any]) -> Run:
     neg = _text(tok, uncond_ids) if meta["cfg"] else ""
     d["negative_prompt"] = neg or None
     d["guidance_scale"] = meta["guidance"]
+    d["do_classifier_free_guidance"] = meta["cfg"]
+    d["guidance_rescale"] = meta["rescale"]
     d["num_inference_steps"] = int(getattr(sched, "num_inference_steps", None) or len(run.steps))
     lat = run.steps[0]["x"].shape
     vsf = int(pipe.vae_scale_factor)

@@ -212,7 +212,7 @@ class Tracer:
             sigmas=sigmas,
             abar=abar,
             abar_device=abar.to(sample.device),  # indexed per step without a host sync
-            guidance=float(getattr(pipe, "guidance_scale", 1.0)) if cfg else 1.0,
+            guidance=float(getattr(pipe, "guidance_scale", 1.0)),  # applied only under cfg
             rescale=float(getattr(pipe, "guidance_rescale", 0.0) or 0.0) if cfg else 0.0,
             prediction_type=sched.config.get("prediction_type", "epsilon"),
         )

@@ -252,3 +252,18 @@ def test_tiled_vae_decode_records_no_partial_image(pipe):
     assert image.shape[-2:] == (128, 128)
     assert run["unet.latents"].shape == (2, 4, 16, 16)  # x_t of both steps, no tile
     assert "vae.image" not in run
+
+
+@pytest.mark.parametrize("rescale", [0.0, 0.7])
+def test_recorded_noise_reproduces_the_next_latents(pipe, rescale):
+    """DDIM (eta=0) is deterministic: step(noise_pred[i], t_i, x_i) must give x_{i+1}."""
+    with trace(pipe) as tr:
+        _call(pipe, guidance_rescale=rescale)
+    run = tr.last
+    assert run["guidance_rescale"] == rescale
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    sched.set_timesteps(STEPS)
+    x = run["unet.latents"]
+    for i, t in enumerate(sched.timesteps):
+        nxt = sched.step(run["unet.noise_pred"][i], t, x[i]).prev_sample
+        assert torch.allclose(nxt, x[i + 1], atol=1e-4), i

@@ -44,7 +44,9 @@ def test_generate_options(pipe):
     assert run["attention.maps"].shape[-2:] == (6, 10)
     neg = pipe.tokenizer.convert_ids_to_tokens(run["text.negative_input_ids"][:3].tolist())
     assert neg[1:] == ["a</w>", "dog</w>"]
-    no_cfg = generate(pipe, "a cat", steps=2, guidance_scale=1.0, attention=None)
+    no_cfg = generate(pipe, "a cat", steps=2, guidance_scale=0.5, attention=None)
+    assert no_cfg["guidance_scale"] == 0.5 and not no_cfg["do_classifier_free_guidance"]
+    assert torch.equal(no_cfg["unet.noise_pred"], no_cfg["unet.noise_pred_text"])
     assert "text_encoder.negative_prompt_embeds" not in no_cfg
     assert "attention.maps" not in no_cfg
 
