@@ -1,0 +1,57 @@
+"""The shipped sdviz-mini model: loads offline, generates, and its weights match its card."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdviz.training.card import read_checksums, weight_checksums
+
+MODEL = Path(__file__).resolve().parents[1] / "sdviz" / "models" / "sdviz-mini"
+pytestmark = pytest.mark.skipif(
+    not (MODEL / "model_index.json").is_file(),
+    reason=f"the trained sdviz-mini model is not shipped in {MODEL} (run `sdviz train`)",
+)
+
+
+def test_loads_offline_and_generates_right_size():
+    code = f"""
+import socket
+def _no_network(*a, **k):
+    raise OSError("network access attempted")
+socket.socket.connect = _no_network
+import torch
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained({str(MODEL)!r}, use_safetensors=True)
+pipe.set_progress_bar_config(disable=True)
+img = pipe("a red circle", num_inference_steps=5, guidance_scale=2.0, output_type="np",
+           generator=torch.Generator().manual_seed(0)).images[0]
+side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+assert img.shape == (side, side, 3), img.shape
+assert 0.0 <= img.min() and img.max() <= 1.0 and img.std() > 0.01
+print("OK", side)
+"""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "OK 64" in out.stdout
+
+
+def test_weight_files_match_the_card_checksums():
+    recorded = read_checksums((MODEL / "README.md").read_text())
+    actual = weight_checksums(MODEL)
+    assert recorded, "the model card records no checksums"
+    assert recorded == actual
+
+
+def test_size_budget_and_safetensors_only():
+    files = [p for p in MODEL.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 30 * 2**20
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+    assert (MODEL / "clip" / "config.json").is_file()
