@@ -141,7 +141,7 @@ def test_clip_figure_uses_a_clip_model_shipped_beside_the_model(tmp_path):
     )
     assert tuple(find_clip(pipe)[3]) == (0.2, 0.2, 0.2)
     assert find_clip(tiny) is None  # built in code: no folder, no CLIP
-    args = argparse.Namespace(prompt="a red circle", seed=0, steps=2, model=str(folder))
+    args = argparse.Namespace(prompt="a red circle", seed=0, steps=2, guidance=7.5, model=None)
     run = sdviz.generate(pipe, args.prompt, steps=2, seed=0, attention_layers="attn2")
     make = dict((e.name, m) for e, m in plan(pipe, run, args))["08_clip_similarity"]
     fig = make()
@@ -149,3 +149,11 @@ def test_clip_figure_uses_a_clip_model_shipped_beside_the_model(tmp_path):
     assert sim.shape == (1 + len(CLIP_CAPTIONS),) * 2
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels[0] == "a red circle" and len(fig.axes[0].artists) == sim.shape[0]  # thumbnails
+
+    # without guidance there is no ε_uncond: that figure is skipped with a note, not failed
+    args.guidance = 1.0
+    plain = sdviz.generate(pipe, args.prompt, steps=2, seed=0, guidance_scale=1.0)
+    entries = {e.name: (e, m) for e, m in plan(pipe, plain, args)}
+    entry, make = entries["11_guidance_terms"]
+    assert make is None and "no guidance" in entry.note
+    assert entries["11b_guidance_sweep"][1] is not None

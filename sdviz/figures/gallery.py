@@ -25,6 +25,7 @@ from .style import FORMATS
 
 DEFAULT_OUT = Path("sdviz-figures")
 DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual scale
 SWEEP_SCALES = (1.0, 3.0)  # extra guidance scales rendered next to the run's own
 CLIP_CAPTIONS = ("a green triangle", "a yellow star")  # contrast captions for figure 8
 STOPWORDS = {"a", "an", "the", "of", "to", "and", "on", "in", "with", "at", "<start>", "<end>"}
@@ -46,7 +47,7 @@ def format_list(text: str) -> tuple[str, ...]:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `sdviz figures` on argparse subparsers (sets `func=main`)."""
-    from ..cli import DEFAULT_PROMPT, positive_int, prompt_arg
+    from ..cli import DEFAULT_PROMPT, non_negative_float, positive_int, prompt_arg
 
     p = subparsers.add_parser(
         "figures",
@@ -57,6 +58,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--prompt", type=prompt_arg, default=DEFAULT_PROMPT)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help="denoising steps")
+    p.add_argument(
+        "--guidance",
+        type=non_negative_float,
+        default=DEFAULT_GUIDANCE,
+        help="classifier-free guidance scale (small models look best at 1.5-3)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     p.add_argument(
         "--format",
@@ -120,7 +127,14 @@ def plan(pipe: Any, run: Any, args: argparse.Namespace) -> list[tuple[Entry, Cal
     def similarity():
         model, tokenizer, mean, std = clip
         others = [
-            generate(pipe, c, steps=args.steps, seed=args.seed, attention=None)
+            generate(
+                pipe,
+                c,
+                steps=args.steps,
+                seed=args.seed,
+                guidance_scale=args.guidance,
+                attention=None,
+            )
             for c in CLIP_CAPTIONS
         ]
         return F.clip_similarity(
@@ -142,15 +156,16 @@ def plan(pipe: Any, run: Any, args: argparse.Namespace) -> list[tuple[Entry, Cal
         ("09_unet_diagram", "Inside the UNet", "Down, mid and up blocks with their channels and resolutions, the skip connections, and where the cross-attention layers sit.", lambda: F.unet_diagram(pipe, latent_size=run["unet.latents"].shape[-1])),
         ("10_cross_attention", "Cross-attention", "Where each word of the prompt attends on the image, averaged over steps, heads and layers.", lambda: F.cross_attention(run, attention_words(run) or None)),
         ("10b_attention_drilldown", "Cross-attention per layer and step", f"The attention of the word {word!r} in every cross-attention layer (rows) at several steps (columns).", lambda: F.attention_drilldown(run, word)),
-        ("11_guidance_terms", "Classifier-free guidance", "The unconditional and text-conditioned noise predictions, their difference and the guided prediction; right: the text's push per step.", lambda: F.guidance_terms(run)),
+        ("11_guidance_terms", "Classifier-free guidance", "The unconditional and text-conditioned noise predictions, their difference and the guided prediction; right: the text's push per step.", (lambda: F.guidance_terms(run)) if run["guidance_scale"] > 1 else None),
         ("11b_guidance_sweep", "Guidance-scale sweep", "The same prompt and seed at several guidance scales.", sweep),
     ]  # fmt: skip
+    skipped = {
+        "08_clip_similarity": "Skipped: this model ships no CLIP model (a clip/ folder next to it).",
+        "11_guidance_terms": "Skipped: the run used no guidance (--guidance 1 or less).",
+    }
     out = []
     for name, title, caption, make in items:
-        entry = Entry(name, title, caption)
-        if make is None:
-            entry.note = "Skipped: this model ships no CLIP model (a clip/ folder next to it)."
-        out.append((entry, make))
+        out.append((Entry(name, title, caption, note="" if make else skipped[name]), make))
     return out
 
 
@@ -169,7 +184,7 @@ def write_index(folder: Path, entries: list[Entry], args: argparse.Namespace, pi
         "<h1>The Illustrated Stable Diffusion — figures from a real run</h1>",
         f"<p>Model: {esc(str(model))} ({esc(type(pipe.unet).__name__)}, "
         f"{esc(type(pipe.scheduler).__name__)}); prompt: <q>{esc(args.prompt)}</q>; "
-        f"seed {args.seed}; {args.steps} steps.</p>",
+        f"seed {args.seed}; {args.steps} steps; guidance {args.guidance:g}.</p>",
     ]
     for e in entries:
         shown = next((f for f in e.files if f.endswith((".png", ".svg", ".gif"))), None)
