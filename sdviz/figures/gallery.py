@@ -114,6 +114,7 @@ def plan(pipe: Any, run: Any, args: argparse.Namespace) -> list[tuple[Entry, Cal
     """The figures to draw, in article order: (entry, function returning a Figure)."""
     from .. import figures as F
     from ..tracing import generate
+    from .guidance import uses_guidance
 
     def sweep():
         runs = [
@@ -156,7 +157,7 @@ def plan(pipe: Any, run: Any, args: argparse.Namespace) -> list[tuple[Entry, Cal
         ("09_unet_diagram", "Inside the UNet", "Down, mid and up blocks with their channels and resolutions, the skip connections, and where the cross-attention layers sit.", lambda: F.unet_diagram(pipe, latent_size=run["unet.latents"].shape[-1])),
         ("10_cross_attention", "Cross-attention", "Where each word of the prompt attends on the image, averaged over steps, heads and layers.", lambda: F.cross_attention(run, attention_words(run) or None)),
         ("10b_attention_drilldown", "Cross-attention per layer and step", f"The attention of the word {word!r} in every cross-attention layer (rows) at several steps (columns).", lambda: F.attention_drilldown(run, word)),
-        ("11_guidance_terms", "Classifier-free guidance", "The unconditional and text-conditioned noise predictions, their difference and the guided prediction; right: the text's push per step.", (lambda: F.guidance_terms(run)) if run["guidance_scale"] > 1 else None),
+        ("11_guidance_terms", "Classifier-free guidance", "The unconditional and text-conditioned noise predictions, their difference and the guided prediction; right: the text's push per step.", (lambda: F.guidance_terms(run)) if uses_guidance(run) else None),
         ("11b_guidance_sweep", "Guidance-scale sweep", "The same prompt and seed at several guidance scales.", sweep),
     ]  # fmt: skip
     skipped = {

@@ -35,6 +35,11 @@ from .style import (
 DEFAULT_SCALES = (1.0, 3.0, 7.5, 12.0)
 
 
+def uses_guidance(run: Mapping[str, Any]) -> bool:
+    """Whether a run was sampled with classifier-free guidance (two UNet halves per step)."""
+    return bool(run.get("do_classifier_free_guidance", float(run.get("guidance_scale", 0)) > 1))
+
+
 def guidance_terms(
     run: Mapping[str, Any],
     step: int | None = None,
@@ -60,7 +65,7 @@ def guidance_terms(
         hint="Generate with guidance_scale > 1 (classifier-free guidance) to record both halves.",
     )
     g = float(run.get("guidance_scale", float("nan")))
-    if g <= 1:
+    if not uses_guidance(run):
         raise ValueError(
             f"This run was generated without classifier-free guidance (guidance_scale={g:g}), "
             "so the UNet never predicted ε_uncond. Generate with guidance_scale > 1, e.g. 7.5."
