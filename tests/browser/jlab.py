@@ -59,12 +59,17 @@ _NOTEBOOK_STATE_JS = """
 
 
 # Records every error message the notebook's kernel sends, including those raised in
-# widget callbacks: JupyterLab shows those in the log console, in no cell.
+# widget callbacks (JupyterLab shows those in the log console, in no cell), and its death.
 _WATCH_KERNEL_ERRORS_JS = """
 (path) => {
   window.__sdvizKernelErrors = window.__sdvizKernelErrors || [];
   for (const w of window.jupyterapp.shell.widgets('main')) {
     if (w.context && w.context.path === path && w.sessionContext) {
+      w.sessionContext.statusChanged.connect((_, status) => {
+        if (['dead', 'autorestarting'].includes(status)) {
+          window.__sdvizKernelErrors.push({path, text: `the kernel died (status ${status})`});
+        }
+      });
       w.sessionContext.iopubMessage.connect((_, msg) => {
         if (msg.header.msg_type === 'error') {
           const c = msg.content;
@@ -198,14 +203,35 @@ class Session:
 
         return self.wait_for(f"the kernel of {path} to be idle", ready, timeout)
 
-    def run_all(self, path: str, timeout: float) -> dict:
-        """Run all cells; wait until every code cell ran (or one failed) and the kernel is idle."""
-        self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    def activate(self, path: str) -> None:
+        """Bring the tab of `path` to the front by clicking it, as a user would."""
+        label = self.page.locator(".lm-DockPanel-tabBar .lm-TabBar-tabLabel", has_text=path)
+        label.first.click()
+        self.panel(path).wait_for(state="visible")
+
+    def start_run_all(self, path: str) -> None:
+        """Run > Run All Cells on `path` (its tab must be the current one); returns at once."""
+        current = self.page.evaluate(
+            "() => { const w = window.jupyterapp.shell.currentWidget;"
+            " return w && w.context ? w.context.path : null; }"
+        )
+        assert current == path, f"the current tab is {current}, not {path}"
+        # no `return`: evaluate would wait for the promise, i.e. for the whole run
+        self.page.evaluate(
+            "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
+        )
+
+    def wait_run_all(self, path: str, timeout: float) -> dict:
+        """Wait until every code cell of `path` ran (or one failed) and its kernel is idle."""
 
         def finished():
             state = self.notebook_state(path)
             if not state:
                 return None
+            if died := [e for e in self.kernel_errors(path) if "kernel died" in e]:
+                raise AssertionError(f"{died[0]} while running {path}")
+            if (text := self.dialog_text()) is not None:
+                raise AssertionError(f"a dialog opened while running {path}: {text!r}")
             if any(c["errors"] for c in state["cells"]):
                 return state  # stop waiting: the failure is reported by the caller
             code = [c for c in state["cells"] if c["type"] == "code" and not c["empty"]]
