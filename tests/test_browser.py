@@ -54,7 +54,7 @@ def test_missing_chromium_fails_with_install_instructions(tmp_path):
 
 def test_process_watch_kills_and_reports_leftovers():
     with pytest.raises(AssertionError, match="left processes running"):
-        with ProcessWatch() as watch:
+        with ProcessWatch(grace=0.5) as watch:
             sleeper = subprocess.Popen(["sleep", "60"])
             watch.snapshot()
     assert sleeper.wait(timeout=5) is not None  # killed by the watch, now reaped
@@ -133,8 +133,8 @@ def test_lesson_widgets_work_in_jupyterlab(tmp_path):
                         CHECKS[check](ui, lesson)
                     with ui.step(f"{lesson}: no cell shows an error after the interactions"):
                         assert not (errors := ui.errors(lesson)), "\n".join(errors)
-                    watch.snapshot()  # its kernel and Chromium's helpers are up by now
             finally:
+                watch.snapshot()  # kernels, Chromium's helpers: all up, nothing stopped yet
                 browser.close()
     print("steps:", *(f"{t:5.1f} s  {what}" for what, t in ui.timings), sep="\n  ")
     print("screenshots:", *ui.shots, sep="\n  ")

@@ -34,7 +34,8 @@ def _describe(proc: psutil.Process) -> str:
 class ProcessWatch:
     """Track descendants of this process and make sure they are gone at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float = 5.0) -> None:
+        self.grace = grace  # seconds orderly shutdowns get before leftovers are judged
         self._me = psutil.Process(os.getpid())
         self._before = {p.pid for p in self._me.children(recursive=True)}
         self.seen: dict[int, psutil.Process] = {}
@@ -72,7 +73,7 @@ class ProcessWatch:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.snapshot()
         # Give orderly shutdowns (server, browser) a moment before judging.
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + self.grace
         while self.leftovers() and time.monotonic() < deadline:
             time.sleep(0.1)
         left = [_describe(p) for p in self.leftovers()]
