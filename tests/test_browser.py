@@ -97,9 +97,11 @@ def _lessons_to_visit() -> dict[str, list[str]]:
 @pytest.mark.timeout(420)
 def test_lesson_widgets_work_in_jupyterlab(tmp_path):
     try:
-        chromium = find_chromium()
+        chromium, missing = find_chromium(), None
     except ChromiumMissing as err:
-        pytest.fail(str(err), pytrace=False)
+        chromium, missing = None, str(err)
+    if missing:  # fail (never skip) with the install instructions, outside the except
+        pytest.fail(missing, pytrace=False)
     from browser.jlab import Session
     from playwright.sync_api import sync_playwright
 
