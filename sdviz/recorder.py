@@ -84,7 +84,7 @@ class Tracer:
                 f"sdviz.trace needs a Stable Diffusion pipeline; {type(pipe).__name__} has no "
                 f"{', '.join(missing)}."
             )
-        if attention is not None:
+        if attention is not None and attention_layers is not None:
             check_layer_filter(cross_attention_layers(pipe.unet), attention_layers)
         self._pipe = pipe
         self._options = (attention, attention_layers, attention_heads)

@@ -1,8 +1,13 @@
-"""Shared test fixtures.
+"""Shared test fixtures and settings.
 
 `device`: where tests put pipelines. Tests run on the CPU unless the environment
 variable SDVIZ_DEVICE names another torch device (benchmarks/gpu_check.sh sets
 SDVIZ_DEVICE=cuda to run the suite on a GPU).
+
+CPU threads: torch's threads spin while they wait for each other, so on a machine
+whose cores are already busy (load average above the core count) two threads per op
+made the small test pipelines 10-20x slower than one (measured here: 31 s vs 9.5 min
+for the trace tests). The suite then uses one thread; SDVIZ_TORCH_THREADS=n forces n.
 """
 
 from __future__ import annotations
@@ -11,6 +16,14 @@ import os
 
 import pytest
 import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    forced = os.environ.get("SDVIZ_TORCH_THREADS")
+    if forced:
+        torch.set_num_threads(int(forced))
+    elif hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
