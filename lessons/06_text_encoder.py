@@ -1,0 +1,195 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 6 — The text encoder, and how CLIP is trained
+#
+# The first model in the pipeline reads the prompt. In *"The Illustrated Stable Diffusion"*
+# it is "a Transformer language model": the text half of **CLIP** (Radford et al. 2021).
+# It does two things:
+#
+# 1. the **tokenizer** cuts the prompt into tokens (whole words, or pieces of unknown
+#    words) and maps each to an id; the list is framed by a start and an end token and
+#    **padded** to a fixed length — 77 for Stable Diffusion — or **truncated** to it;
+# 2. the **text encoder**, a Transformer, turns the ids into one vector per token. Each
+#    vector depends on the words before it: "circle" in "a red circle" is not the same
+#    vector as in "a blue circle".
+#
+# Why CLIP's encoder? Because CLIP was trained to put a caption's vector close to its
+# image's vector. The second half of this lesson trains a small CLIP live.
+
+# %% [markdown]
+# ## Setup
+
+# %%
+# Setup — the only cell you need to edit: which model, and the test switch.
+# %matplotlib inline
+import os
+
+import torch
+
+import sdviz
+
+# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
+# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
+# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+MODEL = os.environ.get("SDVIZ_MODEL")
+SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+
+pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
+STEPS = 8 if SMOKE else 25
+SEED = 0
+CLIP_STEPS = 5 if SMOKE else 200  # the live CLIP training run
+PROMPT = "a red circle to the left of a blue square"
+print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+
+# %% [markdown]
+# ## Tokens and ids
+
+# %%
+tok = sdviz.tokenize(pipe, PROMPT)
+n, L = tok["n_tokens"], pipe.tokenizer.model_max_length
+print(f"context length L = {L}; vocabulary of {len(pipe.tokenizer):,} tokens")
+print("tokens:", tok["tokens"][:n])
+print("ids:   ", tok["input_ids"][:n].tolist())
+print(f"then {L - n} padding tokens {tok['tokens'][n]!r} (id {int(tok['input_ids'][n])})")
+
+# %% [markdown]
+# A word the tokenizer does not know is not rejected: it is spelled out in smaller pieces
+# that it does know (byte-pair encoding). The end of a word is marked `</w>`.
+
+# %%
+odd = sdviz.tokenize(pipe, "a red dodecahedron")
+print(odd["tokens"][: odd["n_tokens"]])
+
+# %% [markdown]
+# And a prompt longer than L tokens is cut: the text encoder never sees the end of it.
+# sdviz reports what was lost (diffusers only prints a warning):
+
+# %%
+long_prompt = ", ".join([PROMPT] * 12)
+cut = sdviz.tokenize(pipe, long_prompt)
+print(
+    f"{len(long_prompt.split())} words; kept {cut['n_tokens']} tokens; cut off: {len(cut['truncated'])} tokens"
+)
+print("cut off:", " ".join(cut["truncated"]).replace("</w>", "")[:150], "...")
+
+# %% [markdown]
+# Try it: type in the box and watch the tokens change. **Generate** runs the pipeline.
+
+# %%
+sdviz.widgets.PromptExplorer(pipe, PROMPT, steps=STEPS)
+
+# %% [markdown]
+# ## Embeddings: one vector per token
+#
+# The text encoder's output is an L × d matrix: what every cross-attention layer of the UNet
+# attends to (lesson 7). Padding positions get vectors too.
+
+# %%
+embeds = sdviz.embed(pipe, PROMPT)
+print("embeddings:", tuple(embeds.shape), "(tokens × dimensions)")
+sdviz.figures.tokens_and_embeddings(pipe, PROMPT)
+
+# %% [markdown]
+# **Context.** Compare the vector of "circle" in two prompts that differ only in the
+# colour. Before the Transformer, a token is just a row of an embedding table — the same
+# row in both prompts. After it, the colour has leaked into the shape's vector. CLIP's text
+# encoder is *causal* (each token sees only the ones before it), so the token "a" before
+# the colour is exactly the same in both.
+
+# %%
+red, blue = sdviz.embed(pipe, "a red circle"), sdviz.embed(pipe, "a blue circle")
+position = sdviz.tokenize(pipe, "a red circle")["tokens"].index("circle</w>")
+cosine = torch.nn.functional.cosine_similarity
+print(
+    f"'circle' (position {position}), red vs blue prompt: cosine {float(cosine(red[position], blue[position], dim=0)):.3f}"
+)
+print(
+    f"'a' (position 1), before the colour:         cosine {float(cosine(red[1], blue[1], dim=0)):.3f}"
+)
+
+# %% [markdown]
+# ## How CLIP is trained
+#
+# CLIP has two towers: an image encoder and a text encoder, each ending in a vector of the
+# same size. A batch of N image–caption pairs gives an N × N table of cosine similarities;
+# training pushes the N matching pairs (the diagonal) up and every mismatched pair down —
+# a **contrastive** loss. After training, a caption's vector sits near the vectors of images
+# that fit it: this is the knowledge Stable Diffusion borrows from the text tower.
+#
+# A short live run on ShapesWorld, from random weights:
+
+# %%
+from matplotlib.figure import Figure
+from PIL import Image
+
+import sdviz.training.live
+
+clip_run = sdviz.training.live.train_small_clip(pipe.tokenizer, steps=CLIP_STEPS, seed=SEED)
+print(
+    f"{sum(p.numel() for p in clip_run.model.parameters()):,}-parameter CLIP, {len(clip_run.loss)} steps "
+    f"in {clip_run.seconds:.0f} s: loss {clip_run.loss[0]:.2f} → {clip_run.loss[-1]:.2f}, "
+    f"in-batch accuracy {clip_run.accuracy[0]:.0%} → {clip_run.accuracy[-1]:.0%}"
+)
+fig = Figure(figsize=(9, 3), layout="constrained")
+left, right = fig.subplots(1, 2)
+left.plot(clip_run.loss)
+left.set(title="contrastive loss", xlabel="training step")
+right.plot(clip_run.accuracy)
+right.set(title="images whose best caption is their own", xlabel="training step", ylim=(0, 1))
+fig
+
+# %% [markdown]
+# A random CLIP's loss is log(batch size): every caption is equally likely. As it falls,
+# images find their own captions among the batch's.
+#
+# ## The CLIP similarity matrix
+#
+# Test images the model never saw — ShapesWorld's test split, which also holds colour–shape
+# pairs kept out of training — against their captions. Each cell is the cosine similarity
+# of an image's and a caption's embedding; the best caption of each image is outlined.
+# After a good training run the diagonal lights up.
+
+# %%
+test = sdviz.shapes.ShapesWorld(size=32, split="test", seed=SEED)
+pairs = [test[i] for i in range(6)]
+sdviz.figures.clip_similarity(
+    [Image.fromarray(p.image) for p in pairs],
+    [p.caption for p in pairs],
+    model=clip_run.model,
+    tokenizer=pipe.tokenizer,
+    image_mean=clip_run.image_mean,
+    image_std=clip_run.image_std,
+)
+
+# %% [markdown]
+# ## Recap
+#
+# - The tokenizer turns a prompt into exactly L ids: start token, word pieces, end token,
+#   padding; anything beyond L is cut off.
+# - The text encoder turns them into L contextual vectors (L × d): what the UNet reads.
+# - CLIP learns those vectors contrastively, pulling matching image–caption pairs together
+#   and pushing the others apart.
+#
+# ### Exercises
+#
+# 1. Find a prompt of ordinary words that uses more tokens than words. Which words were
+#    split, and why?
+# 2. Compare the vectors of "square" in "a red square" and "a square": how far does one
+#    adjective move it? Does a word *after* "square" change it?
+# 3. Train the small CLIP for twice as many steps: how do the loss and the similarity
+#    matrix change?
