@@ -34,12 +34,16 @@ _NOTEBOOK_STATE_JS = """
     for (let i = 0; i < model.cells.length; i++) {
       const c = model.cells.get(i);
       const item = {type: c.type, empty: c.sharedModel.getSource().trim() === '',
-                    count: null, errors: []};
+                    count: null, errors: [], stderr: []};
       if (c.type === 'code') {
         item.count = c.executionCount;
         for (let j = 0; j < c.outputs.length; j++) {
           const o = c.outputs.get(j).toJSON();
           if (o.output_type === 'error') item.errors.push(`cell ${i}: ${o.ename}: ${o.evalue}`);
+          if (o.output_type === 'stream' && o.name === 'stderr') {
+            const text = Array.isArray(o.text) ? o.text.join('') : o.text;
+            item.stderr.push(`cell ${i}: ${text.trim().slice(0, 200)}`);
+          }
         }
       }
       cells.push(item);
