@@ -110,6 +110,11 @@ class ShapesWorld:
         self.size, self.split, self.seed = size, split, seed
 
     def __getitem__(self, index: int) -> Sample:
+        objs, background, caption = self.layout(index)
+        return self.render(objs, background, caption)
+
+    def layout(self, index: int) -> tuple[list[dict], tuple, str]:
+        """Sample `index` before drawing: (objects as dicts, background colours, caption)."""
         rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index])
         n = int(rng.choice([1, 2, 3], p=[0.4, 0.45, 0.15]))
         objs = [self._attributes(rng) for _ in range(n)]
@@ -119,7 +124,7 @@ class ShapesWorld:
             caption = self._two(rng, objs)
         else:
             caption = self._three(rng, objs)
-        return self.render(objs, self._background(rng), caption)
+        return objs, self._background(rng), caption
 
     def batch(self, start: int, count: int) -> tuple[np.ndarray, list[str]]:
         """Images (count, H, W, 3) uint8 and captions of samples start..start+count-1."""
@@ -241,6 +246,6 @@ def vocabulary_captions(count: int = 2000, seed: int = 0) -> list[str]:
     half = count // 2
     caps = []
     for split in SPLITS:
-        world = ShapesWorld(size=16, split=split, seed=seed)
-        caps += [world[i].caption for i in range(half)]
+        world = ShapesWorld(split=split, seed=seed)
+        caps += [world.layout(i)[2] for i in range(half)]
     return caps

@@ -83,3 +83,54 @@ def train_clip(
                 f"{(step + 1) / (time.time() - t0):.2f} it/s"
             )
     return clip.eval()
+
+
+def finetune_image_tower(
+    clip: CLIPModel,
+    tokenizer: CLIPTokenizer,
+    images: np.ndarray,
+    captions: list[str],
+    steps: int,
+    batch: int = 64,
+    lr: float = 5e-4,
+    train_length: int = 32,
+    seed: int = 0,
+    deadline: float | None = None,
+    log=print,
+) -> CLIPModel:
+    """More contrastive training of the image tower only, the text tower frozen.
+
+    The text tower is the pipeline's text encoder, which the UNet was trained against:
+    it must not change. The image tower (used only for CLIP-similarity figures and
+    retrieval) can keep learning to match it, e.g. while the UNet trains.
+    """
+    gen = np.random.default_rng(seed + 3)
+    clip.requires_grad_(False)
+    params = list(clip.vision_model.parameters()) + list(clip.visual_projection.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_lr(s, 50) * (0.05 + 0.95 * (1 - s / steps))
+    )
+    clip.train()
+    t0 = time.time()
+    for step in range(steps):
+        idx = gen.integers(len(images), size=batch)
+        ids = tokenize(tokenizer, [captions[i] for i in idx])[:, :train_length]
+        out = clip(input_ids=ids, pixel_values=to_tensor(images[idx]), return_loss=True)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            acc = (out.logits_per_image.argmax(1) == torch.arange(batch)).float().mean().item()
+            log(
+                f"clip image tower step {step}/{steps} loss {out.loss.item():.4f} "
+                f"batch top1 {acc:.3f} {(step + 1) / (time.time() - t0):.2f} it/s"
+            )
+        if deadline is not None and time.time() > deadline:
+            log(f"clip image tower: deadline reached at step {step + 1}")
+            break
+    return clip.eval()

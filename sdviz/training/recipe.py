@@ -32,6 +32,7 @@ FULL = dict(
     unet_batch=32,
     snapshot_every=100,
     decoder_steps=2000,
+    clip_image_steps=1500,
 )
 QUICK = dict(
     images=64,
@@ -43,8 +44,9 @@ QUICK = dict(
     unet_batch=8,
     snapshot_every=2,
     decoder_steps=2,
+    clip_image_steps=2,
 )
-STAGES = ("data", "vae", "clip", "encode", "unet", "decoder", "assemble")
+STAGES = ("data", "vae", "clip", "encode", "unet", "decoder", "clip_image", "assemble")
 
 
 def _log_to(work: Path):
@@ -149,6 +151,19 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             deadline=time.time() + 60 * args.unet_minutes if args.unet_minutes else None,
         )
         vae.save_pretrained(work / "vae_decoder")
+    elif stage == "clip_image" and not (work / "clip_image").exists():
+        clip = clip_mod.finetune_image_tower(
+            CLIPModel.from_pretrained(work / "clip"),
+            tokenizer,
+            images,
+            captions,
+            cfg["clip_image_steps"],
+            batch=cfg["clip_batch"],
+            seed=seed,
+            log=log,
+            deadline=time.time() + 60 * args.unet_minutes if args.unet_minutes else None,
+        )
+        clip.save_pretrained(work / "clip_image")
     elif stage == "assemble":
         assemble_pipeline(work, Path(args.out), log)
     else:
@@ -208,6 +223,11 @@ def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = 
     vae.register_to_config(scaling_factor=round(cached["scaling_factor"], 5))
     clip = CLIPModel.from_pretrained(work / "clip")
     text_encoder = text_encoder_from_clip(clip)
+    if (work / "clip_image").exists():  # image tower trained further, text tower unchanged
+        clip = CLIPModel.from_pretrained(work / "clip_image")
+        same = text_encoder_from_clip(clip).state_dict()
+        if any(not torch.equal(v, same[k]) for k, v in text_encoder.state_dict().items()):
+            raise RuntimeError("clip_image changed the text tower; it must stay frozen.")
     unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
     snapshot = snapshot or latest_snapshot(work)
     unet.load_state_dict(load_file(snapshot))
