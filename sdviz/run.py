@@ -12,6 +12,7 @@ space at low resolution).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -127,11 +128,18 @@ class Run(Mapping[str, Any]):
     def _indices(steps: int | Sequence[int] | None, n: int) -> list[int]:
         if steps is None:
             return list(range(n))
-        items = [steps] if isinstance(steps, int) else list(steps)
+        try:
+            items = [operator.index(steps)]  # one int (numpy and torch ints too)
+        except TypeError:
+            items = list(steps)
         out = []
         for s in items:
-            if not isinstance(s, int) or not -n <= s < n:
-                raise IndexError(f"step {s!r} is out of range for {n} recorded entries.")
+            try:
+                s = operator.index(s)
+            except TypeError:
+                raise TypeError(f"steps must be ints (or None for all), got {s!r}.") from None
+            if not -n <= s < n:
+                raise IndexError(f"step {s} is out of range for {n} recorded entries.")
             out.append(s % n)
         return out
 

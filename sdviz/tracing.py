@@ -9,6 +9,22 @@ extension points only: forward (pre-)hooks with removable handles on the text
 encoder, UNet and VAE, and attention processors on the cross-attention layers
 (sdviz.attention). Everything is put back on exit, also when the generation raises.
 
+A `Run` maps names to CPU float32 tensors and plain values (S = UNet calls, L =
+tokenizer.model_max_length, (c, h, w) the latent, (H, W) the image):
+    prompt, negative_prompt, guidance_scale, do_classifier_free_guidance,
+    guidance_rescale, num_inference_steps, height, width, seed
+    text.input_ids (L,), text.tokens, text.n_tokens, text.truncated (+ text.negative_*)
+    text_encoder.prompt_embeds (L, d), text_encoder.negative_prompt_embeds (L, d)
+    scheduler.name, scheduler.config, scheduler.timesteps, scheduler.alphas_cumprod,
+    scheduler.sigmas (sigma schedulers); step.t, step.alpha_bar, step.sigma (S,)
+    unet.latents (S+1, c, h, w): x_t in, then the final latents; unet.noise_pred_uncond,
+    unet.noise_pred_text, unet.noise_pred (guided), unet.pred_original_sample (S, c, h, w),
+    all as epsilon / x0-hat whatever the prediction type; unet.prediction_type
+    attention.maps (S, L, h, w), attention.layers, attention.n_layers, and per selected
+    layer "<module path>" (S, L, h_l, w_l) or (S, heads, L, h_l, w_l)
+    vae.image (3, H, W) in [0, 1], vae.scaling_factor, vae_scale_factor,
+    vae.preview_coefficients (c+1, 3)
+
 Modules: sdviz.recorder (the hooks and the step math), sdviz.attention (cross-
 attention capture), sdviz.assemble (hook records -> `Run`), sdviz.run (`Run`, `Trace`).
 """

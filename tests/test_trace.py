@@ -267,3 +267,16 @@ def test_recorded_noise_reproduces_the_next_latents(pipe, rescale):
     for i, t in enumerate(sched.timesteps):
         nxt = sched.step(run["unet.noise_pred"][i], t, x[i]).prev_sample
         assert torch.allclose(nxt, x[i + 1], atol=1e-4), i
+
+
+def test_steps_accept_numpy_and_torch_ints(pipe):
+    np = pytest.importorskip("numpy")
+    with trace(pipe) as tr:
+        _call(pipe, steps=3)
+    run = tr.last
+    a = run.preview(steps=np.array([0, 2]))
+    b = run.preview(steps=[torch.tensor(0), np.int64(2)])
+    assert torch.equal(a, b) and a.shape[0] == 2
+    assert run.preview(steps=np.int64(-1)).shape[0] == 1
+    with pytest.raises(TypeError, match="steps must be ints"):
+        run.preview(steps=[0.5])
