@@ -57,6 +57,7 @@ pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
 STEPS = 8 if SMOKE else 25
 SEED = 0
 PROMPT = "a red circle to the left of a blue square"
+GUIDANCE = 7.5 if MODEL else 2.0  # guidance scale (lesson 7): 7.5 for SD 1.5, ~2 for small models
 print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
 
 # %% [markdown]
@@ -94,7 +95,7 @@ sdviz.figures.components(pipe)
 # tensors; printing it lists everything that was recorded, with shapes.
 
 # %%
-run = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED)
+run = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE)
 run
 
 # %% [markdown]
@@ -170,7 +171,9 @@ sdviz.figures.denoising_filmstrip(run, pipe)
 # colours, sizes and positions.
 
 # %%
-explorer = sdviz.widgets.PromptExplorer(pipe, "a small yellow star at the top", steps=STEPS)
+explorer = sdviz.widgets.PromptExplorer(
+    pipe, "a small yellow star at the top", steps=STEPS, guidance_scale=GUIDANCE
+)
 explorer.generate()
 explorer
 

@@ -50,7 +50,7 @@ SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops,
 pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
 STEPS = 8 if SMOKE else 25
 SEED = 0
-TRAIN_STEPS = 5 if SMOKE else 60  # the live training run below
+TRAIN_STEPS, TRAIN_IMAGES = (5, 32) if SMOKE else (60, 256)  # the live training run below
 PROMPT = "a red circle to the left of a blue square"
 print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
 
@@ -97,7 +97,9 @@ from matplotlib.figure import Figure
 
 import sdviz.training.live
 
-live = sdviz.training.live.train_noise_predictor(pipe, steps=TRAIN_STEPS, seed=SEED)
+live = sdviz.training.live.train_noise_predictor(
+    pipe, steps=TRAIN_STEPS, n_images=TRAIN_IMAGES, seed=SEED
+)
 print(
     f"{sum(p.numel() for p in live.model.parameters()):,}-parameter UNet, {len(live.loss)} steps "
     f"in {live.seconds:.0f} s: loss {live.loss[0]:.3f} → {live.loss[-1]:.3f}"
@@ -135,8 +137,9 @@ sdviz.figures.training_example(pipe, example, t=500, prompt=samples[1].caption)
 # - A training example is a clean latent noised to a random timestep; the noise is the label.
 # - The UNet learns to predict that noise from the noisy latent, the timestep and the
 #   caption, with a mean-squared-error loss.
-# - Prediction is hardest for small t (tiny noise hidden in a clean image) and easiest in
-#   the middle; at large t the best guess is the noisy input itself.
+# - Predicting the noise is hardest at small t (a little noise hidden in a clean latent)
+#   and gets easier as t grows: at large t the latent is almost all noise, so the noisy
+#   input itself is a good guess. The error-over-t plots show it for the loaded model.
 #
 # ### Exercises
 #

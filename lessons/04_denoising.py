@@ -51,6 +51,7 @@ pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
 STEPS = 8 if SMOKE else 25
 SEED = 0
 PROMPT = "a red circle to the left of a blue square"
+GUIDANCE = 7.5 if MODEL else 2.0  # guidance scale (lesson 7): 7.5 for SD 1.5, ~2 for small models
 print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
 
 # %% [markdown]
@@ -60,7 +61,7 @@ print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising
 # x̂0 implied, the timestep and its ᾱ_t.
 
 # %%
-run = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED)
+run = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE)
 print(run["scheduler.name"], "visited t =", run["step.t"].int().tolist())
 print("ᾱ_t at those steps:", [round(a, 3) for a in run["step.alpha_bar"].tolist()])
 
@@ -147,9 +148,9 @@ sdviz.figures.noise_schedule(pipe, "euler", "dpm++", steps=[STEPS, STEPS, STEPS 
 # %%
 original = pipe.scheduler
 sdviz.pipeline.set_scheduler(pipe, "euler")
-run_euler = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED)
+run_euler = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE)
 sdviz.pipeline.set_scheduler(pipe, "dpm++")
-run_dpm = sdviz.generate(pipe, PROMPT, steps=STEPS // 2, seed=SEED)
+run_dpm = sdviz.generate(pipe, PROMPT, steps=STEPS // 2, seed=SEED, guidance_scale=GUIDANCE)
 pipe.scheduler = original
 print(
     *[

@@ -54,6 +54,7 @@ STEPS = 8 if SMOKE else 25
 SEED = 0
 CLIP_STEPS = 5 if SMOKE else 200  # the live CLIP training run
 PROMPT = "a red circle to the left of a blue square"
+GUIDANCE = 7.5 if MODEL else 2.0  # guidance scale (lesson 7): 7.5 for SD 1.5, ~2 for small models
 print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
 
 # %% [markdown]
@@ -91,7 +92,7 @@ print("cut off:", " ".join(cut["truncated"]).replace("</w>", "")[:150], "...")
 # Try it: type in the box and watch the tokens change. **Generate** runs the pipeline.
 
 # %%
-sdviz.widgets.PromptExplorer(pipe, PROMPT, steps=STEPS)
+sdviz.widgets.PromptExplorer(pipe, PROMPT, steps=STEPS, guidance_scale=GUIDANCE)
 
 # %% [markdown]
 # ## Embeddings: one vector per token

@@ -54,6 +54,7 @@ pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
 STEPS = 8 if SMOKE else 25
 SEED = 0
 PROMPT = "a red circle to the left of a blue square"
+GUIDANCE = 7.5 if MODEL else 2.0  # guidance scale (lesson 7): 7.5 for SD 1.5, ~2 for small models
 print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
 
 # %% [markdown]
@@ -63,7 +64,9 @@ print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising
 # them `attn2`; `attn1` is self-attention) besides the average.
 
 # %%
-run = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, attention_layers="attn2")
+run = sdviz.generate(
+    pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE, attention_layers="attn2"
+)
 maps = run["attention.maps"]  # (steps, tokens, h, w)
 print("tokens:", run.words)
 print(

@@ -49,6 +49,7 @@ pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
 STEPS = 8 if SMOKE else 25
 SEED = 0
 PROMPT = "a red circle to the left of a blue square"
+GUIDANCE = 7.5 if MODEL else 2.0  # guidance scale (lesson 7): 7.5 for SD 1.5, ~2 for small models
 print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
 
 # %% [markdown]
@@ -67,7 +68,7 @@ import numpy as np
 from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image
 
-start = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED)
+start = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE)
 img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
 img2img.set_progress_bar_config(disable=True)
 NEW_PROMPT = "a blue circle to the left of a red square"
@@ -79,6 +80,7 @@ with sdviz.trace(img2img) as tr:
             image=start["vae.image"][None],
             strength=s,
             num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
             generator=torch.Generator().manual_seed(SEED),
         ).images[0]
         for s in strengths
@@ -124,6 +126,7 @@ mixed = [
     pipe(
         prompt_embeds=torch.lerp(a, b, w)[None].to(pipe.device, pipe.dtype),
         num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
         generator=torch.Generator().manual_seed(SEED),
     ).images[0]
     for w in weights

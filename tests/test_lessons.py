@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -27,7 +28,8 @@ LESSONS_DIR = ROOT / "lessons"
 LESSONS = sorted(LESSONS_DIR.glob("[0-9][0-9]_*.py"))
 IDS = [p.stem for p in LESSONS]
 
-# All eight lessons together must run in <= 10 minutes on a 2-core CPU: 75 s each.
+# All eight lessons together must run in <= 10 minutes on a 2-core CPU: 75 s each
+# (kernel CPU time, one torch thread; see test_lesson_runs_in_smoke_mode).
 PER_LESSON_BUDGET_S = 75.0
 CELL_TIMEOUT_S = 300
 
@@ -159,7 +161,8 @@ def test_logic_rule_catches_a_def(tmp_path: Path):
     assert ast.FunctionDef in kinds and ast.FunctionDef in FORBIDDEN_NODES
 
 
-def _execute(path: Path) -> tuple[object, float]:
+def _execute(path: Path) -> tuple[object, float, float]:
+    """Run the lesson's notebook; (executed notebook, wall seconds, kernel CPU seconds)."""
     from nbclient import NotebookClient
 
     nb = _notebook(path)
@@ -169,9 +172,13 @@ def _execute(path: Path) -> tuple[object, float]:
         timeout=CELL_TIMEOUT_S,
         resources={"metadata": {"path": str(path.parent)}},
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    client.execute()
-    return nb, time.perf_counter() - start
+    client.execute()  # starts the kernel, runs every cell, shuts the kernel down (reaped)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return nb, wall, cpu
 
 
 @pytest.mark.slow
@@ -189,12 +196,15 @@ def test_lesson_runs_in_smoke_mode(path: Path, monkeypatch, tmp_path: Path):
     # One torch thread: on a shared 2-core machine two threads per op made the tiny
     # models 10-20x slower (measured: 8 steps 0.27 s with 1 thread, 4.8 s with 2).
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    nb, seconds = _execute(path)
-    print(f"\n{path.name}: executed in {seconds:.1f} s (smoke mode)")
+    nb, wall, cpu = _execute(path)
+    print(f"\n{path.name}: smoke mode, {wall:.1f} s wall, {cpu:.1f} s kernel CPU")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     errors = [o for o in outputs if o.output_type == "error"]
     assert not errors, errors
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert images, "a lesson shows at least one figure"
-    if not model:  # the time budget is for the embedded model on a CPU
-        assert seconds < PER_LESSON_BUDGET_S, f"{path.name} took {seconds:.0f} s in smoke mode"
+    # The budget is for the embedded model on a CPU, in the kernel's CPU time: with one
+    # torch thread that is the wall time on an idle 2-core machine, and it does not
+    # grow when other jobs (a training run, other tests) starve the kernel of CPU.
+    if not model:
+        assert cpu < PER_LESSON_BUDGET_S, f"{path.name} used {cpu:.0f} s of CPU in smoke mode"
