@@ -99,7 +99,7 @@ def _lessons_to_visit() -> dict[str, list[str]]:
     return dict(sorted(visits.items()))
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_lesson_widgets_work_in_jupyterlab(tmp_path):
     try:
         chromium, missing = find_chromium(), None
@@ -127,7 +127,7 @@ def test_lesson_widgets_work_in_jupyterlab(tmp_path):
             browser = launch(pw, chromium)
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.set_default_timeout(30_000)
+                page.set_default_timeout(60_000)
                 ui = Session(page, ARTIFACTS, lab.log_tail)
                 with ui.step("open JupyterLab"):
                     ui.open_lab(lab.url)

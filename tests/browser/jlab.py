@@ -38,7 +38,10 @@ _NOTEBOOK_STATE_JS = """
       if (c.type === 'code') {
         item.count = c.executionCount;
         for (let j = 0; j < c.outputs.length; j++) {
-          const o = c.outputs.get(j).toJSON();
+          // only small outputs are copied: images would make each poll slow
+          const out = c.outputs.get(j);
+          if (out.type !== 'error' && out.type !== 'stream') continue;
+          const o = out.toJSON();
           if (o.output_type === 'error') item.errors.push(`cell ${i}: ${o.ename}: ${o.evalue}`);
           if (o.output_type === 'stream' && o.name === 'stderr') {
             const text = Array.isArray(o.text) ? o.text.join('') : o.text;
@@ -144,16 +147,16 @@ class Session:
             last = check()
             if last:
                 return last
-            self.page.wait_for_timeout(100)  # yields to the page's event loop
+            self.page.wait_for_timeout(200)  # yields to the page's event loop
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
     # --- file browser ------------------------------------------------------------------
     def open_lab(self, url: str) -> None:
         self.page.goto(f"{url}/lab", wait_until="domcontentloaded")
         self.page.wait_for_function(
-            "() => window.jupyterapp && window.jupyterapp.started", timeout=60_000
+            "() => window.jupyterapp && window.jupyterapp.started", timeout=120_000
         )
-        self.page.locator(".jp-DirListing-content").wait_for(timeout=30_000)
+        self.page.locator(".jp-DirListing-content").wait_for()
 
     def listing_item(self, name: str):
         text = self.page.locator(

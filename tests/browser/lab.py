@@ -10,6 +10,8 @@ by earlier runs leak in. A private ``app_settings_dir`` only silences the news p
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -29,6 +31,13 @@ LAB_OVERRIDES = {
         "fetchNews": "false",
     },
 }
+
+
+def _die_with_parent() -> None:
+    """In the server's process: get SIGTERM when the test process dies, however it dies
+    (Linux PR_SET_PDEATHSIG); the server then shuts its kernels down."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -75,7 +84,7 @@ class LabServer:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         app_settings = self.home / "app-settings"
         app_settings.mkdir(parents=True, exist_ok=True)
         (app_settings / "overrides.json").write_text(json.dumps(LAB_OVERRIDES, indent=2))
@@ -109,6 +118,7 @@ class LabServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, killed as a whole in stop()
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
