@@ -53,6 +53,7 @@ MODEL = os.environ.get("SDVIZ_MODEL")
 SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
 
 pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
+pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
 STEPS = 8 if SMOKE else 25
 SEED = 0
 PROMPT = "a red circle to the left of a blue square"

@@ -48,6 +48,7 @@ MODEL = os.environ.get("SDVIZ_MODEL")
 SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
 
 pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
+pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
 STEPS = 8 if SMOKE else 25
 SEED = 0
 PROMPT = "a red circle to the left of a blue square"
@@ -118,16 +119,25 @@ print("largest difference:", float((x0_by_hand - run["unet.pred_original_sample"
 # %% [markdown]
 # ## What each step removes
 #
-# How much does the latent change per step, and how far is x_t still from the final result?
-# The first steps make big moves (the layout and colours are decided early); the last ones
-# only polish details.
+# How far is each step from the final result? Measure the distance of x_t, and of the
+# UNet's guess x̂0, to the final latent:
 
 # %%
-latents = run["unet.latents"]  # (steps + 1, c, h, w)
-change = (latents[1:] - latents[:-1]).flatten(1).norm(dim=1)
-remaining = (latents[:-1] - latents[-1]).flatten(1).norm(dim=1)
-print("size of each step's change: ", [round(v, 1) for v in change.tolist()])
-print("distance to the final latent:", [round(v, 1) for v in remaining.tolist()])
+latents, x0_hat = run["unet.latents"], run["unet.pred_original_sample"]
+final = latents[-1]
+print(
+    "x_t  to the final latent:",
+    [round(v, 1) for v in (latents[:-1] - final).flatten(1).norm(dim=1).tolist()],
+)
+print(
+    "x̂0  to the final latent:",
+    [round(v, 1) for v in (x0_hat - final).flatten(1).norm(dim=1).tolist()],
+)
+
+# %% [markdown]
+# x_t approaches the result steadily, one slice of noise per step. x̂0 gets close much
+# sooner: the composition — which shapes, which colours, where — is settled in the first
+# steps, and the later steps mostly remove the remaining noise and refine details.
 
 # %% [markdown]
 # ## Schedulers compared

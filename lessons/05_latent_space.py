@@ -46,6 +46,7 @@ MODEL = os.environ.get("SDVIZ_MODEL")
 SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
 
 pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
+pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
 STEPS = 8 if SMOKE else 25
 SEED = 0
 PROMPT = "a red circle to the left of a blue square"
@@ -83,13 +84,14 @@ sdviz.figures.latent_space(pipe, pictures[0])
 # %% [markdown]
 # The latent channels still look like the picture: the autoencoder keeps *where* things
 # are and stores *what* is there in a few numbers per cell. The latents are multiplied by
-# the VAE's **scaling factor** so that their spread is about one — the scale the noise of
-# lesson 2 has. (Stable Diffusion's is 0.18215.)
+# the VAE's **scaling factor** so that their overall spread is about one — the scale of the
+# noise of lesson 2. (Stable Diffusion's factor is 0.18215.)
 
 # %%
 print("scaling factor:", pipe.vae.config.scaling_factor)
 print("per-channel mean:", [round(v, 2) for v in latents.mean((0, 2, 3)).tolist()])
 print("per-channel std: ", [round(v, 2) for v in latents.std((0, 2, 3)).tolist()])
+print(f"overall std: {latents.std():.2f}")
 
 # %% [markdown]
 # ## Decoding: latents → image, and what is lost
@@ -160,7 +162,8 @@ print(
 # - The VAE encoder compresses an image into a small latent (SD: 3×512×512 → 4×64×64,
 #   48× fewer numbers); the decoder paints it back.
 # - Latents keep the layout of the image; a scaling factor brings their spread to about 1.
-# - Reconstruction is nearly lossless on images like the training data, worse elsewhere.
+# - Reconstruction is good on images like the training data and poor on others (compare
+#   the PSNRs): the autoencoder only learned to draw what it was shown.
 # - Running the UNet on latents instead of pixels makes every denoising step many times
 #   cheaper.
 #
