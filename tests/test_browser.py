@@ -15,8 +15,10 @@ Chromium fails the test with install instructions; it never skips.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import jupytext
@@ -47,6 +49,8 @@ TYPED_PROMPT = "a blue square"
 # lessons run at once on (say) 2 cores. OpenMP threads spin-waiting on an oversubscribed
 # CPU were measured to double the run (here: 174 s -> 89 s, CPU time 114 s -> 50 s).
 KERNEL_ENV = {"SDVIZ_SMOKE": "1", "OMP_NUM_THREADS": "1"}
+
+CPU_BUDGET_S = 180
 
 # What each lesson check looks for in the lessons' code cells: the call showing the widget.
 EXPLORERS = {"denoise": "DenoisingExplorer(", "prompt": "PromptExplorer("}
@@ -119,6 +123,7 @@ def test_lesson_widgets_work_in_jupyterlab(tmp_path):
         REPO / "lessons", root, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints")
     )
 
+    start_wall, start_cpu = time.monotonic(), _cpu_seconds()
     with ProcessWatch() as watch:
         with (
             LabServer(root, tmp_path / "jupyter", env=KERNEL_ENV) as lab,
@@ -143,12 +148,22 @@ def test_lesson_widgets_work_in_jupyterlab(tmp_path):
                         assert not (errors := ui.errors(lesson)), "\n".join(errors)
                     state = ui.notebook_state(lesson)  # warnings are no failure: listed
                     stderr += [f"{lesson} {t}" for c in state["cells"] for t in c["stderr"]]
+                callback_out = ui.callback_output()
             finally:
                 watch.snapshot()  # kernels, Chromium's helpers: all up, nothing stopped yet
                 browser.close()
+    wall, cpu = time.monotonic() - start_wall, _cpu_seconds() - start_cpu
+    print(f"wall {wall:.0f} s; CPU {cpu:.0f} s (this process, JupyterLab, kernels, Chromium)")
     print("steps:", *(f"{t:5.1f} s  {what}" for what, t in ui.timings), sep="\n  ")
     print("screenshots:", *ui.shots, sep="\n  ")
     print("stderr shown in cells (warnings):", *stderr or ["none"], sep="\n  ")
+    print("output of widget callbacks (log console):", *callback_out or ["none"], sep="\n  ")
+    # The budget is 3 minutes on 2 cores. Wall time on a shared machine says little; CPU
+    # time does: within 180 s it fits 3 minutes even on one free core.
+    assert cpu <= CPU_BUDGET_S, (
+        f"the browser test used {cpu:.0f} s of CPU (budget {CPU_BUDGET_S} s): "
+        "the lessons it runs (or JupyterLab's start) became slower"
+    )
 
 
 def _open_and_start(ui, lesson: str) -> None:
@@ -254,6 +269,16 @@ def _check_prompt(ui, lesson: str) -> None:
 
 
 CHECKS = {"denoise": _check_denoise, "prompt": _check_prompt}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its reaped descendants (the server reaps its
+    kernels, Playwright's driver reaps Chromium), user + system."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _scroll_to_top(element) -> None:

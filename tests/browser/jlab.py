@@ -70,6 +70,7 @@ _NOTEBOOK_STATE_JS = """
 _WATCH_KERNEL_ERRORS_JS = """
 (path) => {
   window.__sdvizKernelErrors = window.__sdvizKernelErrors || [];
+  window.__sdvizCallbackOutput = window.__sdvizCallbackOutput || [];
   for (const w of window.jupyterapp.shell.widgets('main')) {
     if (w.context && w.context.path === path && w.sessionContext) {
       w.sessionContext.statusChanged.connect((_, status) => {
@@ -78,9 +79,16 @@ _WATCH_KERNEL_ERRORS_JS = """
         }
       });
       w.sessionContext.iopubMessage.connect((_, msg) => {
+        const c = msg.content;
         if (msg.header.msg_type === 'error') {
-          const c = msg.content;
           window.__sdvizKernelErrors.push({path, text: `${c.ename}: ${c.evalue}`});
+        }
+        // output of widget callbacks: only the log console shows it, no cell does
+        const type = msg.header.msg_type;
+        if ((type === 'stream' || type === 'display_data')
+            && msg.parent_header && msg.parent_header.msg_type === 'comm_msg') {
+          const text = type === 'stream' ? c.text : (c.data['text/plain'] || type);
+          window.__sdvizCallbackOutput.push(`${path}: ${String(text).trim().slice(0, 200)}`);
         }
       });
       return true;
@@ -190,6 +198,11 @@ class Session:
             for e in found
             if path is None or e["path"] == path
         ]
+
+    def callback_output(self) -> list[str]:
+        """What widget callbacks printed or displayed outside any Output widget: JupyterLab
+        puts it in the log console only (errors are in `kernel_errors`)."""
+        return self.page.evaluate("() => window.__sdvizCallbackOutput || []")
 
     def panel(self, path: str):
         """A locator scoped to the notebook panel of `path` (other tabs stay out)."""
