@@ -150,9 +150,10 @@ def test_lesson_widgets_work_in_jupyterlab(tmp_path):
                     stderr += [f"{lesson} {t}" for c in state["cells"] for t in c["stderr"]]
                 callback_out = ui.callback_output()
             finally:
-                watch.snapshot()  # kernels, Chromium's helpers: all up, nothing stopped yet
+                # kernels, Chromium's helpers: all up, nothing stopped yet
+                cpu = _cpu_seconds() - start_cpu + watch.cpu_seconds()
                 browser.close()
-    wall, cpu = time.monotonic() - start_wall, _cpu_seconds() - start_cpu
+    wall = time.monotonic() - start_wall
     print(f"wall {wall:.0f} s; CPU {cpu:.0f} s (this process, JupyterLab, kernels, Chromium)")
     print("steps:", *(f"{t:5.1f} s  {what}" for what, t in ui.timings), sep="\n  ")
     print("screenshots:", *ui.shots, sep="\n  ")
@@ -272,8 +273,7 @@ CHECKS = {"denoise": _check_denoise, "prompt": _check_prompt}
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process and of its reaped descendants (the server reaps its
-    kernels, Playwright's driver reaps Chromium), user + system."""
+    """CPU time (user + system) of this process and of the children it has reaped."""
     me, kids = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),

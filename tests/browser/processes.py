@@ -10,6 +10,7 @@ server alone would miss them: the watch follows the process tree instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -46,6 +47,16 @@ class ProcessWatch:
             if proc.pid not in self._before and proc.pid not in self.seen:
                 self.seen[proc.pid] = proc
         return list(self.seen.values())
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the live descendants, including what each has
+        reaped of its own children; call before anything is stopped."""
+        total = 0.0
+        for proc in self.snapshot():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        return total
 
     def leftovers(self) -> list[psutil.Process]:
         return [p for p in self.seen.values() if _alive(p)]
