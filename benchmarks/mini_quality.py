@@ -245,7 +245,7 @@ def table(r: dict) -> str:
             r["clip_top1"] >= 0.95,
         ),
         (
-            f"One object, colour+shape (g={g})",
+            f"One object, colour+shape (g={g}, n={r.get('n_one', '?')})",
             f"{100 * r['one_object']:.1f}%",
             ">= 90%",
             r["one_object"] >= 0.9,
@@ -257,7 +257,7 @@ def table(r: dict) -> str:
             None,
         ),
         (
-            f"Two objects, both right (g={g})",
+            f"Two objects, both right (g={g}, n={r.get('n_two', '?')})",
             f"{100 * r['two_object_both']:.1f}%",
             ">= 70%",
             r["two_object_both"] >= 0.7,
@@ -311,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="save a PNG of sample generations here")
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per one-object prompt")
+    ap.add_argument("--pairs", type=int, default=48, help="two-object prompts")
+    ap.add_argument("--only-generation", action="store_true", help="skip VAE, CLIP, speed")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from diffusers import StableDiffusionPipeline
@@ -319,11 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     pipe = StableDiffusionPipeline.from_pretrained(args.model, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     classify = ShapeClassifier()
-    r: dict = {"model": args.model, "scorer_sanity": scorer_sanity(classify)}
-    r["vae_psnr"] = vae_psnr(pipe)
-    clip_dir = Path(args.model) / "clip"
-    r["clip_top1"] = clip_retrieval(CLIPModel.from_pretrained(clip_dir).eval(), pipe.tokenizer)
-    sweep = {g: score_generation(pipe, classify, g) for g in args.guidance}
+    r: dict = {"model": args.model}
+    if not args.only_generation:
+        r["scorer_sanity"] = scorer_sanity(classify)
+        r["vae_psnr"] = vae_psnr(pipe)
+        clip = CLIPModel.from_pretrained(Path(args.model) / "clip").eval()
+        r["clip_top1"] = clip_retrieval(clip, pipe.tokenizer)
+    one, two = one_object_prompts(args.seeds), two_object_prompts(args.pairs)
+    sweep = {g: score_generation(pipe, classify, g, one, two) for g in args.guidance}
     best = max(
         sweep,
         key=lambda g: sweep[g]["one_object"] + sweep[g]["two_object_both"] + sweep[g]["placement"],
@@ -331,9 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     images = sweep[best].pop("_images")
     for s in sweep.values():
         s.pop("_images", None)
-    r.update(sweep[best], guidance=best, sweep=sweep)
-    r["seconds_per_image"] = speed(pipe, best)
-    print(table(r))
+    r.update(sweep[best], guidance=best, sweep=sweep, n_one=len(one), n_two=len(two))
+    if args.only_generation:
+        print(json.dumps(sweep, indent=1))
+    else:
+        r["seconds_per_image"] = speed(pipe, best)
+        print(table(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))
     if args.grid:
