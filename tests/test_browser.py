@@ -227,6 +227,7 @@ def _check_denoise(ui, lesson: str) -> None:
         ui.wait_for(f"every picture of the explorer to show step {target}", redrawn, 30)
         if before_caption is not None:
             assert caption.inner_text() != before_caption, "the step caption did not change"
+        _scroll_to_top(panel.locator(DENOISE_EXPLORER).first)  # focus may have scrolled
         ui.screenshot(f"{name}-denoise-slider-moved")
 
 
@@ -253,6 +254,7 @@ def _check_prompt(ui, lesson: str) -> None:
 
         ui.wait_for("the token list to show the typed words", updated, 30)
         ui.wait_kernel_idle(lesson)
+        _scroll_to_top(panel.locator(PROMPT_EXPLORER).first)
         ui.screenshot(f"{name}-prompt-typed")
 
     with ui.step(f"{lesson}: press Generate and see the generated image"):
