@@ -55,7 +55,7 @@ STEPS = 8 if SMOKE else 25
 SEED = 0
 CLIP_STEPS = 5 if SMOKE else 200  # the live CLIP training run
 PROMPT = "a red circle to the left of a blue square"
-GUIDANCE = 7.5 if MODEL else 3.0  # guidance scale (lesson 7): 7.5 for SD 1.5, 3 for sdviz-mini (its model card)
+GUIDANCE = 7.5 if MODEL else 3.0  # lesson 7: 7.5 for SD 1.5, 3 for sdviz-mini (model card)
 print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
 
 # %% [markdown]
