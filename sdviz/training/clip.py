@@ -56,33 +56,25 @@ def train_clip(
     log=print,
 ) -> CLIPModel:
     """Contrastive training (CLIPModel's own symmetric loss); returns the model in eval mode."""
-    gen = np.random.default_rng(seed + 1)
     torch.manual_seed(seed + 1)
-    opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_lr(s, 200) * (0.05 + 0.95 * (1 - s / steps))
+    params = list(clip.parameters())
+    rng = np.random.default_rng(seed + 1)
+    return _contrastive_loop(
+        clip,
+        params,
+        tokenizer,
+        images,
+        captions,
+        steps,
+        batch,
+        lr,
+        200,
+        train_length,
+        rng,
+        None,
+        log,
+        "clip",
     )
-    clip.train()
-    t0 = time.time()
-    for step in range(steps):
-        idx = gen.integers(len(images), size=batch)
-        # Text attention is causal: positions before the padding are the same at any
-        # padded length, so training on `train_length` tokens is exact for them and
-        # much cheaper than 77 (the tail positions keep their initial embeddings).
-        ids = tokenize(tokenizer, [captions[i] for i in idx])[:, :train_length]
-        out = clip(input_ids=ids, pixel_values=to_tensor(images[idx]), return_loss=True)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            acc = (out.logits_per_image.argmax(1) == torch.arange(batch)).float().mean().item()
-            log(
-                f"clip step {step}/{steps} loss {out.loss.item():.4f} batch top1 {acc:.3f} "
-                f"{(step + 1) / (time.time() - t0):.2f} it/s"
-            )
-    return clip.eval()
 
 
 def finetune_image_tower(
@@ -104,19 +96,57 @@ def finetune_image_tower(
     it must not change. The image tower (used only for CLIP-similarity figures and
     retrieval) can keep learning to match it, e.g. while the UNet trains.
     """
-    gen = np.random.default_rng(seed + 3)
+    rng = np.random.default_rng(seed + 3)
     clip.requires_grad_(False)
     params = list(clip.vision_model.parameters()) + list(clip.visual_projection.parameters())
     for p in params:
         p.requires_grad_(True)
+    return _contrastive_loop(
+        clip,
+        params,
+        tokenizer,
+        images,
+        captions,
+        steps,
+        batch,
+        lr,
+        50,
+        train_length,
+        rng,
+        deadline,
+        log,
+        "clip image tower",
+    )
+
+
+def _contrastive_loop(
+    clip: CLIPModel,
+    params: list[torch.nn.Parameter],
+    tokenizer: CLIPTokenizer,
+    images: np.ndarray,
+    captions: list[str],
+    steps: int,
+    batch: int,
+    lr: float,
+    warmup: int,
+    train_length: int,
+    rng: np.random.Generator,
+    deadline: float | None,
+    log,
+    label: str,
+) -> CLIPModel:
+    """AdamW on `params` with CLIP's symmetric loss, warm-up then linear decay."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_lr(s, 50) * (0.05 + 0.95 * (1 - s / steps))
+        opt, lambda s: warmup_lr(s, warmup) * (0.05 + 0.95 * (1 - s / steps))
     )
     clip.train()
     t0 = time.time()
     for step in range(steps):
-        idx = gen.integers(len(images), size=batch)
+        idx = rng.integers(len(images), size=batch)
+        # Text attention is causal: positions before the padding are the same at any
+        # padded length, so training on `train_length` tokens is exact for them and
+        # much cheaper than 77 (the tail positions keep their initial embeddings).
         ids = tokenize(tokenizer, [captions[i] for i in idx])[:, :train_length]
         out = clip(input_ids=ids, pixel_values=to_tensor(images[idx]), return_loss=True)
         opt.zero_grad(set_to_none=True)
@@ -127,10 +157,10 @@ def finetune_image_tower(
         if step % 100 == 0 or step == steps - 1:
             acc = (out.logits_per_image.argmax(1) == torch.arange(batch)).float().mean().item()
             log(
-                f"clip image tower step {step}/{steps} loss {out.loss.item():.4f} "
+                f"{label} step {step}/{steps} loss {out.loss.item():.4f} "
                 f"batch top1 {acc:.3f} {(step + 1) / (time.time() - t0):.2f} it/s"
             )
         if deadline is not None and time.time() > deadline:
-            log(f"clip image tower: deadline reached at step {step + 1}")
+            log(f"{label}: deadline reached at step {step + 1}")
             break
     return clip.eval()
