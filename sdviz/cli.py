@@ -145,7 +145,12 @@ def add_trace_command(subparsers: Any) -> None:
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
-    p.add_argument("--guidance", type=non_negative_float, default=7.5, help="CFG scale")
+    p.add_argument(
+        "--guidance",
+        type=non_negative_float,
+        default=None,
+        help="CFG scale (default: 3 for the embedded model, 7.5 otherwise)",
+    )
     p.add_argument("--scheduler", type=scheduler_arg, default=None, help="e.g. ddim, euler, dpm++")
     p.add_argument("--height", type=positive_int, default=None)
     p.add_argument("--width", type=positive_int, default=None)
@@ -157,8 +162,11 @@ def add_trace_command(subparsers: Any) -> None:
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    from .pipeline import load
+    from .pipeline import default_guidance, load
     from .tracing import generate
+
+    if args.guidance is None:
+        args.guidance = default_guidance(args.model)
 
     staging = staged_output(args.out)
     try:

@@ -44,6 +44,23 @@ _DTYPES = {
 }
 
 
+# The guidance scale the embedded model is meant to be used at (its model card):
+# small models over-guide at SD's usual 7.5.
+MINI_GUIDANCE = 3.0
+SD_GUIDANCE = 7.5
+
+
+def default_guidance(model: str | os.PathLike | None = None) -> float:
+    """The guidance scale to use for `model` when the user names none.
+
+    3.0 for the embedded sdviz-mini (`model=None` or its folder), 7.5 (Stable
+    Diffusion's usual value) for anything else.
+    """
+    if model is None or Path(model).resolve() == EMBEDDED_MODEL.resolve():
+        return MINI_GUIDANCE if (EMBEDDED_MODEL / "model_index.json").is_file() else SD_GUIDANCE
+    return SD_GUIDANCE
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> cuda if available, else mps, else cpu; otherwise check the request."""
     if isinstance(device, str) and device.strip().lower() == "auto":

@@ -247,3 +247,14 @@ def test_device_and_dtype_validation():
 def test_dtype_applied_to_tiny():
     pipe = load("sdviz-tiny", dtype="bf16")
     assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
+
+
+def test_default_guidance_is_the_embedded_models_own(tmp_path):
+    from sdviz.pipeline import EMBEDDED_MODEL, MINI_GUIDANCE, SD_GUIDANCE, default_guidance
+
+    shipped = (EMBEDDED_MODEL / "model_index.json").is_file()
+    assert default_guidance() == (MINI_GUIDANCE if shipped else SD_GUIDANCE)
+    assert default_guidance(EMBEDDED_MODEL) == default_guidance()
+    assert default_guidance(tmp_path) == SD_GUIDANCE
+    assert default_guidance("stable-diffusion-v1-5/stable-diffusion-v1-5") == SD_GUIDANCE
+    assert MINI_GUIDANCE < SD_GUIDANCE

@@ -25,7 +25,6 @@ from .style import FORMATS
 
 DEFAULT_OUT = Path("sdviz-figures")
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's usual scale
 SWEEP_SCALES = (1.0, 3.0)  # extra guidance scales rendered next to the run's own
 CLIP_CAPTIONS = ("a green triangle", "a yellow star")  # contrast captions for figure 8
 STOPWORDS = {"a", "an", "the", "of", "to", "and", "on", "in", "with", "at", "<start>", "<end>"}
@@ -61,8 +60,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--guidance",
         type=non_negative_float,
-        default=DEFAULT_GUIDANCE,
-        help="classifier-free guidance scale (small models look best at 1.5-3)",
+        default=None,
+        help="classifier-free guidance scale (default: 3 for the embedded model, 7.5 otherwise)",
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     p.add_argument(
@@ -211,12 +210,15 @@ def main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..cli import CommandError, publish, staged_output
-    from ..pipeline import load
+    from ..pipeline import default_guidance, load
     from ..text import truncated_tokens
     from ..tracing import generate
     from .animation import denoising_animation, mp4_available
     from .overview import count_parameters
     from .style import save
+
+    if args.guidance is None:
+        args.guidance = default_guidance(args.model)
 
     staging = staged_output(args.out)
     threads = torch.get_num_threads()
