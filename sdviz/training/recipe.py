@@ -77,6 +77,8 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
     from . import vae as vae_mod
 
     work, seed = Path(args.work), args.seed
+    # wall-clock budget shared by the UNet stage and the stages run beside it
+    deadline = time.time() + 60 * args.unet_minutes if args.unet_minutes else None
     torch.manual_seed(seed)
     t0 = time.time()
     images, captions = data.make_dataset(work, cfg["images"], seed=seed, workers=args.threads)
@@ -122,7 +124,6 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
         cached = torch.load(work / "latents.pt")
         text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(work / "clip"))
         unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
-        deadline = time.time() + 60 * args.unet_minutes if args.unet_minutes else None
         _, done = unet_mod.train_unet(
             unet,
             text_encoder,
@@ -148,7 +149,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             batch=cfg["vae_batch"],
             seed=seed,
             log=log,
-            deadline=time.time() + 60 * args.unet_minutes if args.unet_minutes else None,
+            deadline=deadline,
         )
         vae.save_pretrained(work / "vae_decoder")
     elif stage == "clip_image" and not (work / "clip_image").exists():
@@ -161,7 +162,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             batch=cfg["clip_batch"],
             seed=seed,
             log=log,
-            deadline=time.time() + 60 * args.unet_minutes if args.unet_minutes else None,
+            deadline=deadline,
         )
         clip.save_pretrained(work / "clip_image")
     elif stage == "assemble":
