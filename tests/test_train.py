@@ -68,3 +68,15 @@ def test_resume_skips_finished_stages(quick_run):
     assert code == 0
     log = (out.parent / "mini.work" / "train.log").read_text()
     assert "vae: already done" in log
+
+
+def test_unet_learning_rate_steps_down(quick_run):
+    from sdviz.training.data import warmup_lr
+    from sdviz.training.recipe import QUICK
+
+    out, _, _ = quick_run
+    state = torch.load(out.parent / "mini.work" / "unet_state.pt", weights_only=False)
+    (drop_at, dropped), last = QUICK["unet_lr_drops"][-1], state["step"] - 1
+    assert last >= drop_at, "the quick run must pass its learning-rate drop"
+    lr = state["opt"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(dropped * warmup_lr(last, 300))

@@ -30,8 +30,10 @@ FULL = dict(
     clip_batch=64,
     unet_steps=20_000,
     unet_batch=32,
+    unet_lr_drops=((4300, 3e-4), (11000, 1e-4)),  # lr 1e-3 before step 4300
     snapshot_every=100,
     decoder_steps=2000,
+    decoder_batch=16,
     clip_image_steps=1500,
 )
 QUICK = dict(
@@ -42,8 +44,10 @@ QUICK = dict(
     clip_batch=16,
     unet_steps=4,
     unet_batch=8,
+    unet_lr_drops=((2, 3e-4),),
     snapshot_every=2,
     decoder_steps=2,
+    decoder_batch=4,
     clip_image_steps=2,
 )
 STAGES = ("data", "vae", "clip", "encode", "unet", "decoder", "clip_image", "assemble")
@@ -133,6 +137,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             cfg["unet_steps"],
             work,
             batch=cfg["unet_batch"],
+            lr_drops=cfg["unet_lr_drops"],
             snapshot_every=cfg["snapshot_every"],
             deadline=deadline,
             resume=True,
@@ -146,7 +151,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             vae,
             images,
             cfg["decoder_steps"],
-            batch=cfg["vae_batch"],
+            batch=cfg["decoder_batch"],
             seed=seed,
             log=log,
             deadline=deadline,

@@ -65,6 +65,7 @@ def train_unet(
     work: Path,
     batch: int = 64,
     lr: float = 1e-3,
+    lr_drops: tuple[tuple[int, float], ...] = (),
     uncond_prob: float = 0.1,
     ema_decay: float = 0.999,
     snapshot_every: int = 500,
@@ -74,6 +75,9 @@ def train_unet(
     log=print,
 ) -> tuple[UNet2DConditionModel, int]:
     """Train on scaled latents (n, 4, h, w) with token ids (n, L); returns (EMA UNet, steps done).
+
+    The learning rate warms up to `lr`, then steps down: `lr_drops=((4300, 3e-4),)`
+    trains at 3e-4 from step 4300 on.
 
     Saves a resumable state and an EMA snapshot every `snapshot_every` steps under `work`;
     stops early (after saving) when `time.time()` passes `deadline`.
@@ -126,8 +130,9 @@ def train_unet(
             ctx[drop] = empty[0]
         pred = unet(xt, t, encoder_hidden_states=ctx).sample
         loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * weight[t]).mean()
+        lrs = [lr] + [r for s, r in sorted(lr_drops) if step >= s]
         for g in opt.param_groups:
-            g["lr"] = lr * warmup_lr(step, 300)
+            g["lr"] = lrs[-1] * warmup_lr(step, 300)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

@@ -4,9 +4,11 @@ A variational autoencoder (Kingma & Welling 2014) compresses images to latents
 where diffusion is cheap (Rombach et al. 2022). Like SD's, it is trained mostly for
 reconstruction with a very small KL weight; unlike SD's (f=8, LPIPS + GAN loss), it
 uses a factor f=4 (64 px images <-> 4x16x16 latents: x12 compression) and a plain
-MSE + L1 loss. It is fully convolutional (no mid-block attention), so it trains on
-random crops and still encodes whole images. After training, the latent
-`scaling_factor` is measured on the data as 1/std (as SD's 0.18215 was).
+MSE + L1 loss. It has no mid-block attention, so it first trains fast on random
+crops. But its GroupNorm layers normalise over the whole feature map, so a model
+trained on crops mis-renders whole images (flat tints turn grey, borders smear):
+the decoder is then fine-tuned on whole images, the encoder frozen. After training,
+the latent `scaling_factor` is measured on the data as 1/std (as SD's 0.18215 was).
 """
 
 from __future__ import annotations
@@ -105,18 +107,20 @@ def finetune_decoder(
     vae: AutoencoderKL,
     images: np.ndarray,
     steps: int,
-    batch: int = 32,
-    crop: int = 32,
-    lr: float = 5e-4,
+    batch: int = 16,
+    crop: int | None = None,
+    lr: float = 3e-4,
     seed: int = 0,
     log=print,
     deadline: float | None = None,
 ) -> AutoencoderKL:
     """Train the decoder only, the encoder frozen (as SD's "ft-MSE" VAE decoder was).
 
-    Latents, and therefore the UNet trained on them, stay valid: this can run while
-    the UNet trains.
+    On whole images by default (`crop=None`): GroupNorm statistics over a crop differ
+    from those over the image the UNet's latents decode to. Latents, and therefore the
+    UNet trained on them, stay valid: this can run while the UNet trains.
     """
+    crop = crop or images.shape[1]
     gen = np.random.default_rng(seed + 2)
     vae.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
