@@ -18,9 +18,25 @@ Names are imported lazily so that `import sdviz` stays cheap.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
+
+
+class _NoTorchvisionFallbackNotice(logging.Filter):
+    """Drop transformers' notice that CLIPImageProcessor falls back to its PIL version.
+
+    Diffusers' pipelines name a CLIPImageProcessor (the safety checker's input), so
+    every load printed this notice when torchvision is not installed. sdviz never
+    preprocesses images with it, and the fallback is exactly what it needs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_NoTorchvisionFallbackNotice())
 
 # public name -> module that defines it
 _API = {

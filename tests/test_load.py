@@ -258,3 +258,12 @@ def test_default_guidance_is_the_embedded_models_own(tmp_path):
     assert default_guidance(tmp_path) == SD_GUIDANCE
     assert default_guidance("stable-diffusion-v1-5/stable-diffusion-v1-5") == SD_GUIDANCE
     assert MINI_GUIDANCE < SD_GUIDANCE
+
+
+def test_import_silences_the_torchvision_fallback_notice():
+    """Loading a pipeline must not print transformers' CLIPImageProcessor fallback notice."""
+    code = "import sdviz\nfrom transformers import CLIPImageProcessor\nprint(CLIPImageProcessor)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ImageProcessor" in done.stdout
+    assert "requires torchvision" not in done.stderr + done.stdout
