@@ -10,7 +10,8 @@ Bars (issue 3): VAE PSNR >= 30 dB on held-out images; CLIP top-1 retrieval >= 95
 among 16 captions; at 25 steps and the recommended guidance: one-object colour+shape
 >= 90%, two-object both right >= 70%, left/right placement >= 70%; one image <= 1 s.
 
-    python benchmarks/mini_quality.py [--model DIR] [--guidance 1.5 2 3] [--json out.json]
+    python benchmarks/mini_quality.py [--model DIR] [--guidance 1.5 2 3] [--scheduler ddim]
+                                      [--json out.json]
 """
 
 from __future__ import annotations
@@ -203,6 +204,10 @@ def score_generation(pipe, classify, guidance: float, one=None, two=None) -> dic
     held = [o for o, (_, _, t) in zip(ok, one, strict=True) if t[0] in HELD_OUT_PAIRS]
     res["one_object"] = float(np.mean(ok))
     res["one_object_held_out_pairs"] = float(np.mean(held)) if held else float("nan")
+    res["one_object_by_colour"] = {
+        c: float(np.mean([o for o, (_, _, t) in zip(ok, one, strict=True) if t[0][0] == c]))
+        for c in dict.fromkeys(t[0][0] for _, _, t in one)
+    }
     imgs2 = generate(pipe, two, guidance)
     both = placed = 0
     for im, (_, _, (a, b, side)) in zip(imgs2, two, strict=True):
@@ -253,6 +258,12 @@ def table(r: dict) -> str:
         (
             "  of which held-out colour-shape pairs",
             f"{100 * r['one_object_held_out_pairs']:.1f}%",
+            "",
+            None,
+        ),
+        (
+            "  by colour",
+            ", ".join(f"{c} {100 * v:.0f}%" for c, v in r.get("one_object_by_colour", {}).items()),
             "",
             None,
         ),
@@ -308,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[1.5, 2.0, 3.0],
         help="scales to sweep; the best (one+two objects) is reported",
     )
+    ap.add_argument(
+        "--scheduler", default=None, help="sample with this scheduler (default: the model's own)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="save a PNG of sample generations here")
@@ -321,8 +335,12 @@ def main(argv: list[str] | None = None) -> int:
 
     pipe = StableDiffusionPipeline.from_pretrained(args.model, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
+    if args.scheduler:
+        from sdviz.pipeline import set_scheduler
+
+        set_scheduler(pipe, args.scheduler)
     classify = ShapeClassifier()
-    r: dict = {"model": args.model}
+    r: dict = {"model": args.model, "scheduler": type(pipe.scheduler).__name__}
     if not args.only_generation:
         r["scorer_sanity"] = scorer_sanity(classify)
         r["vae_psnr"] = vae_psnr(pipe)
