@@ -322,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--scheduler", default=None, help="sample with this scheduler (default: the model's own)"
     )
+    ap.add_argument(
+        "--report",
+        type=float,
+        default=None,
+        help="report the table at this scale (the model card's); default: the sweep's best",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="save a PNG of sample generations here")
@@ -348,9 +354,17 @@ def main(argv: list[str] | None = None) -> int:
         r["clip_top1"] = clip_retrieval(clip, pipe.tokenizer)
     one, two = one_object_prompts(args.seeds), two_object_prompts(args.pairs)
     sweep = {g: score_generation(pipe, classify, g, one, two) for g in args.guidance}
-    best = max(
-        sweep,
-        key=lambda g: sweep[g]["one_object"] + sweep[g]["two_object_both"] + sweep[g]["placement"],
+    if args.report is not None and args.report not in sweep:
+        ap.error(f"--report {args.report} must be one of the swept --guidance scales")
+    best = (
+        args.report
+        if args.report is not None
+        else max(
+            sweep,
+            key=lambda g: (
+                sweep[g]["one_object"] + sweep[g]["two_object_both"] + sweep[g]["placement"]
+            ),
+        )
     )
     images = sweep[best].pop("_images")
     for s in sweep.values():

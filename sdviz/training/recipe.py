@@ -28,9 +28,10 @@ FULL = dict(
     vae_batch=32,
     clip_steps=1000,
     clip_batch=64,
-    unet_steps=20_000,
+    unet_steps=15_093,  # where the shipped run stopped (by the clock)
     unet_batch=32,
-    unet_lr_drops=((4300, 3e-4), (11000, 1e-4)),  # lr 1e-3 before step 4300
+    # lr 1e-3, then lower from these steps (where the shipped run's timed segments ended)
+    unet_lr_drops=((4_300, 3e-4), (12_057, 1e-4)),
     snapshot_every=100,
     decoder_steps=2000,
     decoder_batch=16,
