@@ -10,8 +10,9 @@
 # Needs python3 and a CUDA GPU. When python3 already has torch (a CUDA build, say), sdviz
 # and its test extra are installed next to it; otherwise a venv .venv-gpu gets
 # `pip install torch` first. On a machine without internet, put wheels
-# of the missing packages (diffusers, transformers, ...) in a folder and point
-# SDVIZ_WHEELS at it. Exits non-zero when the install, the tests or the benchmark fail.
+# of the missing packages (diffusers, ipywidgets, jupytext, ...) in a folder and point
+# SDVIZ_WHEELS at it: they are installed with --no-deps, so the folder must hold their
+# dependencies too (`pip download` them for the machine's Python and platform). Exits non-zero when the install, the tests or the benchmark fail.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$SECONDS
@@ -36,6 +37,8 @@ say "install sdviz with its test extra"
 pip_ok=1
 export PIP_DEFAULT_TIMEOUT=15 PIP_RETRIES=1  # fail fast when offline
 if [ -n "${SDVIZ_WHEELS:-}" ]; then
+  # the folder holds what the machine lacks, resolved elsewhere: install it as it is
+  timeout 120 "$PY" -m pip install -q --no-index --no-deps "$SDVIZ_WHEELS"/*.whl || pip_ok=0
   timeout 120 "$PY" -m pip install -q --no-index --find-links "$SDVIZ_WHEELS" -e ".[test]" || pip_ok=0
 else
   timeout 180 "$PY" -m pip install -q -e ".[test]" || pip_ok=0

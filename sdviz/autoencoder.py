@@ -123,7 +123,12 @@ def decode(pipe: Any, latents: torch.Tensor, *, batch_size: int = 8) -> torch.Te
     scale, shift = _factors(vae)
     out = []
     for chunk in z.split(batch_size):
-        chunk = (chunk.float() / scale + shift).to(vae.device, vae.dtype)
+        # Unscale where and in the dtype the pipeline does: a CUDA division by a scalar
+        # can differ from the CPU's by an ulp, and cuDNN's TF32 convolutions (PyTorch's
+        # default on Ampere and later) grow that to ~3e-4 in pixels.
+        chunk = chunk.to(vae.device, vae.dtype) / scale
+        if shift:
+            chunk = chunk + shift
         image = vae.decode(chunk).sample  # (b, 3, H, W) in about [-1, 1]
         out.append((image.float() / 2 + 0.5).clamp(0, 1).cpu())
     images = torch.cat(out)

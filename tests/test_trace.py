@@ -221,13 +221,16 @@ def test_no_attention_capture(pipe):
     assert "attention.maps" not in tr.last and "unet.noise_pred" in tr.last
 
 
-def test_decode_and_preview(pipe):
+def test_decode_and_preview(pipe, device):
     with trace(pipe) as tr:
         _call(pipe)
     run = tr.last
     images = run.decode(pipe, "latents", steps=[-1])
     assert images.shape == (1, 3, 64, 64)
-    assert torch.allclose(images[0], run["vae.image"], atol=1e-4)
+    # The pipeline's own decode, redone. Bit for bit on the CPU; on an H200 the two differ
+    # by 7e-7 in fp32 and by 1.4e-4 with cuDNN's TF32 convolutions (PyTorch's default).
+    atol = 1e-6 if device.type == "cpu" else 5e-4 if torch.backends.cudnn.allow_tf32 else 1e-5
+    assert torch.allclose(images[0], run["vae.image"], atol=atol)
     x0 = run.decode(pipe.vae, steps=[0, 2])
     assert x0.shape == (2, 3, 64, 64)
     assert run.decode(pipe, steps=2).data_ptr() != x0.data_ptr()
