@@ -80,3 +80,107 @@ def test_unet_learning_rate_steps_down(quick_run):
     assert last >= drop_at, "the quick run must pass its learning-rate drop"
     lr = state["opt"]["param_groups"][0]["lr"]
     assert lr == pytest.approx(dropped * warmup_lr(last, 300))
+
+
+def test_quick_pipeline_makes_the_latents_its_unet_learned(quick_run):
+    # The encode stage balanced the latent channels and `assemble` folded that into the
+    # VAE: the shipped VAE must encode the training images to the cached UNet latents.
+    from sdviz.autoencoder import encode
+    from sdviz.training import data
+
+    out, _, _ = quick_run
+    work = out.parent / "mini.work"
+    cached = torch.load(work / "latents.pt")
+    images, _ = data.make_dataset(work, len(cached["latents"]))
+    pipe = StableDiffusionPipeline.from_pretrained(out, use_safetensors=True)
+    z = encode(pipe, torch.from_numpy(images).permute(0, 3, 1, 2))  # (n, c, h, w), scaled
+    assert torch.allclose(z, cached["latents"].float(), atol=2e-2)
+    assert z.mean(dim=(0, 2, 3)).abs().max() < 1e-2  # every channel centred ...
+    std = z.std(dim=(0, 2, 3))
+    assert (std - std.mean()).abs().max() < 1e-2  # ... with one spread
+    raw_std = cached["channel_std"]
+    assert raw_std.max() / raw_std.min() > 1.05, "the quick VAE's channels should differ"
+
+
+def _tiny_vae():
+    from sdviz.training.vae import build_vae
+
+    torch.manual_seed(0)
+    return build_vae(16).eval()
+
+
+def test_balance_channels_keeps_images_and_balances_latents():
+    from sdviz.training.vae import balance_channels, channel_stats
+
+    vae = _tiny_vae()
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        before = vae.encode(x).latent_dist
+        image = vae.decode(before.mode()).sample
+        mean, std = channel_stats(before.mode())
+        balance_channels(vae, mean, std, target=2.0)
+        after = vae.encode(x).latent_dist
+        image2 = vae.decode(after.mode()).sample
+    gain = (2.0 / std)[None, :, None, None]
+    expected = (before.mode() - mean[None, :, None, None]) * gain
+    assert torch.allclose(after.mode(), expected, atol=1e-5)
+    assert torch.allclose(after.std, before.std * gain, rtol=1e-4)  # log-variance moved too
+    assert torch.allclose(image2, image, atol=1e-5)  # the decoder undoes it first
+    m2, s2 = channel_stats(after.mode())
+    assert torch.allclose(m2, torch.zeros(4), atol=1e-5)
+    assert torch.allclose(s2, torch.full((4,), 2.0), atol=1e-4)
+
+
+def test_balance_channels_rejects_bad_input_and_changes_nothing():
+    from diffusers import AutoencoderKL
+
+    from sdviz.training.vae import balance_channels
+
+    vae = _tiny_vae()
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    ones = torch.ones(4)
+    with pytest.raises(ValueError, match="one value per latent channel"):
+        balance_channels(vae, torch.zeros(3), ones, 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        balance_channels(vae, torch.zeros(4), torch.tensor([1.0, 0.0, 1.0, 1.0]), 1.0)
+    with pytest.raises(ValueError, match="positive"):
+        balance_channels(vae, torch.zeros(4), ones, 0.0)
+    assert all(torch.equal(v, before[k]) for k, v in vae.state_dict().items())
+    plain = AutoencoderKL(
+        block_out_channels=(16,), norm_num_groups=8, use_quant_conv=False, use_post_quant_conv=False
+    )
+    with pytest.raises(ValueError, match="quant_conv"):
+        balance_channels(plain, torch.zeros(4), ones, 1.0)
+
+
+def test_train_unet_on_the_test_device(tmp_path, device):
+    # SDVIZ_DEVICE=cuda (benchmarks/gpu_check.sh) runs this on the GPU.
+    from safetensors.torch import load_file
+
+    from sdviz.builder import tiny_pipeline
+    from sdviz.training.data import tokenize
+    from sdviz.training.unet import train_unet
+
+    pipe = tiny_pipeline()
+    unet, te, tok = pipe.unet, pipe.text_encoder, pipe.tokenizer
+    start = {k: v.clone() for k, v in unet.state_dict().items()}
+    c, s = unet.config.in_channels, unet.config.sample_size
+    latents = torch.randn(8, c, s, s)
+    ids = tokenize(tok, ["a red circle"] * 8)
+    ema, done = train_unet(
+        unet,
+        te,
+        latents,
+        ids,
+        tokenize(tok, [""]),
+        3,
+        tmp_path,
+        batch=4,
+        snapshot_every=3,
+        ema_decay=0.5,
+        device=device,
+    )
+    assert done == 3 and next(ema.parameters()).device.type == device.type
+    snap = load_file(tmp_path / "unet_ema_000003.safetensors")  # saved from the CPU
+    assert all(v.device.type == "cpu" for v in snap.values())
+    assert any(not torch.equal(snap[k], v) for k, v in start.items())

@@ -3,7 +3,8 @@
 Stages (each saves its result under the work folder and is skipped when that result
 exists, so an interrupted run resumes): `data` (ShapesWorld images + tokenizer), `vae`
 and `clip` (independent: can run in parallel processes), `encode` (latents of every
-training image, scaled by the measured `scaling_factor`), `unet` (DDPM on the cached
+training image, each channel centred and brought to the same spread, then scaled by
+the measured `scaling_factor`), `unet` (DDPM on the cached
 latents, snapshots every few hundred steps), `assemble` (a `StableDiffusionPipeline`
 saved with safetensors, plus the full CLIP model in `clip/` for similarity lessons).
 Hyper-parameters live in `FULL` and `QUICK`.
@@ -114,14 +115,24 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
         clip.save_pretrained(work / "clip")
     elif stage == "encode" and not (work / "latents.pt").exists():
         vae = AutoencoderKL.from_pretrained(work / "vae")
-        lat = vae_mod.encode_all(vae, images)
+        lat = vae_mod.encode_all(vae, images)  # (n, c, h, w) posterior means
+        mean, std = vae_mod.channel_stats(lat)
+        target = float(lat.float().std())  # keep the overall spread: only balance channels
+        lat = (lat - mean[:, None, None]) / std[:, None, None] * target
         sf = vae_mod.measure_scaling_factor(lat)
-        log(f"encode: latents {tuple(lat.shape)}, std {1 / sf:.4f} -> scaling_factor {sf:.4f}")
+        log(
+            f"encode: latents {tuple(lat.shape)}, channel means {mean.tolist()} and stds "
+            f"{std.tolist()} balanced to 0 and {target:.4f} -> scaling_factor {sf:.4f}"
+        )
         torch.save(
             {
                 "latents": (lat * sf).half(),
                 "scaling_factor": sf,
                 "ids": data.tokenize(tokenizer, captions),
+                # folded into the VAE at assembly (vae.balance_channels)
+                "channel_mean": mean,
+                "channel_std": std,
+                "channel_target": target,
             },
             work / "latents.pt",
         )
@@ -221,12 +232,17 @@ def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = 
     from ..builder import SD_SCHEDULE, assemble
     from . import data
     from . import unet as unet_mod
+    from .vae import balance_channels
 
     tokenizer = data.make_tokenizer(work)
     cached = torch.load(work / "latents.pt")
     # the fine-tuned decoder when there is one (same encoder, so the same latents)
     vae_dir = work / "vae_decoder" if (work / "vae_decoder").exists() else work / "vae"
     vae = AutoencoderKL.from_pretrained(vae_dir)
+    if "channel_mean" in cached:  # the UNet learned balanced latents: the VAE must make them
+        balance_channels(
+            vae, cached["channel_mean"], cached["channel_std"], cached["channel_target"]
+        )
     vae.register_to_config(scaling_factor=round(cached["scaling_factor"], 5))
     clip = CLIPModel.from_pretrained(work / "clip")
     text_encoder = text_encoder_from_clip(clip)

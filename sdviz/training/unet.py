@@ -73,6 +73,7 @@ def train_unet(
     resume: bool = False,
     seed: int = 0,
     log=print,
+    device: str | torch.device = "cpu",
 ) -> tuple[UNet2DConditionModel, int]:
     """Train on scaled latents (n, 4, h, w) with token ids (n, L); returns (EMA UNet, steps done).
 
@@ -80,27 +81,30 @@ def train_unet(
     trains at 3e-4 from step 4300 on.
 
     Saves a resumable state and an EMA snapshot every `snapshot_every` steps under `work`;
-    stops early (after saving) when `time.time()` passes `deadline`.
+    stops early (after saving) when `time.time()` passes `deadline`. On another `device`
+    (a GPU) the data stays on the CPU and each batch moves; the random draws stay on the
+    CPU, so a run is the same batches on any device.
     """
     work.mkdir(parents=True, exist_ok=True)
     sched = noise_scheduler()
     abar = sched.alphas_cumprod  # (T,)
     snr = abar / (1 - abar)
     weight = torch.clamp(snr, max=5.0) / snr  # Min-SNR-5 for epsilon prediction
+    unet.to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     start = 0
     state_path = work / "unet_state.pt"
     if resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=False, map_location=device)
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
         log(f"resumed UNet training at step {start}")
-    text_encoder.requires_grad_(False).eval()
+    text_encoder.requires_grad_(False).eval().to(device)
     with torch.no_grad():
-        empty = text_encoder(empty_ids).last_hidden_state  # (1, L, d)
+        empty = text_encoder(empty_ids.to(device)).last_hidden_state  # (1, L, d)
     unet.train()
     t0, step = time.time(), start
 
@@ -115,7 +119,8 @@ def train_unet(
             work / "unet_state.tmp",
         )
         (work / "unet_state.tmp").replace(state_path)
-        save_file(ema.state_dict(), work / f"unet_ema_{step:06d}.safetensors")
+        weights = {k: v.cpu() for k, v in ema.state_dict().items()}
+        save_file(weights, work / f"unet_ema_{step:06d}.safetensors")
 
     for step in range(start, steps):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -123,13 +128,14 @@ def train_unet(
         x0 = latents[idx].float()  # (batch, 4, h, w)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
-        xt = sched.add_noise(x0, noise, t)
+        xt = sched.add_noise(x0, noise, t).to(device)
+        drop = torch.rand(batch, generator=gen) < uncond_prob
+        noise, w = noise.to(device), weight[t].to(device)
         with torch.no_grad():
-            ctx = text_encoder(ids[idx]).last_hidden_state  # (batch, L, d)
-            drop = torch.rand(batch, generator=gen) < uncond_prob
-            ctx[drop] = empty[0]
-        pred = unet(xt, t, encoder_hidden_states=ctx).sample
-        loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * weight[t]).mean()
+            ctx = text_encoder(ids[idx].to(device)).last_hidden_state  # (batch, L, d)
+            ctx[drop.to(device)] = empty[0]
+        pred = unet(xt, t.to(device), encoder_hidden_states=ctx).sample
+        loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * w).mean()
         lrs = [lr] + [r for s, r in sorted(lr_drops) if step >= s]
         for g in opt.param_groups:
             g["lr"] = lrs[-1] * warmup_lr(step, 300)

@@ -8,7 +8,9 @@ MSE + L1 loss. It has no mid-block attention, so it first trains fast on random
 crops. But its GroupNorm layers normalise over the whole feature map, so a model
 trained on crops mis-renders whole images (flat tints turn grey, borders smear):
 the decoder is then fine-tuned on whole images, the encoder frozen. After training,
-the latent `scaling_factor` is measured on the data as 1/std (as SD's 0.18215 was).
+each latent channel is centred and scaled to the same spread (`balance_channels`,
+folded into the 1x1 quant convs), and the latent `scaling_factor` is measured on the
+data as 1/std (as SD's 0.18215 was).
 """
 
 from __future__ import annotations
@@ -101,6 +103,44 @@ def encode_all(vae: AutoencoderKL, images: np.ndarray, batch: int = 256) -> torc
 def measure_scaling_factor(latents: torch.Tensor) -> float:
     """1 / std of the latents, so that scaled latents have unit variance (SD: 0.18215)."""
     return float(1.0 / latents.float().std())
+
+
+def channel_stats(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std, each (c,), of latents (n, c, h, w)."""
+    x = latents.float()
+    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+
+
+@torch.no_grad()
+def balance_channels(
+    vae: AutoencoderKL, mean: torch.Tensor, std: torch.Tensor, target: float
+) -> AutoencoderKL:
+    """Fold a per-channel normalisation into the VAE's 1x1 `quant_conv`/`post_quant_conv`.
+
+    The encoder's posterior mean z becomes (z - mean) / std * target, channel by channel,
+    and the decoder undoes it first, so images round-trip as before. SD's single
+    `scaling_factor` then fits every channel: unfolded, this VAE's latents had channel
+    stds 0.43-1.45 and means up to 1.06 (scaled), and the diffusion loss and noise
+    drowned the weak channels, which carry blue and purple, first. Changes `vae` in place.
+    """
+    c = vae.config.latent_channels
+    if not (vae.config.use_quant_conv and vae.config.use_post_quant_conv):
+        raise ValueError("balance_channels needs a VAE with quant_conv and post_quant_conv.")
+    if mean.shape != (c,) or std.shape != (c,):
+        raise ValueError(
+            f"mean and std must have shape ({c},), one value per latent channel; got "
+            f"{tuple(mean.shape)} and {tuple(std.shape)}."
+        )
+    if not bool((std > 0).all()) or not target > 0:
+        raise ValueError(f"std and target must be positive; got std {std.tolist()}, {target}.")
+    r = (target / std.double()).float()  # (c,) gain per channel
+    q, p = vae.quant_conv, vae.post_quant_conv  # (2c, c, 1, 1): [mean; logvar], (c, c, 1, 1)
+    p.bias += (p.weight[:, :, 0, 0] @ mean.float().to(p.weight)).to(p.bias)  # before rescaling
+    p.weight /= r.to(p.weight)[None, :, None, None]
+    q.weight[:c] *= r.to(q.weight)[:, None, None, None]
+    q.bias[:c] = (q.bias[:c] - mean.to(q.bias)) * r.to(q.bias)
+    q.bias[c:] += 2 * torch.log(r).to(q.bias)  # log-variance scales by r^2
+    return vae
 
 
 def finetune_decoder(
