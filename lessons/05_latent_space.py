@@ -94,6 +94,15 @@ print("per-channel std: ", [round(v, 2) for v in latents.std((0, 2, 3)).tolist()
 print(f"overall std: {latents.std():.2f}")
 
 # %% [markdown]
+# One factor for all channels fits only when the channels have about the same spread.
+# sdviz-mini's VAE centres each channel and gives them one spread (folded into its
+# `quant_conv`, so it is still SD's `AutoencoderKL`). Before that, one channel carried
+# most of the variance, the noise drowned the weakest channels first, and those held
+# blue and purple: the model drew those right only 12-25% of the time. SD 1.x and 2.x
+# use the one factor alone; some later models record a shift (`shift_factor`, SD 3) or
+# per-channel statistics (`latents_mean`, `latents_std`) in the VAE's config.
+
+# %% [markdown]
 # ## Decoding: latents → image, and what is lost
 #
 # Decode the latents and compare with the originals. The peak signal-to-noise ratio

@@ -17,10 +17,11 @@ from sdviz.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run(tmp_path_factory, device):
     out = tmp_path_factory.mktemp("train") / "mini"
     t0 = time.perf_counter()
-    code = cli_main(["train", "--quick", "--out", str(out), "--threads", "1"])
+    argv = ["train", "--quick", "--out", str(out), "--threads", "1", "--device", str(device)]
+    code = cli_main(argv)
     return out, code, time.perf_counter() - t0
 
 
@@ -184,3 +185,13 @@ def test_train_unet_on_the_test_device(tmp_path, device):
     snap = load_file(tmp_path / "unet_ema_000003.safetensors")  # saved from the CPU
     assert all(v.device.type == "cpu" for v in snap.values())
     assert any(not torch.equal(snap[k], v) for k, v in start.items())
+
+
+def test_train_rejects_a_device_it_cannot_use(tmp_path, capsys):
+    out = tmp_path / "mini"
+    assert cli_main(["train", "--quick", "--out", str(out), "--device", "gpu"]) == 2
+    assert "not a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli_main(["train", "--quick", "--out", str(out), "--device", "cuda"]) == 2
+        assert "no cuda device" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "mini.work").exists()  # nothing started

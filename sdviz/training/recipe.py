@@ -155,6 +155,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             resume=True,
             seed=seed,
             log=log,
+            device=args.device,
         )
         _record(work, "unet_steps_done", done)
     elif stage == "decoder" and not (work / "vae_decoder").exists():
@@ -281,6 +282,25 @@ def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = 
     return pipe
 
 
+def _device(text: str) -> str:
+    """An argparse type: a torch device that this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a torch device; try cpu, cuda, cuda:1 or mps"
+        ) from None
+    have = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if dev.type in have and not have[dev.type]():
+        raise argparse.ArgumentTypeError(
+            f"torch sees no {dev.type} device on this machine; leave --device out to train "
+            "on the CPU"
+        )
+    return str(dev)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="sdviz-mini", help="pipeline folder to write")
     parser.add_argument("--work", default=None, help="checkpoints folder (default: OUT.work)")
@@ -293,6 +313,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage", choices=("all",) + STAGES, default="all")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        type=_device,
+        help="torch device for the UNet stage, e.g. cuda (the CPU recipe is the reference)",
+    )
     parser.add_argument(
         "--unet-minutes",
         type=float,
