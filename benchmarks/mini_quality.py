@@ -147,17 +147,17 @@ def clip_retrieval(clip, tokenizer, n: int = 256, candidates: int = 16) -> float
     return hits / n
 
 
-def one_object_prompts(seeds: int = 2) -> list[tuple[str, int, tuple]]:
+def one_object_prompts(seeds: int = 4, offset: int = 0) -> list[tuple[str, int, tuple]]:
     pairs = list(itertools.product(COLOURS, SHAPES))
     return [
-        (f"a {c} {s}", 1000 + 7 * i + k, ((c, s),))
+        (f"a {c} {s}", 1000 + offset + 7 * i + k, ((c, s),))
         for i, (c, s) in enumerate(pairs)
         for k in range(seeds)
     ]
 
 
-def two_object_prompts(n: int = 48) -> list[tuple[str, int, tuple]]:
-    rng = np.random.default_rng(5)
+def two_object_prompts(n: int = 96, offset: int = 0) -> list[tuple[str, int, tuple]]:
+    rng = np.random.default_rng(5 + offset)
     pairs = list(itertools.product(COLOURS, SHAPES))
     out = []
     for i in range(n):
@@ -167,7 +167,7 @@ def two_object_prompts(n: int = 48) -> list[tuple[str, int, tuple]]:
         out.append(
             (
                 f"{art(a[0])} {a[0]} {a[1]} to the {side} of {art(b[0])} {b[0]} {b[1]}",
-                5000 + i,
+                5000 + offset + i,
                 (a, b, side),
             )
         )
@@ -331,9 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="save a PNG of sample generations here")
-    ap.add_argument("--seeds", type=int, default=2, help="seeds per one-object prompt")
-    ap.add_argument("--pairs", type=int, default=48, help="two-object prompts")
+    ap.add_argument("--seeds", type=int, default=4, help="seeds per one-object prompt (24 prompts)")
+    ap.add_argument("--pairs", type=int, default=96, help="two-object prompts")
     ap.add_argument("--only-generation", action="store_true", help="skip VAE, CLIP, speed")
+    ap.add_argument(
+        "--validation",
+        action="store_true",
+        help="other prompts and seeds, to choose checkpoints or settings without tuning "
+        "on the reported set",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from diffusers import StableDiffusionPipeline
@@ -352,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         r["vae_psnr"] = vae_psnr(pipe)
         clip = CLIPModel.from_pretrained(Path(args.model) / "clip").eval()
         r["clip_top1"] = clip_retrieval(clip, pipe.tokenizer)
-    one, two = one_object_prompts(args.seeds), two_object_prompts(args.pairs)
+    offset = 100_000 if args.validation else 0
+    one, two = one_object_prompts(args.seeds, offset), two_object_prompts(args.pairs, offset)
     sweep = {g: score_generation(pipe, classify, g, one, two) for g in args.guidance}
     if args.report is not None and args.report not in sweep:
         ap.error(f"--report {args.report} must be one of the swept --guidance scales")

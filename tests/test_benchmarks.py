@@ -67,3 +67,13 @@ def test_generation_score_checks_colour_and_shape(mq, classify):
     assert res["one_object"] == pytest.approx(1 - circles)
     assert set(res["one_object_by_colour"]) == {t[0][0] for _, _, t in one}
     assert res["two_object_both"] == 0.0  # one drawn object never answers a two-object prompt
+
+
+def test_validation_prompts_share_no_seed_with_the_reported_ones(mq):
+    one, two = mq.one_object_prompts(), mq.two_object_prompts()
+    v_one, v_two = mq.one_object_prompts(offset=100_000), mq.two_object_prompts(offset=100_000)
+    assert len(one) == len(v_one) == 96 and len(two) == len(v_two) == 96
+    assert [p for p, _, _ in one] == [p for p, _, _ in v_one]  # the same 24 one-object prompts
+    seeds = {s for _, s, _ in one + two}
+    assert seeds.isdisjoint(s for _, s, _ in v_one + v_two)
+    assert [p for p, _, _ in two] != [p for p, _, _ in v_two]  # other pairs of objects
