@@ -29,7 +29,10 @@ FULL = dict(
     vae_batch=32,
     clip_steps=1000,
     clip_batch=64,
-    unet_steps=15_093,  # where the shipped run stopped (by the clock)
+    # The shipped UNet's first run stopped here (by the clock), on unbalanced latents; it
+    # was then fine-tuned on balanced ones (see the model card). This recipe trains on
+    # balanced latents from the start, which was not run at full length.
+    unet_steps=15_093,
     unet_batch=32,
     # lr 1e-3, then lower from these steps (where the shipped run's timed segments ended)
     unet_lr_drops=((4_300, 3e-4), (12_057, 1e-4)),
