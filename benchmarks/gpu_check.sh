@@ -12,7 +12,8 @@
 # `pip install torch` first. On a machine without internet, put wheels
 # of the missing packages (diffusers, ipywidgets, jupytext, ...) in a folder and point
 # SDVIZ_WHEELS at it: they are installed with --no-deps, so the folder must hold their
-# dependencies too (`pip download` them for the machine's Python and platform). Exits non-zero when the install, the tests or the benchmark fail.
+# dependencies too (`pip download` them for the machine's Python and platform).
+# Exits non-zero when the install, the tests or the benchmark fail.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$SECONDS

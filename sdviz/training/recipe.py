@@ -286,22 +286,13 @@ def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = 
 
 
 def _device(text: str) -> str:
-    """An argparse type: a torch device that this machine has."""
-    import torch
+    """An argparse type: a torch device that this machine has (`sdviz.pipeline.resolve_device`)."""
+    from ..pipeline import resolve_device
 
     try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a torch device; try cpu, cuda, cuda:1 or mps"
-        ) from None
-    have = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
-    if dev.type in have and not have[dev.type]():
-        raise argparse.ArgumentTypeError(
-            f"torch sees no {dev.type} device on this machine; leave --device out to train "
-            "on the CPU"
-        )
-    return str(dev)
+        return str(resolve_device(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -320,7 +311,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--device",
         default="cpu",
         type=_device,
-        help="torch device for the UNet stage, e.g. cuda (the CPU recipe is the reference)",
+        help="torch device for the UNet stage: cpu, cuda, mps or auto (the CPU recipe is "
+        "the reference)",
     )
     parser.add_argument(
         "--unet-minutes",
