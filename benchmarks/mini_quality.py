@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from sdviz.shapes import COLOURS, HELD_OUT_PAIRS, SHAPES, ShapesWorld
+from sdviz.shapes import COLOURS, HELD_OUT_PAIRS, SHAPES, ShapesWorld, contrast_captions
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "sdviz" / "models" / "sdviz-mini"
@@ -145,6 +145,40 @@ def clip_retrieval(clip, tokenizer, n: int = 256, candidates: int = 16) -> float
         txt = _features(clip.get_text_features(input_ids=ids))
         hits += int((txt @ img[i]).argmax() == 0)
     return hits / n
+
+
+def _bag(caption: str) -> list[str]:
+    return sorted(w for w in caption.split() if w not in ("a", "an"))
+
+
+@torch.no_grad()
+def clip_contrasts(clip, tokenizer, n: int = 256) -> dict[str, float]:
+    """How often CLIP scores a held-out image's caption above its counterfactuals.
+
+    `sdviz.shapes.contrast_captions`: "relation" flips left/right, above/below or
+    top/bottom; "colours" swaps two objects' colours. 50% is a bag-of-words model.
+    """
+    world = ShapesWorld(size=clip.config.vision_config.image_size, split="test", seed=13)
+    images, captions = world.batch(0, n)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    img = _features(clip.get_image_features(pixel_values=x))
+    wins: dict[str, list[bool]] = {"relation": [], "colours": []}
+    for i, caption in enumerate(captions):
+        contrasts = contrast_captions(caption)
+        if not contrasts:
+            continue
+        ids = tokenizer(
+            [caption] + contrasts,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        score = _features(clip.get_text_features(input_ids=ids)) @ img[i]
+        for k, contrast in enumerate(contrasts, start=1):
+            kind = "colours" if _bag(contrast) == _bag(caption) else "relation"
+            wins[kind].append(bool(score[0] > score[k]))
+    return {kind: float(np.mean(w)) for kind, w in wins.items()}
 
 
 def one_object_prompts(seeds: int = 4, offset: int = 0) -> list[tuple[str, int, tuple]]:
@@ -291,6 +325,18 @@ def table(r: dict) -> str:
             "<= 1 s",
             r["seconds_per_image"] <= 1.0,
         ),
+        (
+            "  CLIP prefers the true caption to: relation flipped",
+            f"{100 * r['clip_contrasts']['relation']:.1f}%",
+            "",
+            None,
+        ),
+        (
+            "  ... to: two colours swapped",
+            f"{100 * r['clip_contrasts']['colours']:.1f}%",
+            "",
+            None,
+        ),
         ("Scorer sanity: real held-out images", f"{100 * r['scorer_sanity']:.1f}%", "", None),
     ]
     lines = ["| metric | value | bar | pass |", "|---|---|---|---|"]
@@ -358,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         r["vae_psnr"] = vae_psnr(pipe)
         clip = CLIPModel.from_pretrained(Path(args.model) / "clip").eval()
         r["clip_top1"] = clip_retrieval(clip, pipe.tokenizer)
+        r["clip_contrasts"] = clip_contrasts(clip, pipe.tokenizer)
     offset = 100_000 if args.validation else 0
     one, two = one_object_prompts(args.seeds, offset), two_object_prompts(args.pairs, offset)
     sweep = {g: score_generation(pipe, classify, g, one, two) for g in args.guidance}

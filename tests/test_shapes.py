@@ -7,7 +7,14 @@ import colorsys
 import numpy as np
 import pytest
 
-from sdviz.shapes import COLOURS, HELD_OUT_PAIRS, SHAPES, ShapesWorld, vocabulary_captions
+from sdviz.shapes import (
+    COLOURS,
+    HELD_OUT_PAIRS,
+    SHAPES,
+    ShapesWorld,
+    contrast_captions,
+    vocabulary_captions,
+)
 
 
 def test_same_seed_same_sample_and_different_seeds_differ():
@@ -101,3 +108,52 @@ def test_splits_are_different_streams_and_arguments_checked():
 def test_vocabulary_covers_every_word():
     words = set(" ".join(vocabulary_captions(count=400)).replace(",", " ").split())
     assert set(COLOURS) | set(SHAPES) | {"left", "right", "above", "below", "small", "big"} <= words
+
+
+def test_contrast_captions_flip_relations_and_swap_colours():
+    assert contrast_captions("an orange triangle to the left of a red circle") == [
+        "an orange triangle to the right of a red circle",
+        "a red triangle to the left of an orange circle",
+    ]
+    assert contrast_captions("a small blue star at the top") == ["a small blue star at the bottom"]
+    assert contrast_captions("a yellow circle and a green triangle") == [
+        "a green circle and a yellow triangle"
+    ]
+    # nothing to contrast, or a contrast that would describe the same picture
+    for caption in (
+        "a red circle",
+        "a big red circle in the center",
+        "a red star and a red square",
+        "a purple triangle below a purple triangle",
+        "a blue star and a green star",
+    ):
+        assert contrast_captions(caption) == [], caption
+
+
+def _objects_named(caption: str) -> list[tuple[str, str]]:
+    words = caption.replace(",", "").split()
+    return [(w, words[i + 1]) for i, w in enumerate(words[:-1]) if w in COLOURS]
+
+
+def test_contrast_captions_describe_other_pictures_with_the_same_words():
+    world, flips, swaps = ShapesWorld(seed=5), 0, 0
+    opposite = {"left": "right", "right": "left", "above": "below", "below": "above"}
+    opposite |= {"top": "bottom", "bottom": "top"}
+    for i in range(400):
+        sample = world[i]
+        truth = sorted((o.colour, o.shape) for o in sample.objects)
+        for contrast in contrast_captions(sample.caption):
+            assert contrast != sample.caption
+            a, b = sample.caption.split(), contrast.split()
+            assert len(a) == len(b)
+            changed = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+            if all(opposite.get(x) == y for x, y in changed):  # relation flipped, same objects
+                flips += 1
+                assert sorted(_objects_named(contrast)) == truth
+            else:  # colours swapped: the same words, but objects this picture does not have
+                swaps += 1
+                assert sorted(w for w in b if w not in ("a", "an")) == sorted(
+                    w for w in a if w not in ("a", "an")
+                )
+                assert sorted(_objects_named(contrast)) != truth
+    assert flips > 50 and swaps > 50

@@ -110,6 +110,33 @@ def _tiny_vae():
     return build_vae(16).eval()
 
 
+def test_contrastive_loss_is_clips_own_and_hard_negatives_raise_it(quick_run):
+    from sdviz.training.clip import contrastive_loss
+
+    clip = CLIPModel.from_pretrained(quick_run[0] / "clip")
+    side = clip.config.vision_config.image_size
+    ids, pixels = torch.randint(3, 50, (4, 6)), torch.randn(4, 3, side, side)
+    out = clip(input_ids=ids, pixel_values=pixels, return_loss=True)
+    torch.testing.assert_close(contrastive_loss(out.logits_per_image), out.loss)
+    logits = torch.zeros(4, 6)
+    logits[torch.arange(4), torch.arange(4)] = 5.0
+    easy, hard = logits.clone(), logits.clone()
+    hard[0, 4] = 5.0  # image 0 likes a negative caption as much as its own
+    assert contrastive_loss(hard) > contrastive_loss(easy)
+    # the negatives are not images' captions: the text-to-image half ignores them
+    easy[:, 4:] = -5.0
+    torch.testing.assert_close(
+        contrastive_loss(easy) - contrastive_loss(easy[:, :4]),
+        (
+            torch.nn.functional.cross_entropy(easy, torch.arange(4))
+            - torch.nn.functional.cross_entropy(easy[:, :4], torch.arange(4))
+        )
+        / 2,
+    )
+    with pytest.raises(ValueError, match="batch \\+ negatives"):
+        contrastive_loss(torch.zeros(4, 3))
+
+
 def test_balance_channels_keeps_images_and_balances_latents():
     from sdviz.training.vae import balance_channels, channel_stats
 

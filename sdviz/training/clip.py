@@ -6,6 +6,12 @@ caption's (a symmetric cross-entropy over the batch's similarity matrix). Stable
 Diffusion then keeps only the text tower: its per-token outputs become the UNet's
 cross-attention context. Here both towers are small transformers: a 2-layer,
 128-wide text encoder with the 77-token context, and a 2-layer ViT with 8x8 patches.
+
+A batch of random captions almost never holds two that differ only in "left" and
+"right", so plain contrastive training lets the text tower ignore relations, and the
+UNet then cannot place objects. With `hard_negatives`, each image is also scored
+against counterfactual captions of its own (`sdviz.shapes.contrast_captions`: the
+relation flipped, two colours swapped), as NegCLIP does (Yuksekgonul et al. 2023).
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
+from ..shapes import contrast_captions
 from .data import to_tensor, tokenize, warmup_lr
 
 
@@ -53,9 +61,15 @@ def train_clip(
     lr: float = 1e-3,
     train_length: int = 32,
     seed: int = 0,
+    hard_negatives: bool = True,
+    warmup: int = 200,
     log=print,
 ) -> CLIPModel:
-    """Contrastive training (CLIPModel's own symmetric loss); returns the model in eval mode."""
+    """Contrastive training of both towers; returns the model in eval mode.
+
+    Starts from `clip`'s weights, so it also fine-tunes a trained model (e.g. with
+    `hard_negatives` switched on for one that was trained without them).
+    """
     torch.manual_seed(seed + 1)
     params = list(clip.parameters())
     rng = np.random.default_rng(seed + 1)
@@ -68,12 +82,13 @@ def train_clip(
         steps=steps,
         batch=batch,
         lr=lr,
-        warmup=200,
+        warmup=warmup,
         train_length=train_length,
         rng=rng,
         deadline=None,
         log=log,
         label="clip",
+        hard_negatives=hard_negatives,
     )
 
 
@@ -88,6 +103,7 @@ def finetune_image_tower(
     train_length: int = 32,
     seed: int = 0,
     deadline: float | None = None,
+    hard_negatives: bool = True,
     log=print,
 ) -> CLIPModel:
     """More contrastive training of the image tower only, the text tower frozen.
@@ -116,7 +132,26 @@ def finetune_image_tower(
         deadline=deadline,
         log=log,
         label="clip image tower",
+        hard_negatives=hard_negatives,
     )
+
+
+def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric loss; columns past the batch are extra captions (hard negatives).
+
+    `logits_per_image` is (batch, batch + negatives): image i's caption is column i.
+    Images rank all the captions; each of the batch's captions ranks the batch's images.
+    """
+    batch = logits_per_image.shape[0]
+    if logits_per_image.ndim != 2 or logits_per_image.shape[1] < batch:
+        raise ValueError(
+            f"logits_per_image must be (batch, batch + negatives), got "
+            f"{tuple(logits_per_image.shape)}."
+        )
+    target = torch.arange(batch, device=logits_per_image.device)
+    image_to_text = F.cross_entropy(logits_per_image, target)
+    text_to_image = F.cross_entropy(logits_per_image[:, :batch].T, target)
+    return (image_to_text + text_to_image) / 2
 
 
 def _contrastive_loop(
@@ -135,8 +170,13 @@ def _contrastive_loop(
     deadline: float | None,
     log,
     label: str,
+    hard_negatives: bool,
 ) -> CLIPModel:
-    """AdamW on `params` with CLIP's symmetric loss, warm-up then linear decay."""
+    """AdamW on `params` with CLIP's symmetric loss, warm-up then linear decay.
+
+    With `hard_negatives`, the image-to-text half of the loss also ranks each image's
+    counterfactual captions (extra columns); the text-to-image half is CLIP's own.
+    """
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_lr(s, warmup) * (0.05 + 0.95 * (1 - s / steps))
@@ -148,18 +188,22 @@ def _contrastive_loop(
         # Text attention is causal: positions before the padding are the same at any
         # padded length, so training on `train_length` tokens is exact for them and
         # much cheaper than 77 (the tail positions keep their initial embeddings).
-        ids = tokenize(tokenizer, [captions[i] for i in idx])[:, :train_length]
-        out = clip(input_ids=ids, pixel_values=to_tensor(images[idx]), return_loss=True)
+        texts = [captions[i] for i in idx]
+        negatives = [n for t in texts for n in contrast_captions(t)] if hard_negatives else []
+        ids = tokenize(tokenizer, texts + negatives)[:, :train_length]
+        out = clip(input_ids=ids, pixel_values=to_tensor(images[idx]))
+        logits = out.logits_per_image  # (batch, batch + negatives)
+        loss = contrastive_loss(logits)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % 100 == 0 or step == steps - 1:
-            acc = (out.logits_per_image.argmax(1) == torch.arange(batch)).float().mean().item()
+            acc = (logits.argmax(1) == torch.arange(batch)).float().mean().item()
             log(
-                f"{label} step {step}/{steps} loss {out.loss.item():.4f} "
-                f"batch top1 {acc:.3f} {(step + 1) / (time.time() - t0):.2f} it/s"
+                f"{label} step {step}/{steps} loss {loss.item():.4f} batch top1 {acc:.3f} "
+                f"(+{len(negatives)} negatives) {(step + 1) / (time.time() - t0):.2f} it/s"
             )
         if deadline is not None and time.time() > deadline:
             log(f"{label}: deadline reached at step {step + 1}")

@@ -27,6 +27,8 @@ FULL = dict(
     images=16_000,
     vae_steps=600,
     vae_batch=32,
+    # with hard negatives (counterfactual captions) from the start; the shipped CLIP was
+    # trained without them first and fine-tuned with them (see the model card)
     clip_steps=1000,
     clip_batch=64,
     # The shipped UNet's first run stopped here (by the clock), on unbalanced latents; it
