@@ -284,6 +284,18 @@ def table(r: dict) -> str:
             r["clip_top1"] >= 0.95,
         ),
         (
+            "  CLIP prefers the true caption to: relation flipped",
+            f"{100 * r['clip_contrasts']['relation']:.1f}%",
+            "",
+            None,
+        ),
+        (
+            "  ... to: two colours swapped",
+            f"{100 * r['clip_contrasts']['colours']:.1f}%",
+            "",
+            None,
+        ),
+        (
             f"One object, colour+shape (g={g}, n={r.get('n_one', '?')})",
             f"{100 * r['one_object']:.1f}%",
             ">= 90%",
@@ -324,18 +336,6 @@ def table(r: dict) -> str:
             f"{r['seconds_per_image']:.2f} s",
             "<= 1 s",
             r["seconds_per_image"] <= 1.0,
-        ),
-        (
-            "  CLIP prefers the true caption to: relation flipped",
-            f"{100 * r['clip_contrasts']['relation']:.1f}%",
-            "",
-            None,
-        ),
-        (
-            "  ... to: two colours swapped",
-            f"{100 * r['clip_contrasts']['colours']:.1f}%",
-            "",
-            None,
         ),
         ("Scorer sanity: real held-out images", f"{100 * r['scorer_sanity']:.1f}%", "", None),
     ]

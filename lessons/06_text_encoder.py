@@ -179,13 +179,45 @@ sdviz.figures.clip_similarity(
 )
 
 # %% [markdown]
+# ## Does CLIP know left from right?
+#
+# A batch of random captions almost never holds two that differ only in "left" and
+# "right", so the contrastive loss can be pushed down without reading word order: a CLIP
+# can rank captions by their **bag of words** (Yuksekgonul et al. 2023). Below, each test
+# image faces its own caption and its **counterfactuals** — the same words, another
+# picture: the relation flipped, or two colours swapped (`sdviz.shapes.contrast_captions`).
+
+# %%
+relational = [s for s in (test[i] for i in range(80)) if " of " in s.caption][:3]
+counterfactuals = [
+    c for s in relational for c in [s.caption, *sdviz.shapes.contrast_captions(s.caption)]
+]
+sdviz.figures.clip_similarity(
+    [Image.fromarray(s.image) for s in relational],
+    counterfactuals,
+    model=clip_run.model,
+    tokenizer=pipe.tokenizer,
+    image_mean=clip_run.image_mean,
+    image_std=clip_run.image_std,
+)
+
+# %% [markdown]
+# If a flipped caption scores about as high as the true one, this CLIP does not read
+# relations — and the UNet, which sees only the text encoder's vectors, cannot place
+# objects from them either. Training with such counterfactuals as extra negatives fixes
+# the text side: sdviz-mini's CLIP was trained that way (`hard_negatives=True` in
+# `sdviz.training.clip`), and `benchmarks/mini_quality.py` reports how often it prefers
+# the true caption. The text side is not the whole story: sdviz-mini's UNet still draws
+# "on the left" and "on the right" in the same places (its model card has the numbers).
+#
 # ## Recap
 #
 # - The tokenizer turns a prompt into exactly L ids: start token, word pieces, end token,
 #   padding; anything beyond L is cut off.
 # - The text encoder turns them into L contextual vectors (L × d): what the UNet reads.
 # - CLIP learns those vectors contrastively, pulling matching image–caption pairs together
-#   and pushing the others apart.
+#   and pushing the others apart. Random batches let it read a bag of words; captions
+#   with the same words and another meaning, as extra negatives, make it read relations.
 #
 # ### Exercises
 #
@@ -194,4 +226,6 @@ sdviz.figures.clip_similarity(
 # 2. Compare the vectors of "square" in "a red square" and "a square": how far does one
 #    adjective move it? Does a word *after* "square" change it?
 # 3. Train the small CLIP for twice as many steps: how do the loss and the similarity
-#    matrix change?
+#    matrix change? Does it tell the counterfactuals apart? Then load sdviz-mini's whole
+#    CLIP (the model folder's `clip/`, with `transformers.CLIPModel.from_pretrained`) and
+#    redo the counterfactual matrix.
