@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -34,6 +35,13 @@ def test_quick_training_runs_in_under_a_minute(quick_run):
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip"):
         assert (out / part).is_dir(), part
     assert not list(out.rglob("*.bin")), "weights must be saved as safetensors"
+
+
+def test_quick_clip_stage_ends_with_hard_negatives(quick_run):
+    out, _, _ = quick_run
+    log = (out.parent / f"{out.name}.work" / "train.log").read_text()
+    negatives = [int(n) for n in re.findall(r"clip step \d+/\d+ .*\(\+(\d+) negatives\)", log)]
+    assert negatives[0] == 0 and max(negatives) > 0, log  # plain CLIP, then with negatives
 
 
 def test_quick_pipeline_loads_and_generates(quick_run):
