@@ -147,10 +147,6 @@ def clip_retrieval(clip, tokenizer, n: int = 256, candidates: int = 16) -> float
     return hits / n
 
 
-def _bag(caption: str) -> list[str]:
-    return sorted(w for w in caption.split() if w not in ("a", "an"))
-
-
 @torch.no_grad()
 def clip_contrasts(clip, tokenizer, n: int = 256) -> dict[str, float]:
     """How often CLIP scores a held-out image's caption above its counterfactuals.
@@ -168,15 +164,14 @@ def clip_contrasts(clip, tokenizer, n: int = 256) -> dict[str, float]:
         if not contrasts:
             continue
         ids = tokenizer(
-            [caption] + contrasts,
+            [caption, *contrasts.values()],
             padding="max_length",
             max_length=tokenizer.model_max_length,
             truncation=True,
             return_tensors="pt",
         ).input_ids
         score = _features(clip.get_text_features(input_ids=ids)) @ img[i]
-        for k, contrast in enumerate(contrasts, start=1):
-            kind = "colours" if _bag(contrast) == _bag(caption) else "relation"
+        for k, kind in enumerate(contrasts, start=1):
             wins[kind].append(bool(score[0] > score[k]))
     return {kind: float(np.mean(w)) for kind, w in wins.items()}
 

@@ -190,7 +190,7 @@ sdviz.figures.clip_similarity(
 # %%
 relational = [s for s in (test[i] for i in range(80)) if " of " in s.caption][:3]
 counterfactuals = [
-    c for s in relational for c in [s.caption, *sdviz.shapes.contrast_captions(s.caption)]
+    c for s in relational for c in [s.caption, *sdviz.shapes.contrast_captions(s.caption).values()]
 ]
 sdviz.figures.clip_similarity(
     [Image.fromarray(s.image) for s in relational],

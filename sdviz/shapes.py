@@ -248,39 +248,38 @@ _FLIPS |= {"top": "bottom", "bottom": "top"}
 def _nouns(words: list[str]) -> list[tuple[int, str, str]]:
     """(index of the colour word, colour, shape) of each "colour shape" in a caption."""
     return [
-        (i, w, words[i + 1])
+        (i, w, words[i + 1].rstrip(","))
         for i, w in enumerate(words[:-1])
         if w in COLOURS and words[i + 1].rstrip(",") in SHAPES
     ]
 
 
-def contrast_captions(caption: str) -> list[str]:
+def contrast_captions(caption: str) -> dict[str, str]:
     """Captions of *other* pictures made of the same words: hard negatives for CLIP.
 
     A contrastively trained CLIP can rank captions by their bag of words and never learn
     what "left of" means (Yuksekgonul et al. 2023, "When and why vision-language models
     behave like bags-of-words"). So that its text tower, which steers the UNet, must
     encode relations and which colour goes with which shape, each caption gets these
-    counterfactuals: the relation or position flipped ("left" <-> "right", "above" <->
-    "below", "top" <-> "bottom"), and the colours of two objects of different colours
-    and shapes swapped. Returns [] when no such caption exists ("a red circle").
+    counterfactuals: "relation", the relation or position flipped ("left" <-> "right",
+    "above" <-> "below", "top" <-> "bottom"), and "colours", the colours of two objects
+    of different colours and shapes swapped. Empty when there is none ("a red circle").
     """
     words = caption.split()
     nouns = _nouns(words)
-    out = []
-    objects = {(c, s.rstrip(",")) for _, c, s in nouns}
+    out = {}
     flipped = [_FLIPS.get(w, w) for w in words]
     # flipping a relation between two identical objects describes the same picture
-    if flipped != words and (len(nouns) < 2 or len(objects) == len(nouns)):
-        out.append(" ".join(flipped))
+    if flipped != words and len({(c, sh) for _, c, sh in nouns}) == len(nouns):
+        out["relation"] = " ".join(flipped)
     for (i, ci, si), (j, cj, sj) in zip(nouns, nouns[1:], strict=False):
-        if ci != cj and si.rstrip(",") != sj.rstrip(","):
+        if ci != cj and si != sj:
             swapped = list(words)
             swapped[i], swapped[j] = cj, ci
             for k in range(len(swapped) - 1):  # "an orange" <-> "a red"
                 if swapped[k] in ("a", "an"):
                     swapped[k] = "an" if swapped[k + 1][0] in "aeiou" else "a"
-            out.append(" ".join(swapped))
+            out["colours"] = " ".join(swapped)
             break
     return out
 

@@ -111,14 +111,16 @@ def test_vocabulary_covers_every_word():
 
 
 def test_contrast_captions_flip_relations_and_swap_colours():
-    assert contrast_captions("an orange triangle to the left of a red circle") == [
-        "an orange triangle to the right of a red circle",
-        "a red triangle to the left of an orange circle",
-    ]
-    assert contrast_captions("a small blue star at the top") == ["a small blue star at the bottom"]
-    assert contrast_captions("a yellow circle and a green triangle") == [
-        "a green circle and a yellow triangle"
-    ]
+    assert contrast_captions("an orange triangle to the left of a red circle") == {
+        "relation": "an orange triangle to the right of a red circle",
+        "colours": "a red triangle to the left of an orange circle",
+    }
+    assert contrast_captions("a small blue star at the top") == {
+        "relation": "a small blue star at the bottom"
+    }
+    assert contrast_captions("a yellow circle and a green triangle") == {
+        "colours": "a green circle and a yellow triangle"
+    }
     # nothing to contrast, or a contrast that would describe the same picture
     for caption in (
         "a red circle",
@@ -127,7 +129,7 @@ def test_contrast_captions_flip_relations_and_swap_colours():
         "a purple triangle below a purple triangle",
         "a blue star and a green star",
     ):
-        assert contrast_captions(caption) == [], caption
+        assert contrast_captions(caption) == {}, caption
 
 
 def _objects_named(caption: str) -> list[tuple[str, str]]:
@@ -142,15 +144,17 @@ def test_contrast_captions_describe_other_pictures_with_the_same_words():
     for i in range(400):
         sample = world[i]
         truth = sorted((o.colour, o.shape) for o in sample.objects)
-        for contrast in contrast_captions(sample.caption):
+        for kind, contrast in contrast_captions(sample.caption).items():
             assert contrast != sample.caption
             a, b = sample.caption.split(), contrast.split()
             assert len(a) == len(b)
             changed = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
-            if all(opposite.get(x) == y for x, y in changed):  # relation flipped, same objects
+            if kind == "relation":  # relation flipped, same objects
                 flips += 1
+                assert all(opposite.get(x) == y for x, y in changed)
                 assert sorted(_objects_named(contrast)) == truth
             else:  # colours swapped: the same words, but objects this picture does not have
+                assert kind == "colours"
                 swaps += 1
                 assert sorted(w for w in b if w not in ("a", "an")) == sorted(
                     w for w in a if w not in ("a", "an")

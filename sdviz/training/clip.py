@@ -190,7 +190,9 @@ def _contrastive_loop(
         # padded length, so training on `train_length` tokens is exact for them and
         # much cheaper than 77 (the tail positions keep their initial embeddings).
         texts = [captions[i] for i in idx]
-        negatives = [n for t in texts for n in contrast_captions(t)] if hard_negatives else []
+        negatives = (
+            [n for t in texts for n in contrast_captions(t).values()] if hard_negatives else []
+        )
         ids = tokenize(tokenizer, texts + negatives)[:, :train_length]
         out = clip(input_ids=ids, pixel_values=to_tensor(images[idx]))
         logits = out.logits_per_image  # (batch, batch + negatives)

@@ -35,6 +35,7 @@ FULL = dict(
     # lr 3e-4 and 1,000 at 2e-4, two runs; see the model card)
     clip_hard_negative_steps=2500,
     clip_hard_negative_batch=128,
+    clip_hard_negative_lr=3e-4,
     # The shipped UNet's first run stopped here (by the clock), on unbalanced latents; it
     # was then fine-tuned on balanced ones (see the model card). This recipe trains on
     # balanced latents from the start, which was not run at full length.
@@ -55,6 +56,7 @@ QUICK = dict(
     clip_batch=16,
     clip_hard_negative_steps=2,
     clip_hard_negative_batch=8,
+    clip_hard_negative_lr=3e-4,
     unet_steps=4,
     unet_batch=8,
     unet_lr_drops=((2, 3e-4),),
@@ -130,7 +132,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             captions,
             cfg["clip_hard_negative_steps"],
             batch=cfg["clip_hard_negative_batch"],
-            lr=3e-4,
+            lr=cfg["clip_hard_negative_lr"],
             seed=seed + 1,
             hard_negatives=True,
             warmup=100,
