@@ -13,6 +13,7 @@ from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel, CLIPTokenizer
 
 from sdviz.cli import main as cli_main
+from sdviz.training.recipe import FULL
 
 # Libraries are imported above, so the timing below measures the recipe itself.
 
@@ -32,6 +33,10 @@ def test_quick_training_runs_in_under_a_minute(quick_run):
     assert seconds < 60, f"sdviz train --quick took {seconds:.1f} s"
     record = json.loads((out / "training_record.json").read_text())
     assert record["unet_steps_done"] == 4 and record["unet_snapshot"].endswith(".safetensors")
+    # the sampler reads the UNet's output as what the recipe trained it to predict
+    scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == record["unet_prediction_type"]
+    assert record["unet_prediction_type"] == FULL["unet_prediction_type"]
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip"):
         assert (out / part).is_dir(), part
     assert not list(out.rglob("*.bin")), "weights must be saved as safetensors"
@@ -230,3 +235,52 @@ def test_train_rejects_a_device_it_cannot_use(tmp_path, capsys):
         assert cli_main(["train", "--quick", "--out", str(out), "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "mini.work").exists()  # nothing started
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_training_target_is_what_the_sampler_inverts(kind):
+    # the target the UNet learns must give back x0 and the noise through sdviz.diffusion,
+    # which converts model outputs the way the schedulers do
+    from sdviz.diffusion import predicted_x0, to_epsilon
+    from sdviz.training.unet import noise_scheduler, training_target
+
+    sched = noise_scheduler()
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 8, 8, generator=gen), torch.randn(3, 4, 8, 8, generator=gen)
+    t = torch.tensor([0, 500, 999])
+    abar = sched.alphas_cumprod[t]
+    x_t = sched.add_noise(x0, noise, t)
+    target = training_target(x0, noise, abar, kind)
+    assert torch.allclose(predicted_x0(x_t, target, abar, kind), x0, atol=1e-4)
+    assert torch.allclose(to_epsilon(x_t, target, abar, kind), noise, atol=1e-4)
+    if kind == "v_prediction":  # diffusers' own definition agrees
+        assert torch.allclose(target, sched.get_velocity(x0, noise, t), atol=1e-5)
+
+
+def test_loss_weights_put_min_snr_on_x0_for_either_target():
+    from sdviz.training.unet import loss_weights, noise_scheduler
+
+    abar = noise_scheduler().alphas_cumprod
+    snr = abar / (1 - abar)
+    for kind, per_x0 in (("epsilon", snr), ("v_prediction", snr + 1)):
+        w = loss_weights(snr, kind, 5.0)
+        # weight x (squared error on the target per squared error on x0) = min(snr, 5)
+        assert torch.allclose(w * per_x0, torch.clamp(snr, max=5.0), rtol=1e-5)
+    assert torch.equal(loss_weights(snr, "v_prediction", None), torch.ones_like(snr))
+
+
+def test_train_unet_rejects_bad_targets_before_writing(tmp_path):
+    from sdviz.builder import tiny_pipeline
+    from sdviz.training.data import tokenize
+    from sdviz.training.unet import train_unet
+
+    pipe = tiny_pipeline()
+    c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+    args = (pipe.unet, pipe.text_encoder, torch.randn(2, c, s, s))
+    ids = tokenize(pipe.tokenizer, ["a red circle"] * 2)
+    empty = tokenize(pipe.tokenizer, [""])
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        train_unet(*args, ids, empty, 1, tmp_path / "w", prediction_type="sample")
+    with pytest.raises(ValueError, match="snr_gamma must be positive"):
+        train_unet(*args, ids, empty, 1, tmp_path / "w", snr_gamma=0)
+    assert not (tmp_path / "w").exists()

@@ -43,6 +43,9 @@ FULL = dict(
     unet_batch=32,
     # lr 1e-3, then lower from these steps (where the shipped run's timed segments ended)
     unet_lr_drops=((4_300, 3e-4), (12_057, 1e-4)),
+    # what the UNet predicts ("epsilon" or "v_prediction") and its Min-SNR cap (None: plain)
+    unet_prediction_type="epsilon",
+    unet_snr_gamma=5.0,
     snapshot_every=100,
     decoder_steps=2000,
     decoder_batch=16,
@@ -60,6 +63,8 @@ QUICK = dict(
     unet_steps=4,
     unet_batch=8,
     unet_lr_drops=((2, 3e-4),),
+    unet_prediction_type=FULL["unet_prediction_type"],
+    unet_snr_gamma=FULL["unet_snr_gamma"],
     snapshot_every=2,
     decoder_steps=2,
     decoder_batch=4,
@@ -182,8 +187,11 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             seed=seed,
             log=log,
             device=args.device,
+            prediction_type=cfg["unet_prediction_type"],
+            snr_gamma=cfg["unet_snr_gamma"],
         )
         _record(work, "unet_steps_done", done)
+        _record(work, "unet_prediction_type", cfg["unet_prediction_type"])
     elif stage == "decoder" and not (work / "vae_decoder").exists():
         vae = AutoencoderKL.from_pretrained(work / "vae")
         vae = vae_mod.finetune_decoder(
@@ -281,7 +289,10 @@ def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = 
     unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
     snapshot = snapshot or latest_snapshot(work)
     unet.load_state_dict(load_file(snapshot))
-    scheduler = DDIMScheduler(**SD_SCHEDULE)
+    rec = json.loads((work / "record.json").read_text()) if (work / "record.json").exists() else {}
+    # the sampler must read the UNet's output as what it was trained to predict
+    prediction_type = rec.get("unet_prediction_type", "epsilon")
+    scheduler = DDIMScheduler(prediction_type=prediction_type, **SD_SCHEDULE)
     pipe = assemble(tokenizer, text_encoder, unet.eval(), vae.eval(), scheduler)
     pipe.save_pretrained(out, safe_serialization=True)
     clip.save_pretrained(out / "clip", safe_serialization=True)
@@ -301,7 +312,6 @@ def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = 
         "do_convert_rgb": True,
     }
     (out / "clip" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=1))
-    rec = json.loads((work / "record.json").read_text()) if (work / "record.json").exists() else {}
     rec["unet_snapshot"] = snapshot.name
     (out / "training_record.json").write_text(json.dumps(rec, indent=1))
     log(f"assemble: pipeline saved to {out} (UNet {snapshot.name})")

@@ -8,6 +8,9 @@ text encoder's per-token outputs, as in Stable Diffusion (Rombach et al. 2022).
 predicts unconditional noise: classifier-free guidance (Ho & Salimans 2022).
 Extras for a short CPU budget: Min-SNR-5 loss weighting (Hang et al. 2023) and an
 exponential moving average (EMA) of the weights, which is what gets shipped.
+`prediction_type="v_prediction"` trains the UNet to predict v = sqrt(abar) eps -
+sqrt(1 - abar) x_0 instead (Salimans & Ho 2022, as SD 2.x does): at heavy noise, where
+the layout of the picture is decided, its error is the error on x_0, not on eps.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from transformers import CLIPTextModel
 
 from ..builder import SD_SCHEDULE
 from .data import warmup_lr
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def build_unet(cross_attention_dim: int, sample_size: int = 16) -> UNet2DConditionModel:
@@ -47,6 +52,45 @@ def noise_scheduler() -> DDPMScheduler:
     """SD's training schedule: 1000 steps, scaled_linear betas 0.00085..0.012."""
     kwargs = {k: v for k, v in SD_SCHEDULE.items() if k != "set_alpha_to_one"}
     return DDPMScheduler(**kwargs)
+
+
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}."
+        )
+
+
+def training_target(
+    x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """What the UNet learns to output for x_t = sqrt(abar) x0 + sqrt(1 - abar) noise.
+
+    x0, noise: (batch, c, h, w); alpha_bar: (batch,). "epsilon": the noise;
+    "v_prediction": v = sqrt(abar) noise - sqrt(1 - abar) x0.
+    """
+    _check_prediction_type(prediction_type)
+    if prediction_type == "epsilon":
+        return noise
+    a = alpha_bar.float().reshape(-1, *([1] * (x0.ndim - 1)))  # (batch, 1, 1, 1)
+    return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
+def loss_weights(
+    snr: torch.Tensor, prediction_type: str = "epsilon", snr_gamma: float | None = 5.0
+) -> torch.Tensor:
+    """Per-timestep weights of the squared error on the target (Min-SNR, Hang et al. 2023).
+
+    Min-SNR-gamma weighs the error on x0 by min(snr, gamma); an error on epsilon is snr
+    times one on x0 and an error on v (snr + 1) times, hence the divisions.
+    `snr_gamma=None`: weight 1, the plain mean squared error.
+    """
+    _check_prediction_type(prediction_type)
+    if snr_gamma is None:
+        return torch.ones_like(snr)
+    if snr_gamma <= 0:
+        raise ValueError(f"snr_gamma must be positive or None, not {snr_gamma}.")
+    return torch.clamp(snr, max=snr_gamma) / (snr if prediction_type == "epsilon" else snr + 1)
 
 
 @torch.no_grad()
@@ -74,6 +118,8 @@ def train_unet(
     seed: int = 0,
     log=print,
     device: str | torch.device = "cpu",
+    prediction_type: str = "epsilon",
+    snr_gamma: float | None = 5.0,
 ) -> tuple[UNet2DConditionModel, int]:
     """Train on scaled latents (n, 4, h, w) with token ids (n, L); returns (EMA UNet, steps done).
 
@@ -84,12 +130,15 @@ def train_unet(
     stops early (after saving) when `time.time()` passes `deadline`. On another `device`
     (a GPU) the data stays on the CPU and each batch moves; the random draws stay on the
     CPU, so a run is the same batches on any device.
+
+    `prediction_type` is "epsilon" (the noise, as SD 1.x) or "v_prediction" (as SD 2.x);
+    the pipeline's scheduler must be built with the same. `snr_gamma` caps the Min-SNR weight; None
+    trains on the plain mean squared error of that target, as SD 1.x and 2.x were.
     """
-    work.mkdir(parents=True, exist_ok=True)
     sched = noise_scheduler()
-    abar = sched.alphas_cumprod  # (T,)
-    snr = abar / (1 - abar)
-    weight = torch.clamp(snr, max=5.0) / snr  # Min-SNR-5 for epsilon prediction
+    snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)  # (T,)
+    weight = loss_weights(snr, prediction_type, snr_gamma)  # (T,): checks both arguments
+    work.mkdir(parents=True, exist_ok=True)
     unet.to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
@@ -130,12 +179,13 @@ def train_unet(
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
         xt = sched.add_noise(x0, noise, t).to(device)
         drop = torch.rand(batch, generator=gen) < uncond_prob
-        noise, w = noise.to(device), weight[t].to(device)
+        target = training_target(x0, noise, sched.alphas_cumprod[t], prediction_type)
+        target, w = target.to(device), weight[t].to(device)
         with torch.no_grad():
             ctx = text_encoder(ids[idx].to(device)).last_hidden_state  # (batch, L, d)
             ctx[drop.to(device)] = empty[0]
         pred = unet(xt, t.to(device), encoder_hidden_states=ctx).sample
-        loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * w).mean()
+        loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * w).mean()
         lrs = [lr] + [r for s, r in sorted(lr_drops) if step >= s]
         for g in opt.param_groups:
             g["lr"] = lrs[-1] * warmup_lr(step, 300)
