@@ -284,6 +284,19 @@ def contrast_captions(caption: str) -> dict[str, str]:
     return out
 
 
+def says_where(caption: str) -> bool:
+    """True when a caption puts things at a place: one object on the left, right, top or
+    bottom of the picture, or one object left or right of another.
+
+    Such captions are what teaches a UNet that position words matter (`sdviz train`
+    oversamples them when it fine-tunes the UNet; see the model card).
+    """
+    nouns = _nouns(caption.split())
+    if len(nouns) == 1:
+        return any(w in caption for w in REGIONS if w != "in the center")
+    return len(nouns) == 2 and ("left of" in caption or "right of" in caption)
+
+
 def vocabulary_captions(count: int = 2000, seed: int = 0) -> list[str]:
     """Captions from both splits, enough to cover every ShapesWorld word (tokenizer corpus)."""
     half = count // 2

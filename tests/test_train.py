@@ -32,7 +32,9 @@ def test_quick_training_runs_in_under_a_minute(quick_run):
     assert code == 0
     assert seconds < 60, f"sdviz train --quick took {seconds:.1f} s"
     record = json.loads((out / "training_record.json").read_text())
-    assert record["unet_steps_done"] == 4 and record["unet_snapshot"].endswith(".safetensors")
+    assert record["unet_steps_done"] == 4 and record["where_steps_done"] == 2
+    # the pipeline's UNet is the position fine-tune's last snapshot
+    assert record["unet_snapshot"] == "where/unet_ema_000002.safetensors"
     # the sampler reads the UNet's output as what the recipe trained it to predict
     scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == record["unet_prediction_type"]
@@ -267,6 +269,13 @@ def test_loss_weights_put_min_snr_on_x0_for_either_target():
         # weight x (squared error on the target per squared error on x0) = min(snr, 5)
         assert torch.allclose(w * per_x0, torch.clamp(snr, max=5.0), rtol=1e-5)
     assert torch.equal(loss_weights(snr, "v_prediction", None), torch.ones_like(snr))
+    # a floor lifts the x0 weight of the noisiest steps only
+    floored = loss_weights(snr, "epsilon", 5.0, snr_floor=1.0) * snr
+    assert torch.allclose(floored, torch.clamp(snr, 1.0, 5.0), rtol=1e-5)
+    assert floored[-1] == 1.0 and floored[0] == 5.0 and snr[-1] < 0.01
+    for bad in (dict(snr_floor=-1.0), dict(snr_floor=6.0), dict(snr_gamma=None, snr_floor=1.0)):
+        with pytest.raises(ValueError, match="snr_"):
+            loss_weights(snr, "epsilon", **{"snr_gamma": 5.0, **bad})
 
 
 def test_train_unet_rejects_bad_targets_before_writing(tmp_path):

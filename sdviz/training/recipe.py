@@ -6,7 +6,8 @@ and `clip` (independent: can run in parallel processes; CLIP ends with hard nega
 `sdviz.training.clip`), `encode` (latents of every
 training image, each channel centred and brought to the same spread, then scaled by
 the measured `scaling_factor`), `unet` (DDPM on the cached
-latents, snapshots every few hundred steps), `assemble` (a `StableDiffusionPipeline`
+latents, snapshots every few hundred steps), `where` (a fine-tune of that UNet that
+oversamples captions saying where things are), `assemble` (a `StableDiffusionPipeline`
 saved with safetensors, plus the full CLIP model in `clip/` for similarity lessons).
 Hyper-parameters live in `FULL` and `QUICK`.
 """
@@ -46,6 +47,14 @@ FULL = dict(
     # what the UNet predicts ("epsilon" or "v_prediction") and its Min-SNR cap (None: plain)
     unet_prediction_type="epsilon",
     unet_snr_gamma=5.0,
+    # then a fine-tune that teaches position words (the shipped UNet's last run): captions
+    # that say where (`sdviz.shapes.says_where`) 3 times as often, and the x0 error of the
+    # noisiest steps weighted at least 1
+    where_steps=4000,
+    where_oversample=2,
+    where_lr=3e-4,
+    where_lr_drops=(),
+    where_snr_floor=1.0,
     snapshot_every=100,
     decoder_steps=2000,
     decoder_batch=16,
@@ -65,12 +74,17 @@ QUICK = dict(
     unet_lr_drops=((2, 3e-4),),
     unet_prediction_type=FULL["unet_prediction_type"],
     unet_snr_gamma=FULL["unet_snr_gamma"],
+    where_steps=2,
+    where_oversample=FULL["where_oversample"],
+    where_lr=FULL["where_lr"],
+    where_lr_drops=((1, FULL["where_lr"] / 3),),
+    where_snr_floor=FULL["where_snr_floor"],
     snapshot_every=2,
     decoder_steps=2,
     decoder_batch=4,
     clip_image_steps=2,
 )
-STAGES = ("data", "vae", "clip", "encode", "unet", "decoder", "clip_image", "assemble")
+STAGES = ("data", "vae", "clip", "encode", "unet", "where", "decoder", "clip_image", "assemble")
 
 
 def _log_to(work: Path):
@@ -192,6 +206,43 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
         )
         _record(work, "unet_steps_done", done)
         _record(work, "unet_prediction_type", cfg["unet_prediction_type"])
+    elif stage == "where":
+        # With Min-SNR alone the UNet learned to ignore position words: fine-tune it on
+        # captions that say where, oversampled, with the noisiest steps weighted up.
+        from safetensors.torch import load_file
+
+        from ..shapes import says_where
+
+        cached = torch.load(work / "latents.pt")
+        text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(work / "clip"))
+        unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
+        if not (work / "where" / "unet_state.pt").exists():  # else train_unet resumes
+            unet.load_state_dict(load_file(latest_snapshot(work, fine_tuned=False)))
+        rows = torch.tensor([i for i, c in enumerate(captions) if says_where(c)], dtype=torch.long)
+        sel = torch.cat([torch.arange(len(captions))] + [rows] * cfg["where_oversample"])
+        log(f"where: {len(rows)} of {len(captions)} captions say where, oversampled")
+        _, done = unet_mod.train_unet(
+            unet,
+            text_encoder,
+            cached["latents"][sel],
+            cached["ids"][sel],
+            data.tokenize(tokenizer, [""]),
+            cfg["where_steps"],
+            work / "where",
+            batch=cfg["unet_batch"],
+            lr=cfg["where_lr"],
+            lr_drops=cfg["where_lr_drops"],
+            snapshot_every=cfg["snapshot_every"],
+            deadline=deadline,
+            resume=True,
+            seed=seed + 1,
+            log=log,
+            device=args.device,
+            prediction_type=cfg["unet_prediction_type"],
+            snr_gamma=cfg["unet_snr_gamma"],
+            snr_floor=cfg["where_snr_floor"],
+        )
+        _record(work, "where_steps_done", done)
     elif stage == "decoder" and not (work / "vae_decoder").exists():
         vae = AutoencoderKL.from_pretrained(work / "vae")
         vae = vae_mod.finetune_decoder(
@@ -228,7 +279,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
 
 def _previous(work: Path, stage: str) -> float:
     path = work / "record.json"
-    if stage != "unet" or not path.exists():
+    if stage not in ("unet", "where") or not path.exists():
         return 0.0
     return json.loads(path.read_text()).get("unet_seconds", 0.0)
 
@@ -246,11 +297,14 @@ def text_encoder_from_clip(clip: Any) -> Any:
     return text.eval()
 
 
-def latest_snapshot(work: Path) -> Path:
-    snaps = sorted(work.glob("unet_ema_*.safetensors"))
-    if not snaps:
-        raise FileNotFoundError(f"no UNet snapshot in {work}: run the 'unet' stage first.")
-    return snaps[-1]
+def latest_snapshot(work: Path, fine_tuned: bool = True) -> Path:
+    """The newest EMA snapshot of the UNet: the `where` stage's if it ran (and
+    `fine_tuned`), else the `unet` stage's."""
+    for folder in (work / "where", work) if fine_tuned else (work,):
+        snaps = sorted(folder.glob("unet_ema_*.safetensors"))
+        if snaps:
+            return snaps[-1]
+    raise FileNotFoundError(f"no UNet snapshot in {work}: run the 'unet' stage first.")
 
 
 def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = None):
@@ -312,7 +366,9 @@ def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = 
         "do_convert_rgb": True,
     }
     (out / "clip" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=1))
-    rec["unet_snapshot"] = snapshot.name
+    rec["unet_snapshot"] = (
+        str(snapshot.relative_to(work)) if snapshot.is_relative_to(work) else snapshot.name
+    )
     (out / "training_record.json").write_text(json.dumps(rec, indent=1))
     log(f"assemble: pipeline saved to {out} (UNet {snapshot.name})")
     return pipe

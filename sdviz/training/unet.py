@@ -77,20 +77,33 @@ def training_target(
 
 
 def loss_weights(
-    snr: torch.Tensor, prediction_type: str = "epsilon", snr_gamma: float | None = 5.0
+    snr: torch.Tensor,
+    prediction_type: str = "epsilon",
+    snr_gamma: float | None = 5.0,
+    snr_floor: float = 0.0,
 ) -> torch.Tensor:
     """Per-timestep weights of the squared error on the target (Min-SNR, Hang et al. 2023).
 
     Min-SNR-gamma weighs the error on x0 by min(snr, gamma); an error on epsilon is snr
     times one on x0 and an error on v (snr + 1) times, hence the divisions.
-    `snr_gamma=None`: weight 1, the plain mean squared error.
+    `snr_floor` raises the x0 weight of the noisiest timesteps to at least that much:
+    where the picture's layout is decided, Min-SNR's weight is only snr (0.005 at t=999).
+    `snr_gamma=None`: weight 1, the plain mean squared error (no floor then).
     """
     _check_prediction_type(prediction_type)
+    if snr_floor < 0:
+        raise ValueError(f"snr_floor must be 0 or more, not {snr_floor}.")
     if snr_gamma is None:
+        if snr_floor:
+            raise ValueError("snr_floor needs snr_gamma: a floor under the plain MSE is unused.")
         return torch.ones_like(snr)
-    if snr_gamma <= 0:
-        raise ValueError(f"snr_gamma must be positive or None, not {snr_gamma}.")
-    return torch.clamp(snr, max=snr_gamma) / (snr if prediction_type == "epsilon" else snr + 1)
+    if snr_gamma <= 0 or snr_floor > snr_gamma:
+        raise ValueError(
+            f"snr_gamma must be positive and at least snr_floor, not {snr_gamma} "
+            f"(snr_floor {snr_floor})."
+        )
+    x0_weight = torch.clamp(snr, min=snr_floor, max=snr_gamma)
+    return x0_weight / (snr if prediction_type == "epsilon" else snr + 1)
 
 
 @torch.no_grad()
@@ -120,6 +133,7 @@ def train_unet(
     device: str | torch.device = "cpu",
     prediction_type: str = "epsilon",
     snr_gamma: float | None = 5.0,
+    snr_floor: float = 0.0,
 ) -> tuple[UNet2DConditionModel, int]:
     """Train on scaled latents (n, 4, h, w) with token ids (n, L); returns (EMA UNet, steps done).
 
@@ -133,11 +147,12 @@ def train_unet(
 
     `prediction_type` is "epsilon" (the noise, as SD 1.x) or "v_prediction" (as SD 2.x);
     the pipeline's scheduler must be built with the same. `snr_gamma` caps the Min-SNR weight; None
-    trains on the plain mean squared error of that target, as SD 1.x and 2.x were.
+    trains on the plain mean squared error of that target, as SD 1.x and 2.x were;
+    `snr_floor` (see `loss_weights`) weighs the noisiest timesteps up.
     """
     sched = noise_scheduler()
     snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)  # (T,)
-    weight = loss_weights(snr, prediction_type, snr_gamma)  # (T,): checks both arguments
+    weight = loss_weights(snr, prediction_type, snr_gamma, snr_floor)  # (T,): checks them
     work.mkdir(parents=True, exist_ok=True)
     unet.to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
