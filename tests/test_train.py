@@ -84,6 +84,20 @@ def test_resume_skips_finished_stages(quick_run):
     assert code == 0
     log = (out.parent / "mini.work" / "train.log").read_text()
     assert "vae: already done" in log
+    # a resumed stage adds its time to its own clock, not to another stage's
+    work = out.parent / "mini.work"
+    saved = (work / "record.json").read_text()
+    rec = json.loads(saved)
+    rec.update(unet_seconds=5000.0, where_seconds=1000.0)
+    (work / "record.json").write_text(json.dumps(rec))
+    try:
+        argv = ["train", "--quick", "--out", str(out), "--resume", "--stage", "where"]
+        assert cli_main(argv + ["--threads", "1"]) == 0
+        after = json.loads((work / "record.json").read_text())
+    finally:
+        (work / "record.json").write_text(saved)
+    assert after["where_steps_done"] == rec["where_steps_done"]  # nothing left to train
+    assert 1000.0 <= after["where_seconds"] < 1100.0 and after["unet_seconds"] == 5000.0
 
 
 def test_unet_learning_rate_steps_down(quick_run):

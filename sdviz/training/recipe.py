@@ -279,9 +279,9 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
 
 def _previous(work: Path, stage: str) -> float:
     path = work / "record.json"
-    if stage not in ("unet", "where") or not path.exists():
+    if stage not in ("unet", "where") or not path.exists():  # the resumable stages
         return 0.0
-    return json.loads(path.read_text()).get("unet_seconds", 0.0)
+    return json.loads(path.read_text()).get(f"{stage}_seconds", 0.0)
 
 
 def text_encoder_from_clip(clip: Any) -> Any:
