@@ -57,6 +57,17 @@ def test_size_budget_and_safetensors_only():
     assert (MODEL / "clip" / "config.json").is_file()
 
 
+def _benchmark():
+    """benchmarks/mini_quality.py (not a package): its pixel scorer and CLIP rows."""
+    import importlib.util
+
+    path = MODEL.parents[2] / "benchmarks" / "mini_quality.py"
+    spec = importlib.util.spec_from_file_location("mini_quality", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_text_encoder_is_the_shipped_clips_text_tower():
     import torch
     from transformers import CLIPModel, CLIPTextModel
@@ -70,14 +81,9 @@ def test_text_encoder_is_the_shipped_clips_text_tower():
 
 def test_shipped_clip_reads_relations_not_a_bag_of_words():
     """Trained with counterfactual captions: it must prefer the true one well above 50%."""
-    import importlib.util
-
     from transformers import CLIPModel, CLIPTokenizer
 
-    path = MODEL.parents[2] / "benchmarks" / "mini_quality.py"
-    spec = importlib.util.spec_from_file_location("mini_quality", path)
-    mq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mq)
+    mq = _benchmark()
     clip = CLIPModel.from_pretrained(MODEL / "clip").eval()
     wins = mq.clip_contrasts(clip, CLIPTokenizer.from_pretrained(MODEL / "clip"), n=256)
     # the CLIP trained without them scored 49% and 84% here, this one 71% and 86%
@@ -87,16 +93,11 @@ def test_shipped_clip_reads_relations_not_a_bag_of_words():
 def test_shipped_unet_puts_objects_where_the_prompt_says():
     """Position words must move the object: before the `where` fine-tune, "on the left"
     and "on the right" came out at the same mean x (0.41 and 0.43 of the width)."""
-    import importlib.util
-
     import numpy as np
     import torch
     from diffusers import StableDiffusionPipeline
 
-    path = MODEL.parents[2] / "benchmarks" / "mini_quality.py"
-    spec = importlib.util.spec_from_file_location("mini_quality", path)
-    mq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mq)
+    mq = _benchmark()
     pipe = StableDiffusionPipeline.from_pretrained(MODEL, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     classify = mq.ShapeClassifier()

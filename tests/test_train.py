@@ -266,7 +266,7 @@ def test_training_target_is_what_the_sampler_inverts(kind):
     t = torch.tensor([0, 500, 999])
     abar = sched.alphas_cumprod[t]
     x_t = sched.add_noise(x0, noise, t)
-    target = training_target(x0, noise, abar, kind)
+    target = training_target(sched, x0, noise, t, kind)
     assert torch.allclose(predicted_x0(x_t, target, abar, kind), x0, atol=1e-4)
     assert torch.allclose(to_epsilon(x_t, target, abar, kind), noise, atol=1e-4)
     if kind == "v_prediction":  # diffusers' own definition agrees

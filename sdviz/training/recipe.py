@@ -181,68 +181,50 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             },
             work / "latents.pt",
         )
-    elif stage == "unet":
+    elif stage in ("unet", "where"):
         cached = torch.load(work / "latents.pt")
         text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(work / "clip"))
         unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
+        rows = torch.arange(len(captions))
+        settings = dict(lr_drops=cfg["unet_lr_drops"], seed=seed)
+        if stage == "where":
+            # With Min-SNR alone the UNet learned to ignore position words: fine-tune it on
+            # captions that say where, oversampled, with the noisiest steps weighted up.
+            from safetensors.torch import load_file
+
+            from ..shapes import says_where
+
+            if not (work / "where" / "unet_state.pt").exists():  # else train_unet resumes
+                unet.load_state_dict(load_file(latest_snapshot(work, fine_tuned=False)))
+            where = torch.tensor([i for i, c in enumerate(captions) if says_where(c)])
+            rows = torch.cat([rows] + [where.long()] * cfg["where_oversample"])
+            log(f"where: {len(where)} of {len(captions)} captions say where, oversampled")
+            settings = dict(
+                lr=cfg["where_lr"],
+                lr_drops=cfg["where_lr_drops"],
+                seed=seed + 1,
+                snr_floor=cfg["where_snr_floor"],
+            )
         _, done = unet_mod.train_unet(
             unet,
             text_encoder,
-            cached["latents"],
-            cached["ids"],
+            cached["latents"][rows],
+            cached["ids"][rows],
             data.tokenize(tokenizer, [""]),
-            cfg["unet_steps"],
-            work,
+            cfg[f"{stage}_steps"],
+            work if stage == "unet" else work / "where",
             batch=cfg["unet_batch"],
-            lr_drops=cfg["unet_lr_drops"],
             snapshot_every=cfg["snapshot_every"],
             deadline=deadline,
             resume=True,
-            seed=seed,
             log=log,
             device=args.device,
             prediction_type=cfg["unet_prediction_type"],
             snr_gamma=cfg["unet_snr_gamma"],
+            **settings,
         )
-        _record(work, "unet_steps_done", done)
+        _record(work, f"{stage}_steps_done", done)
         _record(work, "unet_prediction_type", cfg["unet_prediction_type"])
-    elif stage == "where":
-        # With Min-SNR alone the UNet learned to ignore position words: fine-tune it on
-        # captions that say where, oversampled, with the noisiest steps weighted up.
-        from safetensors.torch import load_file
-
-        from ..shapes import says_where
-
-        cached = torch.load(work / "latents.pt")
-        text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(work / "clip"))
-        unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
-        if not (work / "where" / "unet_state.pt").exists():  # else train_unet resumes
-            unet.load_state_dict(load_file(latest_snapshot(work, fine_tuned=False)))
-        rows = torch.tensor([i for i, c in enumerate(captions) if says_where(c)], dtype=torch.long)
-        sel = torch.cat([torch.arange(len(captions))] + [rows] * cfg["where_oversample"])
-        log(f"where: {len(rows)} of {len(captions)} captions say where, oversampled")
-        _, done = unet_mod.train_unet(
-            unet,
-            text_encoder,
-            cached["latents"][sel],
-            cached["ids"][sel],
-            data.tokenize(tokenizer, [""]),
-            cfg["where_steps"],
-            work / "where",
-            batch=cfg["unet_batch"],
-            lr=cfg["where_lr"],
-            lr_drops=cfg["where_lr_drops"],
-            snapshot_every=cfg["snapshot_every"],
-            deadline=deadline,
-            resume=True,
-            seed=seed + 1,
-            log=log,
-            device=args.device,
-            prediction_type=cfg["unet_prediction_type"],
-            snr_gamma=cfg["unet_snr_gamma"],
-            snr_floor=cfg["where_snr_floor"],
-        )
-        _record(work, "where_steps_done", done)
     elif stage == "decoder" and not (work / "vae_decoder").exists():
         vae = AutoencoderKL.from_pretrained(work / "vae")
         vae = vae_mod.finetune_decoder(

@@ -62,18 +62,19 @@ def _check_prediction_type(prediction_type: str) -> None:
 
 
 def training_target(
-    x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+    sched: DDPMScheduler,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    prediction_type: str,
 ) -> torch.Tensor:
-    """What the UNet learns to output for x_t = sqrt(abar) x0 + sqrt(1 - abar) noise.
+    """What the UNet learns to output for x_t = sched.add_noise(x0, noise, t).
 
-    x0, noise: (batch, c, h, w); alpha_bar: (batch,). "epsilon": the noise;
-    "v_prediction": v = sqrt(abar) noise - sqrt(1 - abar) x0.
+    x0, noise: (batch, c, h, w); t: (batch,). "epsilon": the noise; "v_prediction":
+    v = sqrt(abar) noise - sqrt(1 - abar) x0 (diffusers' `get_velocity`).
     """
     _check_prediction_type(prediction_type)
-    if prediction_type == "epsilon":
-        return noise
-    a = alpha_bar.float().reshape(-1, *([1] * (x0.ndim - 1)))  # (batch, 1, 1, 1)
-    return a.sqrt() * noise - (1 - a).sqrt() * x0
+    return noise if prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
 
 
 def loss_weights(
@@ -194,7 +195,7 @@ def train_unet(
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
         xt = sched.add_noise(x0, noise, t).to(device)
         drop = torch.rand(batch, generator=gen) < uncond_prob
-        target = training_target(x0, noise, sched.alphas_cumprod[t], prediction_type)
+        target = training_target(sched, x0, noise, t, prediction_type)
         target, w = target.to(device), weight[t].to(device)
         with torch.no_grad():
             ctx = text_encoder(ids[idx].to(device)).last_hidden_state  # (batch, L, d)
