@@ -40,7 +40,9 @@ export PIP_DEFAULT_TIMEOUT=15 PIP_RETRIES=1  # fail fast when offline
 if [ -n "${SDVIZ_WHEELS:-}" ]; then
   # the folder holds what the machine lacks, resolved elsewhere: install it as it is
   timeout 120 "$PY" -m pip install -q --no-index --no-deps "$SDVIZ_WHEELS"/*.whl || pip_ok=0
-  timeout 120 "$PY" -m pip install -q --no-index --find-links "$SDVIZ_WHEELS" -e ".[test]" || pip_ok=0
+  # no build isolation: an isolated build would look for setuptools in the folder too
+  timeout 120 "$PY" -m pip install -q --no-index --find-links "$SDVIZ_WHEELS" \
+    --no-build-isolation -e ".[test]" || pip_ok=0
 else
   timeout 180 "$PY" -m pip install -q -e ".[test]" || pip_ok=0
 fi

@@ -13,7 +13,7 @@ from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel, CLIPTokenizer
 
 from sdviz.cli import main as cli_main
-from sdviz.training.recipe import FULL
+from sdviz.training.recipe import FULL, QUICK
 
 # Libraries are imported above, so the timing below measures the recipe itself.
 
@@ -22,7 +22,9 @@ from sdviz.training.recipe import FULL
 def quick_run(tmp_path_factory, device):
     out = tmp_path_factory.mktemp("train") / "mini"
     t0 = time.perf_counter()
-    argv = ["train", "--quick", "--out", str(out), "--threads", "1", "--device", str(device)]
+    # one lane: the stages run in this process (tests/test_lanes.py runs them in parallel)
+    argv = ["train", "--quick", "--out", str(out), "--threads", "1", "--lanes", "1"]
+    argv += ["--device", str(device)]
     code = cli_main(argv)
     return out, code, time.perf_counter() - t0
 
@@ -32,9 +34,9 @@ def test_quick_training_runs_in_under_a_minute(quick_run):
     assert code == 0
     assert seconds < 60, f"sdviz train --quick took {seconds:.1f} s"
     record = json.loads((out / "training_record.json").read_text())
-    assert record["unet_steps_done"] == 4 and record["where_steps_done"] == 2
-    # the pipeline's UNet is the position fine-tune's last snapshot
-    assert record["unet_snapshot"] == "where/unet_ema_000002.safetensors"
+    assert record["unet_steps_done"] == QUICK["unet_steps"]
+    # the pipeline's UNet is the last EMA snapshot
+    assert record["unet_snapshot"] == f"unet_ema_{QUICK['unet_steps']:06d}.safetensors"
     # the sampler reads the UNet's output as what the recipe trained it to predict
     scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == record["unet_prediction_type"]
@@ -88,16 +90,31 @@ def test_resume_skips_finished_stages(quick_run):
     work = out.parent / "mini.work"
     saved = (work / "record.json").read_text()
     rec = json.loads(saved)
-    rec.update(unet_seconds=5000.0, where_seconds=1000.0)
+    rec.update(unet_seconds=5000.0, clip_seconds=1000.0)
     (work / "record.json").write_text(json.dumps(rec))
     try:
-        argv = ["train", "--quick", "--out", str(out), "--resume", "--stage", "where"]
+        argv = ["train", "--quick", "--out", str(out), "--resume", "--stage", "unet"]
         assert cli_main(argv + ["--threads", "1"]) == 0
         after = json.loads((work / "record.json").read_text())
     finally:
         (work / "record.json").write_text(saved)
-    assert after["where_steps_done"] == rec["where_steps_done"]  # nothing left to train
-    assert 1000.0 <= after["where_seconds"] < 1100.0 and after["unet_seconds"] == 5000.0
+    assert after["unet_steps_done"] == rec["unet_steps_done"]  # nothing left to train
+    assert 5000.0 <= after["unet_seconds"] < 5100.0 and after["clip_seconds"] == 1000.0
+
+
+def test_quick_unet_oversamples_captions_that_say_where(quick_run):
+    from sdviz.shapes import says_where
+    from sdviz.training import data
+
+    out, _, _ = quick_run
+    work = out.parent / "mini.work"
+    log = (work / "train.log").read_text()
+    said, total, rows = map(
+        int, re.search(r"unet: (\d+) of (\d+) captions say where; (\d+) rows", log).groups()
+    )
+    _, captions = data.make_dataset(work, QUICK["images"])
+    assert said == sum(map(says_where, captions)) > 0 and total == len(captions)
+    assert rows == total + QUICK["unet_where_oversample"] * said
 
 
 def test_unet_learning_rate_steps_down(quick_run):

@@ -2,13 +2,14 @@
 
 Stages (each saves its result under the work folder and is skipped when that result
 exists, so an interrupted run resumes): `data` (ShapesWorld images + tokenizer), `vae`
-and `clip` (independent: can run in parallel processes; CLIP ends with hard negatives,
-`sdviz.training.clip`), `encode` (latents of every
-training image, each channel centred and brought to the same spread, then scaled by
-the measured `scaling_factor`), `unet` (DDPM on the cached
-latents, snapshots every few hundred steps), `where` (a fine-tune of that UNet that
-oversamples captions saying where things are), `assemble` (a `StableDiffusionPipeline`
-saved with safetensors, plus the full CLIP model in `clip/` for similarity lessons).
+and `clip` (CLIP ends with hard negatives, `sdviz.training.clip`), `encode` (latents of
+every training image, each channel centred and brought to the same spread, then scaled
+by the measured `scaling_factor`), `unet` (DDPM on the cached latents, captions that say
+where things are oversampled; snapshots every few hundred steps), `decoder` (the VAE
+decoder fine-tuned on whole images), `clip_image` (CLIP's image tower trained further),
+`assemble` (a `StableDiffusionPipeline` saved with safetensors, plus the full CLIP model
+in `clip/` for similarity lessons). By default the stages run in two parallel processes
+(`sdviz.training.lanes`), each as soon as the stages it needs are done.
 Hyper-parameters live in `FULL` and `QUICK`.
 """
 
@@ -19,6 +20,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +39,20 @@ FULL = dict(
     clip_hard_negative_steps=2500,
     clip_hard_negative_batch=128,
     clip_hard_negative_lr=3e-4,
-    # The shipped UNet's first run stopped here (by the clock), on unbalanced latents; it
-    # was then fine-tuned on balanced ones (see the model card). This recipe trains on
-    # balanced latents from the start, which was not run at full length.
-    unet_steps=15_093,
+    # From scratch on balanced latents, with the captions that say where things are
+    # (`sdviz.shapes.says_where`) `unet_where_oversample` times more often and the x0 error
+    # of the noisiest steps weighted at least `unet_snr_floor` (Min-SNR alone gives them
+    # snr, 0.005 at t=999, and that is where the layout is decided): with Min-SNR alone
+    # the UNet learned to ignore position words (see the model card).
+    unet_steps=7_800,
     unet_batch=32,
-    # lr 1e-3, then lower from these steps (where the shipped run's timed segments ended)
-    unet_lr_drops=((4_300, 3e-4), (12_057, 1e-4)),
+    # lr 1e-3, then lower from these steps
+    unet_lr_drops=((3_500, 3e-4), (6_500, 1e-4)),
     # what the UNet predicts ("epsilon" or "v_prediction") and its Min-SNR cap (None: plain)
     unet_prediction_type="epsilon",
     unet_snr_gamma=5.0,
-    # then a fine-tune that teaches position words (the shipped UNet's last run): captions
-    # that say where (`sdviz.shapes.says_where`) 3 times as often, and the x0 error of the
-    # noisiest steps weighted at least 1
-    where_steps=4000,
-    where_oversample=2,
-    where_lr=3e-4,
-    where_lr_drops=(),
-    where_snr_floor=1.0,
+    unet_snr_floor=1.0,
+    unet_where_oversample=2,
     snapshot_every=100,
     decoder_steps=2000,
     decoder_batch=16,
@@ -74,17 +72,15 @@ QUICK = dict(
     unet_lr_drops=((2, 3e-4),),
     unet_prediction_type=FULL["unet_prediction_type"],
     unet_snr_gamma=FULL["unet_snr_gamma"],
-    where_steps=2,
-    where_oversample=FULL["where_oversample"],
-    where_lr=FULL["where_lr"],
-    where_lr_drops=((1, FULL["where_lr"] / 3),),
-    where_snr_floor=FULL["where_snr_floor"],
+    unet_snr_floor=FULL["unet_snr_floor"],
+    unet_where_oversample=FULL["unet_where_oversample"],
     snapshot_every=2,
     decoder_steps=2,
     decoder_batch=4,
     clip_image_steps=2,
 )
-STAGES = ("data", "vae", "clip", "encode", "unet", "where", "decoder", "clip_image", "assemble")
+# in priority order: when two stages could start, the earlier one does (`lanes.run_lanes`)
+STAGES = ("data", "vae", "clip", "encode", "unet", "decoder", "clip_image", "assemble")
 
 
 def _log_to(work: Path):
@@ -97,11 +93,36 @@ def _log_to(work: Path):
     return log
 
 
+@contextmanager
+def _locked(path: Path, wait: float = 30.0):
+    """Hold `path`.lock (created exclusively) while the block runs: the stages of parallel
+    lanes read and rewrite the same record."""
+    lock = path.with_name(path.name + ".lock")
+    t0 = time.time()
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL)
+            break
+        except FileExistsError:
+            if time.time() - t0 > wait:
+                raise TimeoutError(
+                    f"{lock} has been held for {wait:.0f} s. If no `sdviz train` is running "
+                    "on this work folder, a stopped run left it behind: delete it."
+                ) from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        os.close(fd)
+        os.unlink(lock)
+
+
 def _record(work: Path, key: str, value) -> None:
     path = work / "record.json"
-    rec = json.loads(path.read_text()) if path.exists() else {}
-    rec[key] = value
-    path.write_text(json.dumps(rec, indent=1))
+    with _locked(path):
+        rec = json.loads(path.read_text()) if path.exists() else {}
+        rec[key] = value
+        path.write_text(json.dumps(rec, indent=1))
 
 
 def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
@@ -181,49 +202,36 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             },
             work / "latents.pt",
         )
-    elif stage in ("unet", "where"):
+    elif stage == "unet":
+        from ..shapes import says_where
+
         cached = torch.load(work / "latents.pt")
         text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(work / "clip"))
         unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
-        rows = torch.arange(len(captions))
-        settings = dict(lr_drops=cfg["unet_lr_drops"], seed=seed)
-        if stage == "where":
-            # With Min-SNR alone the UNet learned to ignore position words: fine-tune it on
-            # captions that say where, oversampled, with the noisiest steps weighted up.
-            from safetensors.torch import load_file
-
-            from ..shapes import says_where
-
-            if not (work / "where" / "unet_state.pt").exists():  # else train_unet resumes
-                unet.load_state_dict(load_file(latest_snapshot(work, fine_tuned=False)))
-            where = torch.tensor([i for i, c in enumerate(captions) if says_where(c)])
-            rows = torch.cat([rows] + [where.long()] * cfg["where_oversample"])
-            log(f"where: {len(where)} of {len(captions)} captions say where, oversampled")
-            settings = dict(
-                lr=cfg["where_lr"],
-                lr_drops=cfg["where_lr_drops"],
-                seed=seed + 1,
-                snr_floor=cfg["where_snr_floor"],
-            )
+        where = torch.tensor([i for i, c in enumerate(captions) if says_where(c)], dtype=torch.long)
+        rows = torch.cat([torch.arange(len(captions))] + [where] * cfg["unet_where_oversample"])
+        log(f"unet: {len(where)} of {len(captions)} captions say where; {len(rows)} rows")
         _, done = unet_mod.train_unet(
             unet,
             text_encoder,
             cached["latents"][rows],
             cached["ids"][rows],
             data.tokenize(tokenizer, [""]),
-            cfg[f"{stage}_steps"],
-            work if stage == "unet" else work / "where",
+            cfg["unet_steps"],
+            work,
             batch=cfg["unet_batch"],
+            lr_drops=cfg["unet_lr_drops"],
             snapshot_every=cfg["snapshot_every"],
             deadline=deadline,
             resume=True,
+            seed=seed,
             log=log,
             device=args.device,
             prediction_type=cfg["unet_prediction_type"],
             snr_gamma=cfg["unet_snr_gamma"],
-            **settings,
+            snr_floor=cfg["unet_snr_floor"],
         )
-        _record(work, f"{stage}_steps_done", done)
+        _record(work, "unet_steps_done", done)
         _record(work, "unet_prediction_type", cfg["unet_prediction_type"])
     elif stage == "decoder" and not (work / "vae_decoder").exists():
         vae = AutoencoderKL.from_pretrained(work / "vae")
@@ -261,7 +269,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
 
 def _previous(work: Path, stage: str) -> float:
     path = work / "record.json"
-    if stage not in ("unet", "where") or not path.exists():  # the resumable stages
+    if stage != "unet" or not path.exists():  # the resumable stage
         return 0.0
     return json.loads(path.read_text()).get(f"{stage}_seconds", 0.0)
 
@@ -279,14 +287,12 @@ def text_encoder_from_clip(clip: Any) -> Any:
     return text.eval()
 
 
-def latest_snapshot(work: Path, fine_tuned: bool = True) -> Path:
-    """The newest EMA snapshot of the UNet: the `where` stage's if it ran (and
-    `fine_tuned`), else the `unet` stage's."""
-    for folder in (work / "where", work) if fine_tuned else (work,):
-        snaps = sorted(folder.glob("unet_ema_*.safetensors"))
-        if snaps:
-            return snaps[-1]
-    raise FileNotFoundError(f"no UNet snapshot in {work}: run the 'unet' stage first.")
+def latest_snapshot(work: Path) -> Path:
+    """The newest EMA snapshot of the UNet in `work`."""
+    snaps = sorted(work.glob("unet_ema_*.safetensors"))
+    if not snaps:
+        raise FileNotFoundError(f"no UNet snapshot in {work}: run the 'unet' stage first.")
+    return snaps[-1]
 
 
 def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = None):
@@ -367,6 +373,8 @@ def _device(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from ..cli import positive_int  # the command line's argument types
+
     parser.add_argument("--out", default="sdviz-mini", help="pipeline folder to write")
     parser.add_argument("--work", default=None, help="checkpoints folder (default: OUT.work)")
     parser.add_argument("--quick", action="store_true", help="tiny run (< 1 min) for tests")
@@ -377,7 +385,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage", choices=("all",) + STAGES, default="all")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads in all")
+    parser.add_argument(
+        "--lanes",
+        type=positive_int,
+        default=2,
+        help="stages run at once, in separate processes that share the threads (1: one "
+        "after the other in this process)",
+    )
     parser.add_argument(
         "--device",
         default="cpu",
@@ -417,9 +432,38 @@ def run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     cfg = QUICK if args.quick else FULL
     log = _log_to(work)
-    for stage in STAGES if args.stage == "all" else (args.stage,):
-        run_stage(stage, args, cfg, log)
+    if args.stage != "all" or args.lanes == 1:
+        for stage in STAGES if args.stage == "all" else (args.stage,):
+            run_stage(stage, args, cfg, log)
+        return 0
+    from .lanes import run_lanes
+
+    t0 = time.time()
+    record = work / "record.json"
+    previous = json.loads(record.read_text()) if args.resume and record.exists() else {}
+    run_lanes(
+        STAGES, lambda stage, n: _stage_command(args, stage, n), args.lanes, args.threads, log
+    )
+    # the wall clock of the whole recipe (added to that of the runs it resumed)
+    seconds = round(time.time() - t0 + previous.get("total_seconds", 0.0), 1)
+    _record(work, "total_seconds", seconds)
+    _record(work, "lanes", args.lanes)
+    log(f"all stages done in {seconds / 60:.1f} min with {args.lanes} lanes")
+    out = Path(args.out) / "training_record.json"  # assemble wrote it before these two keys
+    out.write_text((work / "record.json").read_text())
     return 0
+
+
+def _stage_command(args: argparse.Namespace, stage: str, threads: int) -> list[str]:
+    """The command line that runs one stage of this run in its own process."""
+    cmd = [sys.executable, "-m", "sdviz.training.recipe", "--stage", stage, "--resume"]
+    cmd += ["--out", str(args.out), "--work", str(args.work), "--seed", str(args.seed)]
+    cmd += ["--threads", str(threads), "--device", str(args.device)]
+    if args.quick:
+        cmd.append("--quick")
+    if args.unet_minutes is not None:
+        cmd += ["--unet-minutes", str(args.unet_minutes)]
+    return cmd
 
 
 def main(argv: list[str] | None = None) -> int:

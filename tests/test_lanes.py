@@ -1,0 +1,137 @@
+"""`sdviz.training.lanes`: the recipe's stages in parallel processes, each after what it needs.
+
+The scheduler runs real processes here, but small ones: each stage is a Python one-liner
+that notes when it started and ended (the real stages run in tests/test_train.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import pytest
+
+from sdviz.cli import main as cli_main
+from sdviz.training import recipe
+from sdviz.training.lanes import NEEDS, StageFailed, ready, run_lanes, runs_alone, upstream
+
+# argv: stage, threads, folder, seconds to sleep, exit code
+FAKE_STAGE = """
+import json, sys, time
+stage, threads, folder, sleep, code = sys.argv[1:]
+t0 = time.time()
+time.sleep(float(sleep))
+if int(code):
+    sys.exit(int(code))
+with open(f"{folder}/{stage}.json", "w") as f:
+    json.dump({"start": t0, "end": time.time(), "threads": int(threads)}, f)
+"""
+
+
+def fake(folder, sleep=None, codes=None):
+    def command(stage: str, threads: int) -> list[str]:
+        pause = (sleep or {}).get(stage, 0.3)
+        code = (codes or {}).get(stage, 0)
+        return [
+            sys.executable,
+            "-c",
+            FAKE_STAGE,
+            stage,
+            str(threads),
+            str(folder),
+            str(pause),
+            str(code),
+        ]
+
+    return command
+
+
+def test_needs_cover_the_recipe_and_its_order_is_a_valid_one():
+    assert set(NEEDS) == set(recipe.STAGES)
+    for i, stage in enumerate(recipe.STAGES):  # each stage after all it needs
+        assert upstream(stage) <= set(recipe.STAGES[:i]), stage
+    assert upstream("assemble") == set(NEEDS) - {"assemble"}
+    assert upstream("unet") == {"data", "vae", "clip", "encode"}
+    # only the first and the last stage have nothing that may run beside them
+    assert [s for s in NEEDS if runs_alone(s)] == ["data", "assemble"]
+    assert ready(["vae", "clip", "encode", "unet"], {"data"}) == ["vae", "clip"]
+    assert ready(["unet", "decoder"], {"data", "vae", "encode"}) == ["decoder"]
+
+
+def test_run_lanes_runs_two_at_once_each_after_what_it_needs(tmp_path):
+    # clip is slow, so the VAE's lane goes on with encode and the decoder meanwhile
+    sleep = {"clip": 2.0, "vae": 0.5}
+    messages = []
+    run_lanes(recipe.STAGES, fake(tmp_path, sleep), lanes=2, threads=2, log=messages.append)
+    runs = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in recipe.STAGES}
+    for stage, run in runs.items():
+        for need in NEEDS[stage]:
+            assert run["start"] >= runs[need]["end"], (stage, need)
+        assert run["threads"] == (2 if runs_alone(stage) else 1), stage
+    events = sorted(
+        [(r["start"], 1) for r in runs.values()] + [(r["end"], -1) for r in runs.values()]
+    )
+    running = [sum(d for _, d in events[: i + 1]) for i in range(len(events))]
+    assert max(running) == 2
+    # while clip ran, the other lane did the VAE, encode and the decoder
+    for stage in ("vae", "encode", "decoder"):
+        assert runs[stage]["end"] <= runs["clip"]["end"], stage
+    assert runs["unet"]["start"] >= runs["clip"]["end"]
+    assert "lanes: clip started with 1 thread" in messages
+
+
+def test_one_lane_runs_the_stages_in_order(tmp_path):
+    run_lanes(recipe.STAGES, fake(tmp_path, {}), lanes=1, threads=2, log=lambda m: None)
+    starts = [json.loads((tmp_path / f"{s}.json").read_text())["start"] for s in recipe.STAGES]
+    assert starts == sorted(starts)
+
+
+def test_a_failed_stage_stops_the_other_lane_and_what_waits(tmp_path):
+    t0 = time.time()
+    with pytest.raises(StageFailed, match="stage 'clip' failed .exit code 3.*--resume"):
+        run_lanes(
+            recipe.STAGES,
+            fake(tmp_path, {"vae": 60.0}, {"clip": 3}),
+            lanes=2,
+            threads=2,
+            log=lambda m: None,
+        )
+    assert time.time() - t0 < 30  # vae (60 s) was stopped, not waited for
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["data"]
+
+
+def test_run_lanes_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="lanes must be at least 1"):
+        run_lanes(recipe.STAGES, fake(tmp_path), lanes=0, threads=2)
+    with pytest.raises(ValueError, match=r"unknown stages \['wheer'\]"):
+        run_lanes(["data", "wheer"], fake(tmp_path), lanes=2, threads=2)
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_a_subset_of_stages_counts_the_others_as_done(tmp_path):
+    run_lanes(["unet", "assemble"], fake(tmp_path), lanes=2, threads=2, log=lambda m: None)
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["assemble", "unet"]
+
+
+@pytest.mark.parametrize("flag", ["--lanes", "--threads"])
+def test_train_rejects_zero_lanes_or_threads(tmp_path, capsys, flag):
+    out = tmp_path / "mini"
+    assert cli_main(["train", "--quick", "--out", str(out), flag, "0"]) == 2
+    assert "expected a whole number >= 1, got 0" in capsys.readouterr().err
+    assert not tmp_path.joinpath("mini.work").exists()
+
+
+def test_a_stage_process_gets_the_run_s_settings(tmp_path):
+    parser = recipe.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(
+        ["--quick", "--out", str(tmp_path / "m"), "--seed", "7", "--unet-minutes", "5"]
+    )
+    args.work = str(tmp_path / "w")
+    cmd = recipe._stage_command(args, "unet", 1)
+    assert cmd[:3] == [sys.executable, "-m", "sdviz.training.recipe"]
+    child = parser.parse_args(cmd[3:])
+    assert (child.stage, child.resume, child.threads) == ("unet", True, 1)
+    for name in ("quick", "out", "work", "seed", "device", "unet_minutes"):
+        assert getattr(child, name) == getattr(args, name), name
