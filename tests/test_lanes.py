@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 
@@ -15,7 +16,15 @@ import pytest
 
 from sdviz.cli import main as cli_main
 from sdviz.training import recipe
-from sdviz.training.lanes import NEEDS, StageFailed, ready, run_lanes, runs_alone, upstream
+from sdviz.training.lanes import (
+    NEEDS,
+    StageFailed,
+    ready,
+    run_lanes,
+    runs_alone,
+    schedule,
+    upstream,
+)
 
 # argv: stage, threads, folder, seconds to sleep, exit code
 FAKE_STAGE = """
@@ -135,3 +144,57 @@ def test_a_stage_process_gets_the_run_s_settings(tmp_path):
     assert (child.stage, child.resume, child.threads) == ("unet", True, 1)
     for name in ("quick", "out", "work", "seed", "device", "unet_minutes"):
         assert getattr(child, name) == getattr(args, name), name
+
+
+def test_schedule_gives_the_wall_clock_of_the_lanes():
+    minutes = dict(data=1, vae=20, clip=30, encode=5, decoder=30, clip_image=15, unet=100)
+    minutes["assemble"] = 1
+    times = schedule(minutes, recipe.STAGES, lanes=2)
+    assert times["clip"] == (1, 31) and times["encode"] == (21, 26)
+    assert times["decoder"] == (26, 56)  # the UNet still waits for CLIP
+    assert times["unet"] == (31, 131) and times["clip_image"] == (56, 71)
+    assert times["assemble"] == (131, 132)  # data + clip + unet + assemble
+    one = schedule(minutes, recipe.STAGES, lanes=1)
+    assert max(end for _, end in one.values()) == sum(minutes.values())
+    with pytest.raises(ValueError, match=r"no time given for stages \['unet'\]"):
+        schedule({k: v for k, v in minutes.items() if k != "unet"}, recipe.STAGES, 2)
+
+
+def test_run_lanes_starts_the_stages_in_the_order_schedule_says(tmp_path):
+    sleep = {"data": 0.3, "vae": 0.5, "clip": 2.0, "encode": 0.3, "decoder": 2.0}
+    sleep.update(clip_image=0.3, unet=0.5, assemble=0.3)
+    run_lanes(recipe.STAGES, fake(tmp_path, sleep), lanes=2, threads=2, log=lambda m: None)
+    runs = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in recipe.STAGES}
+    planned = schedule(sleep, recipe.STAGES, lanes=2)
+    assert planned["unet"][0] < planned["clip_image"][0]  # ends of lanes cross
+    for a in recipe.STAGES:  # starting a process takes a little: compare clear gaps only
+        for b in recipe.STAGES:
+            if planned[b][0] - planned[a][0] >= 0.3:
+                assert runs[a]["start"] < runs[b]["start"], (a, b)
+
+
+def _recipe_time():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "recipe_time.py"
+    spec = importlib.util.spec_from_file_location("recipe_time", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_time_benchmark_reads_a_record(tmp_path, capsys):
+    minutes = dict(data=1, vae=20, clip=30, encode=5, decoder=30, clip_image=15, assemble=1)
+    record = {f"{s}_seconds": 60.0 * m for s, m in minutes.items()}
+    (tmp_path / "record.json").write_text(json.dumps(record))
+    bench = _recipe_time()
+    with pytest.raises(SystemExit):  # the UNet's time is missing
+        bench.main([str(tmp_path)])
+    assert "no time for ['unet']: add --seconds STAGE=SECONDS" in capsys.readouterr().err
+    assert bench.main([str(tmp_path), "--seconds", "unet=6000"]) == 0
+    out = capsys.readouterr().out
+    assert "2 lanes: 132.0 min" in out and "stages one after another: 202.0 min" in out
+    assert re.search(r"unet +100\.0 +31\.0 +131\.0  given", out)
+    assert bench.main([str(tmp_path), "--seconds", "unet=9000"]) == 0
+    assert "2 lanes: 182.0 min (about 150 min wanted: NOT met)" in capsys.readouterr().out
