@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from sdviz.cli import main as cli_main
 from sdviz.training import recipe
@@ -198,3 +199,39 @@ def test_recipe_time_benchmark_reads_a_record(tmp_path, capsys):
     assert re.search(r"unet +100\.0 +31\.0 +131\.0  given", out)
     assert bench.main([str(tmp_path), "--seconds", "unet=9000"]) == 0
     assert "2 lanes: 182.0 min (about 150 min wanted: NOT met)" in capsys.readouterr().out
+
+
+def test_the_last_stage_left_running_is_granted_every_thread(tmp_path):
+    sleep = {"clip": 1.5, "unet": 2.0}  # others 0.3 s: the VAE lane and clip_image end first
+    grants = []
+    run_lanes(
+        recipe.STAGES,
+        fake(tmp_path, sleep),
+        lanes=2,
+        threads=2,
+        log=lambda m: None,
+        grant=lambda stage, n: grants.append((stage, n, time.time())),
+    )
+    runs = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in recipe.STAGES}
+    assert [(s, n) for s, n, _ in grants] == [("clip", 2), ("unet", 2)]
+    (_, _, clip_at), (_, _, unet_at) = grants
+    assert runs["decoder"]["end"] <= clip_at <= runs["clip"]["end"]
+    assert runs["clip_image"]["end"] <= unet_at <= runs["unet"]["end"]
+
+
+def test_a_stage_process_takes_up_the_threads_it_is_granted(tmp_path):
+    lines = []
+    follow = recipe._following_threads(tmp_path, "unet", lines.append)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        follow("unet step 0")  # no grant yet
+        assert torch.get_num_threads() == 1 and lines == ["unet step 0"]
+        recipe._threads_file(tmp_path, "unet").parent.mkdir()
+        recipe._threads_file(tmp_path, "unet").write_text("2")
+        follow("unet step 50")
+        assert torch.get_num_threads() == 2 and lines[-1] == "unet: now on 2 threads"
+        follow("unet step 100")  # said once
+        assert lines[-1] == "unet step 100"
+    finally:
+        torch.set_num_threads(before)

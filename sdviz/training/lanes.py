@@ -100,12 +100,16 @@ def run_lanes(
     log: Callable[[str], None] = print,
     needs: dict[str, tuple[str, ...]] = NEEDS,
     poll: float = 0.5,
+    grant: Callable[[str, int], None] | None = None,
 ) -> None:
     """Run `stages` (in priority order) with at most `lanes` at once.
 
     `command(stage, threads)` gives the command line of one stage's process. A stage
     that `runs_alone` gets all `threads`, the others `threads // lanes` (at least 1).
-    Raises StageFailed when a stage's process fails; the others are stopped first.
+    When one stage is left running and nothing can start beside it (the UNet, once the
+    other lane is through), `grant(stage, threads)` is called once: the stage's process
+    may then use all the threads. Raises StageFailed when a stage's process fails; the
+    others are stopped first.
     """
     if lanes < 1:
         raise ValueError(f"lanes must be at least 1, not {lanes}.")
@@ -114,6 +118,7 @@ def run_lanes(
         raise ValueError(f"unknown stages {unknown}: the stages are {list(needs)}.")
     pending, done = list(stages), {s for s in needs if s not in stages}
     running: dict[str, subprocess.Popen] = {}
+    has: dict[str, int] = {}  # threads of each running stage
     per_lane = max(1, threads // lanes)
     try:
         while pending or running:
@@ -136,7 +141,14 @@ def run_lanes(
                 n = threads if runs_alone(stage, needs) else per_lane
                 log(f"lanes: {stage} started with {n} thread{'s' * (n > 1)}")
                 running[stage] = subprocess.Popen(command(stage, n))
+                has[stage] = n
                 pending.remove(stage)
+            if grant and len(running) == 1 and not ready(pending, done, needs):
+                (stage,) = running
+                if has[stage] < threads:  # alone until it ends: give it every thread
+                    grant(stage, threads)
+                    has[stage] = threads
+                    log(f"lanes: {stage} may now use {threads} threads")
             if pending and not running and not ready(pending, done, needs):
                 raise RuntimeError(f"stages {pending} wait for stages that will never run.")
             time.sleep(poll)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -91,6 +92,32 @@ def _log_to(work: Path):
             f.write(line + "\n")
 
     return log
+
+
+def _threads_file(work: Path, stage: str) -> Path:
+    """Where the lanes tell a stage's process how many threads it may use now."""
+    return work / "lanes" / f"{stage}.threads"
+
+
+def _following_threads(work: Path, stage: str, log):
+    """`log`, which also takes up the thread count that the lanes granted this stage.
+
+    Every trainer logs every few dozen steps, so a grant (`lanes.run_lanes`) takes
+    effect within a minute, without touching the training loops.
+    """
+    import torch
+
+    path = _threads_file(work, stage)
+
+    def follow(msg: str) -> None:
+        log(msg)
+        if path.exists():
+            n = int(path.read_text())
+            if n != torch.get_num_threads():
+                torch.set_num_threads(n)
+                log(f"{stage}: now on {n} threads")
+
+    return follow
 
 
 @contextmanager
@@ -426,14 +453,15 @@ def run(args: argparse.Namespace) -> int:
     args.work = args.work or f"{args.out}.work"
     work = Path(args.work)
     if work.exists() and not args.resume and args.stage == "all":
-        import shutil
-
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     cfg = QUICK if args.quick else FULL
     log = _log_to(work)
-    if args.stage != "all" or args.lanes == 1:
-        for stage in STAGES if args.stage == "all" else (args.stage,):
+    if args.stage != "all":
+        run_stage(args.stage, args, cfg, _following_threads(work, args.stage, log))
+        return 0
+    if args.lanes == 1:
+        for stage in STAGES:
             run_stage(stage, args, cfg, log)
         return 0
     from .lanes import run_lanes
@@ -441,9 +469,19 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     record = work / "record.json"
     previous = json.loads(record.read_text()) if args.resume and record.exists() else {}
-    run_lanes(
-        STAGES, lambda stage, n: _stage_command(args, stage, n), args.lanes, args.threads, log
-    )
+    shutil.rmtree(work / "lanes", ignore_errors=True)  # grants of a run that was stopped
+    (work / "lanes").mkdir()
+
+    def grant(stage: str, threads: int) -> None:
+        _threads_file(work, stage).write_text(str(threads))
+
+    def command(stage: str, threads: int) -> list[str]:
+        return _stage_command(args, stage, threads)
+
+    try:
+        run_lanes(STAGES, command, args.lanes, args.threads, log, grant=grant)
+    finally:  # a stage run by hand later keeps the threads it is given
+        shutil.rmtree(work / "lanes", ignore_errors=True)
     # the wall clock of the whole recipe (added to that of the runs it resumed)
     seconds = round(time.time() - t0 + previous.get("total_seconds", 0.0), 1)
     _record(work, "total_seconds", seconds)
