@@ -233,5 +233,19 @@ def test_a_stage_process_takes_up_the_threads_it_is_granted(tmp_path):
         assert torch.get_num_threads() == 2 and lines[-1] == "unet: now on 2 threads"
         follow("unet step 100")  # said once
         assert lines[-1] == "unet step 100"
+        recipe._threads_file(tmp_path, "unet").write_text("")  # caught mid-write: ignored
+        follow("unet step 150")
+        assert torch.get_num_threads() == 2 and lines[-1] == "unet step 150"
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_record_lock_is_released_and_a_stale_one_is_named(tmp_path):
+    path = tmp_path / "record.json"
+    with recipe._locked(path):
+        assert (tmp_path / "record.json.lock").exists()
+    assert not (tmp_path / "record.json.lock").exists()
+    (tmp_path / "record.json.lock").write_text("")  # left by a run that was killed
+    with pytest.raises(TimeoutError, match="record.json.lock has been held .* delete it"):
+        with recipe._locked(path, wait=0.2):
+            pass

@@ -113,8 +113,9 @@ def _following_threads(work: Path, stage: str, log):
 
     def follow(msg: str) -> None:
         log(msg)
-        if path.exists():
-            n = int(path.read_text())
+        text = path.read_text().strip() if path.exists() else ""
+        if text.isdigit():
+            n = int(text)
             if n != torch.get_num_threads():
                 torch.set_num_threads(n)
                 log(f"{stage}: now on {n} threads")
@@ -475,7 +476,9 @@ def run(args: argparse.Namespace) -> int:
     (work / "lanes").mkdir()
 
     def grant(stage: str, threads: int) -> None:
-        _threads_file(work, stage).write_text(str(threads))
+        tmp = work / "lanes" / f"{stage}.tmp"  # written whole, then renamed: never half-read
+        tmp.write_text(str(threads))
+        os.replace(tmp, _threads_file(work, stage))
 
     def command(stage: str, threads: int) -> list[str]:
         return _stage_command(args, stage, threads)
