@@ -289,7 +289,7 @@ def says_where(caption: str) -> bool:
     bottom of the picture, or one object left or right of another.
 
     Such captions are what teaches a UNet that position words matter (`sdviz train`
-    oversamples them when it fine-tunes the UNet; see the model card).
+    oversamples them when it trains the UNet; see the model card).
     """
     nouns = _nouns(caption.split())
     if len(nouns) == 1:

@@ -33,3 +33,20 @@ def device() -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         pytest.fail(f"SDVIZ_DEVICE={name} but torch sees no CUDA device")
     return dev
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """Load a script of benchmarks/ (not a package) by name: `benchmark_module("mini_quality")`."""
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -174,22 +174,11 @@ def test_run_lanes_starts_the_stages_in_the_order_schedule_says(tmp_path):
                 assert runs[a]["start"] < runs[b]["start"], (a, b)
 
 
-def _recipe_time():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "recipe_time.py"
-    spec = importlib.util.spec_from_file_location("recipe_time", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_recipe_time_benchmark_reads_a_record(tmp_path, capsys):
+def test_recipe_time_benchmark_reads_a_record(tmp_path, capsys, benchmark_module):
     minutes = dict(data=1, vae=20, clip=30, encode=5, decoder=30, clip_image=15, assemble=1)
     record = {f"{s}_seconds": 60.0 * m for s, m in minutes.items()}
     (tmp_path / "record.json").write_text(json.dumps(record))
-    bench = _recipe_time()
+    bench = benchmark_module("recipe_time")
     with pytest.raises(SystemExit):  # the UNet's time is missing
         bench.main([str(tmp_path)])
     assert "no time for ['unet']: add --seconds STAGE=SECONDS" in capsys.readouterr().err

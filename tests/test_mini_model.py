@@ -57,17 +57,6 @@ def test_size_budget_and_safetensors_only():
     assert (MODEL / "clip" / "config.json").is_file()
 
 
-def _benchmark():
-    """benchmarks/mini_quality.py (not a package): its pixel scorer and CLIP rows."""
-    import importlib.util
-
-    path = MODEL.parents[2] / "benchmarks" / "mini_quality.py"
-    spec = importlib.util.spec_from_file_location("mini_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_text_encoder_is_the_shipped_clips_text_tower():
     import torch
     from transformers import CLIPModel, CLIPTextModel
@@ -79,25 +68,25 @@ def test_text_encoder_is_the_shipped_clips_text_tower():
         assert torch.equal(text[key], value), key
 
 
-def test_shipped_clip_reads_relations_not_a_bag_of_words():
+def test_shipped_clip_reads_relations_not_a_bag_of_words(benchmark_module):
     """Trained with counterfactual captions: it must prefer the true one well above 50%."""
     from transformers import CLIPModel, CLIPTokenizer
 
-    mq = _benchmark()
+    mq = benchmark_module("mini_quality")
     clip = CLIPModel.from_pretrained(MODEL / "clip").eval()
     wins = mq.clip_contrasts(clip, CLIPTokenizer.from_pretrained(MODEL / "clip"), n=256)
     # the CLIP trained without them scored 49% and 84% here, this one 71% and 86%
     assert wins["relation"] >= 0.6 and wins["colours"] >= 0.8, wins
 
 
-def test_shipped_unet_puts_objects_where_the_prompt_says():
+def test_shipped_unet_puts_objects_where_the_prompt_says(benchmark_module):
     """Position words must move the object: before the `where` fine-tune, "on the left"
     and "on the right" came out at the same mean x (0.41 and 0.43 of the width)."""
     import numpy as np
     import torch
     from diffusers import StableDiffusionPipeline
 
-    mq = _benchmark()
+    mq = benchmark_module("mini_quality")
     pipe = StableDiffusionPipeline.from_pretrained(MODEL, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     classify = mq.ShapeClassifier()

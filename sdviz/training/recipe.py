@@ -147,12 +147,16 @@ def _locked(path: Path, wait: float = 30.0):
         os.unlink(lock)
 
 
-def _record(work: Path, key: str, value) -> None:
-    path = work / "record.json"
+def _update_json(path: Path, **items) -> None:
+    """Add `items` to the JSON object in `path` (created if missing), under its lock."""
     with _locked(path):
         rec = json.loads(path.read_text()) if path.exists() else {}
-        rec[key] = value
+        rec.update(items)
         path.write_text(json.dumps(rec, indent=1))
+
+
+def _record(work: Path, key: str, value) -> None:
+    _update_json(work / "record.json", **{key: value})
 
 
 def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
@@ -301,7 +305,7 @@ def _previous(work: Path, stage: str) -> float:
     path = work / "record.json"
     if stage != "unet" or not path.exists():  # the resumable stage
         return 0.0
-    return json.loads(path.read_text()).get(f"{stage}_seconds", 0.0)
+    return json.loads(path.read_text()).get("unet_seconds", 0.0)
 
 
 def text_encoder_from_clip(clip: Any) -> Any:
@@ -489,11 +493,11 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(work / "lanes", ignore_errors=True)
     # the wall clock of the whole recipe (added to that of the runs it resumed)
     seconds = round(time.time() - t0 + previous.get("total_seconds", 0.0), 1)
-    _record(work, "total_seconds", seconds)
-    _record(work, "lanes", args.lanes)
+    totals = {"total_seconds": seconds, "lanes": args.lanes}
+    _update_json(work / "record.json", **totals)
+    # assemble wrote the pipeline's record (with its UNet snapshot) before these were known
+    _update_json(Path(args.out) / "training_record.json", **totals)
     log(f"all stages done in {seconds / 60:.1f} min with {args.lanes} lanes")
-    out = Path(args.out) / "training_record.json"  # assemble wrote it before these two keys
-    out.write_text((work / "record.json").read_text())
     return 0
 
 
