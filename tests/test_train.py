@@ -260,6 +260,24 @@ def test_train_unet_on_the_test_device(tmp_path, device):
     assert any(not torch.equal(snap[k], v) for k, v in start.items())
 
 
+def test_encode_captions_encodes_each_distinct_caption_once():
+    from sdviz.builder import tiny_pipeline
+    from sdviz.training.data import tokenize
+    from sdviz.training.unet import encode_captions
+
+    pipe = tiny_pipeline()
+    te = pipe.text_encoder.eval()
+    captions = ["a red circle", "a blue square", "a red circle", "", "a blue square"]
+    ids = tokenize(pipe.tokenizer, captions)
+    contexts, row = encode_captions(te, ids, chunk=2)  # chunks smaller than the rows
+    assert len(contexts) == 3 and row.shape == (len(captions),)
+    assert row[0] == row[2] and row[1] == row[4] and len({int(i) for i in row}) == 3
+    with torch.no_grad():
+        direct = te(ids).last_hidden_state  # (rows, L, d)
+    assert contexts.shape[1:] == direct.shape[1:] == (ids.shape[1], te.config.hidden_size)
+    assert torch.allclose(contexts[row], direct, atol=1e-5)
+
+
 def test_train_rejects_a_device_it_cannot_use(tmp_path, capsys):
     out = tmp_path / "mini"
     assert cli_main(["train", "--quick", "--out", str(out), "--device", "gpu"]) == 2

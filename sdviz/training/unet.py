@@ -108,6 +108,27 @@ def loss_weights(
 
 
 @torch.no_grad()
+def encode_captions(
+    text_encoder: CLIPTextModel,
+    ids: torch.Tensor,
+    device: str | torch.device = "cpu",
+    chunk: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen text encoder's outputs for each distinct row of `ids` (n, L), once.
+
+    Returns (contexts (u, L, d) on the CPU, row -> context index (n,)). Rows repeat when
+    captions are oversampled; encoding each distinct caption once, before training,
+    spares a text-encoder forward pass per step (about 6% of a step on the CPU).
+    """
+    unique, inverse = torch.unique(ids, dim=0, return_inverse=True)  # (u, L), (n,)
+    parts = [
+        text_encoder(unique[i : i + chunk].to(device)).last_hidden_state.cpu()
+        for i in range(0, len(unique), chunk)
+    ]
+    return torch.cat(parts), inverse
+
+
+@torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p, 1.0 - decay)
@@ -170,6 +191,7 @@ def train_unet(
     text_encoder.requires_grad_(False).eval().to(device)
     with torch.no_grad():
         empty = text_encoder(empty_ids.to(device)).last_hidden_state  # (1, L, d)
+        contexts, row_context = encode_captions(text_encoder, ids, device)
     unet.train()
     t0, step = time.time(), start
 
@@ -197,9 +219,8 @@ def train_unet(
         drop = torch.rand(batch, generator=gen) < uncond_prob
         target = training_target(sched, x0, noise, t, prediction_type)
         target, w = target.to(device), weight[t].to(device)
-        with torch.no_grad():
-            ctx = text_encoder(ids[idx].to(device)).last_hidden_state  # (batch, L, d)
-            ctx[drop.to(device)] = empty[0]
+        ctx = contexts[row_context[idx]].to(device)  # (batch, L, d): a copy
+        ctx[drop.to(device)] = empty[0]
         pred = unet(xt, t.to(device), encoder_hidden_states=ctx).sample
         loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * w).mean()
         lrs = [lr] + [r for s, r in sorted(lr_drops) if step >= s]
