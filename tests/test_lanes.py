@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sdviz.cli import main as cli_main
-from sdviz.training import recipe
+from sdviz.training import recipe, workdir
 from sdviz.training.lanes import (
     NEEDS,
     StageFailed,
@@ -210,19 +210,19 @@ def test_the_last_stage_left_running_is_granted_every_thread(tmp_path):
 
 def test_a_stage_process_takes_up_the_threads_it_is_granted(tmp_path):
     lines = []
-    follow = recipe._following_threads(tmp_path, "unet", lines.append)
+    follow = workdir.following_threads(tmp_path, "unet", lines.append)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         follow("unet step 0")  # no grant yet
         assert torch.get_num_threads() == 1 and lines == ["unet step 0"]
-        recipe._threads_file(tmp_path, "unet").parent.mkdir()
-        recipe._threads_file(tmp_path, "unet").write_text("2")
+        workdir.threads_file(tmp_path, "unet").parent.mkdir()
+        workdir.threads_file(tmp_path, "unet").write_text("2")
         follow("unet step 50")
         assert torch.get_num_threads() == 2 and lines[-1] == "unet: now on 2 threads"
         follow("unet step 100")  # said once
         assert lines[-1] == "unet step 100"
-        recipe._threads_file(tmp_path, "unet").write_text("")  # caught mid-write: ignored
+        workdir.threads_file(tmp_path, "unet").write_text("")  # caught mid-write: ignored
         follow("unet step 150")
         assert torch.get_num_threads() == 2 and lines[-1] == "unet step 150"
     finally:
@@ -231,10 +231,10 @@ def test_a_stage_process_takes_up_the_threads_it_is_granted(tmp_path):
 
 def test_the_record_lock_is_released_and_a_stale_one_is_named(tmp_path):
     path = tmp_path / "record.json"
-    with recipe._locked(path):
+    with workdir.locked(path):
         assert (tmp_path / "record.json.lock").exists()
     assert not (tmp_path / "record.json.lock").exists()
     (tmp_path / "record.json.lock").write_text("")  # left by a run that was killed
     with pytest.raises(TimeoutError, match="record.json.lock has been held .* delete it"):
-        with recipe._locked(path, wait=0.2):
+        with workdir.locked(path, wait=0.2):
             pass

@@ -9,8 +9,9 @@ where things are oversampled; snapshots every few hundred steps), `decoder` (the
 decoder fine-tuned on whole images), `clip_image` (CLIP's image tower trained further),
 `assemble` (a `StableDiffusionPipeline` saved with safetensors, plus the full CLIP model
 in `clip/` for similarity lessons). By default the stages run in two parallel processes
-(`sdviz.training.lanes`), each as soon as the stages it needs are done.
-Hyper-parameters live in `FULL` and `QUICK`.
+(`sdviz.training.lanes`), each as soon as the stages it needs are done; they share
+the work folder through `sdviz.training.workdir`, and `sdviz.training.assemble` joins
+the parts. Hyper-parameters live in `FULL` and `QUICK`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+
+from .assemble import assemble_pipeline, text_encoder_from_clip
+from .workdir import (
+    following_threads,
+    grant_threads,
+    log_to,
+    previous_seconds,
+    record,
+    update_json,
+)
 
 # torch, diffusers and transformers are imported inside the functions, so that building
 # the `sdviz` command line (which imports `add_parser`) stays fast.
@@ -84,79 +93,6 @@ QUICK = dict(
 )
 # in priority order: when two stages could start, the earlier one does (`lanes.run_lanes`)
 STAGES = ("data", "vae", "clip", "encode", "unet", "decoder", "clip_image", "assemble")
-
-
-def _log_to(work: Path):
-    def log(msg: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        with open(work / "train.log", "a") as f:
-            f.write(line + "\n")
-
-    return log
-
-
-def _threads_file(work: Path, stage: str) -> Path:
-    """Where the lanes tell a stage's process how many threads it may use now."""
-    return work / "lanes" / f"{stage}.threads"
-
-
-def _following_threads(work: Path, stage: str, log):
-    """`log`, which also takes up the thread count that the lanes granted this stage.
-
-    Every trainer logs every few dozen steps, so a grant (`lanes.run_lanes`) takes
-    effect within a minute, without touching the training loops.
-    """
-    import torch
-
-    path = _threads_file(work, stage)
-
-    def follow(msg: str) -> None:
-        log(msg)
-        text = path.read_text().strip() if path.exists() else ""
-        if text.isdigit():
-            n = int(text)
-            if n != torch.get_num_threads():
-                torch.set_num_threads(n)
-                log(f"{stage}: now on {n} threads")
-
-    return follow
-
-
-@contextmanager
-def _locked(path: Path, wait: float = 30.0):
-    """Hold `path`.lock (created exclusively) while the block runs: the stages of parallel
-    lanes read and rewrite the same record."""
-    lock = path.with_name(path.name + ".lock")
-    t0 = time.time()
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL)
-            break
-        except FileExistsError:
-            if time.time() - t0 > wait:
-                raise TimeoutError(
-                    f"{lock} has been held for {wait:.0f} s. If no `sdviz train` is running "
-                    "on this work folder, a stopped run left it behind: delete it."
-                ) from None
-            time.sleep(0.05)
-    try:
-        yield
-    finally:
-        os.close(fd)
-        os.unlink(lock)
-
-
-def _update_json(path: Path, **items) -> None:
-    """Add `items` to the JSON object in `path` (created if missing), under its lock."""
-    with _locked(path):
-        rec = json.loads(path.read_text()) if path.exists() else {}
-        rec.update(items)
-        path.write_text(json.dumps(rec, indent=1))
-
-
-def _record(work: Path, key: str, value) -> None:
-    _update_json(work / "record.json", **{key: value})
 
 
 def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
@@ -265,8 +201,8 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             snr_gamma=cfg["unet_snr_gamma"],
             snr_floor=cfg["unet_snr_floor"],
         )
-        _record(work, "unet_steps_done", done)
-        _record(work, "unet_prediction_type", cfg["unet_prediction_type"])
+        record(work, "unet_steps_done", done)
+        record(work, "unet_prediction_type", cfg["unet_prediction_type"])
     elif stage == "decoder" and not (work / "vae_decoder").exists():
         vae = AutoencoderKL.from_pretrained(work / "vae")
         vae = vae_mod.finetune_decoder(
@@ -297,103 +233,8 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
     else:
         log(f"{stage}: already done in {work}, skipped")
         return
-    _record(work, f"{stage}_seconds", round(time.time() - t0 + _previous(work, stage), 1))
+    record(work, f"{stage}_seconds", round(time.time() - t0 + previous_seconds(work, stage), 1))
     log(f"{stage}: done in {time.time() - t0:.0f} s")
-
-
-def _previous(work: Path, stage: str) -> float:
-    path = work / "record.json"
-    if stage != "unet" or not path.exists():  # the resumable stage
-        return 0.0
-    return json.loads(path.read_text()).get("unet_seconds", 0.0)
-
-
-def text_encoder_from_clip(clip: Any) -> Any:
-    """The CLIP text tower as a standalone `CLIPTextModel` (what SD calls `text_encoder`)."""
-    from transformers import CLIPTextModel
-
-    text = CLIPTextModel(clip.config.text_config)
-    prefix = "text_model."
-    weights = {k[len(prefix) :]: v for k, v in clip.state_dict().items() if k.startswith(prefix)}
-    missing, unexpected = text.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"CLIP text tower mismatch: {missing} {unexpected}")
-    return text.eval()
-
-
-def latest_snapshot(work: Path) -> Path:
-    """The newest EMA snapshot of the UNet in `work`."""
-    snaps = sorted(work.glob("unet_ema_*.safetensors"))
-    if not snaps:
-        raise FileNotFoundError(f"no UNet snapshot in {work}: run the 'unet' stage first.")
-    return snaps[-1]
-
-
-def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = None):
-    """Build the StableDiffusionPipeline from the work folder and save it to `out`.
-
-    The full CLIP model (both towers), its tokenizer and image preprocessing go to
-    `out/clip`, which `StableDiffusionPipeline.from_pretrained` ignores.
-    """
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler
-    from safetensors.torch import load_file
-    from transformers import CLIPModel
-
-    from ..builder import SD_SCHEDULE, assemble
-    from . import data
-    from . import unet as unet_mod
-    from .vae import balance_channels
-
-    tokenizer = data.make_tokenizer(work)
-    cached = torch.load(work / "latents.pt")
-    # the fine-tuned decoder when there is one (same encoder, so the same latents)
-    vae_dir = work / "vae_decoder" if (work / "vae_decoder").exists() else work / "vae"
-    vae = AutoencoderKL.from_pretrained(vae_dir)
-    if "channel_mean" in cached:  # the UNet learned balanced latents: the VAE must make them
-        balance_channels(
-            vae, cached["channel_mean"], cached["channel_std"], cached["channel_target"]
-        )
-    vae.register_to_config(scaling_factor=round(cached["scaling_factor"], 5))
-    clip = CLIPModel.from_pretrained(work / "clip")
-    text_encoder = text_encoder_from_clip(clip)
-    if (work / "clip_image").exists():  # image tower trained further, text tower unchanged
-        clip = CLIPModel.from_pretrained(work / "clip_image")
-        same = text_encoder_from_clip(clip).state_dict()
-        if any(not torch.equal(v, same[k]) for k, v in text_encoder.state_dict().items()):
-            raise RuntimeError("clip_image changed the text tower; it must stay frozen.")
-    unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
-    snapshot = snapshot or latest_snapshot(work)
-    unet.load_state_dict(load_file(snapshot))
-    rec = json.loads((work / "record.json").read_text()) if (work / "record.json").exists() else {}
-    # the sampler must read the UNet's output as what it was trained to predict
-    prediction_type = rec.get("unet_prediction_type", "epsilon")
-    scheduler = DDIMScheduler(prediction_type=prediction_type, **SD_SCHEDULE)
-    pipe = assemble(tokenizer, text_encoder, unet.eval(), vae.eval(), scheduler)
-    pipe.save_pretrained(out, safe_serialization=True)
-    clip.save_pretrained(out / "clip", safe_serialization=True)
-    tokenizer.save_pretrained(out / "clip")
-    side = clip.config.vision_config.image_size
-    preprocessor = {  # the CLIP image tower saw pixels scaled to [-1, 1]
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True,
-        "size": {"shortest_edge": side},
-        "do_center_crop": True,
-        "crop_size": {"height": side, "width": side},
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-        "do_convert_rgb": True,
-    }
-    (out / "clip" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=1))
-    rec["unet_snapshot"] = (
-        str(snapshot.relative_to(work)) if snapshot.is_relative_to(work) else snapshot.name
-    )
-    (out / "training_record.json").write_text(json.dumps(rec, indent=1))
-    log(f"assemble: pipeline saved to {out} (UNet {snapshot.name})")
-    return pipe
 
 
 def _device(text: str) -> str:
@@ -463,9 +304,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     cfg = QUICK if args.quick else FULL
-    log = _log_to(work)
+    log = log_to(work)
     if args.stage != "all":
-        run_stage(args.stage, args, cfg, _following_threads(work, args.stage, log))
+        run_stage(args.stage, args, cfg, following_threads(work, args.stage, log))
         return 0
     if args.lanes == 1:
         for stage in STAGES:
@@ -474,15 +315,13 @@ def run(args: argparse.Namespace) -> int:
     from .lanes import run_lanes
 
     t0 = time.time()
-    record = work / "record.json"
-    previous = json.loads(record.read_text()) if args.resume and record.exists() else {}
+    path = work / "record.json"
+    previous = json.loads(path.read_text()) if args.resume and path.exists() else {}
     shutil.rmtree(work / "lanes", ignore_errors=True)  # grants of a run that was stopped
     (work / "lanes").mkdir()
 
     def grant(stage: str, threads: int) -> None:
-        tmp = work / "lanes" / f"{stage}.tmp"  # written whole, then renamed: never half-read
-        tmp.write_text(str(threads))
-        os.replace(tmp, _threads_file(work, stage))
+        grant_threads(work, stage, threads)
 
     def command(stage: str, threads: int) -> list[str]:
         return _stage_command(args, stage, threads)
@@ -494,9 +333,9 @@ def run(args: argparse.Namespace) -> int:
     # the wall clock of the whole recipe (added to that of the runs it resumed)
     seconds = round(time.time() - t0 + previous.get("total_seconds", 0.0), 1)
     totals = {"total_seconds": seconds, "lanes": args.lanes}
-    _update_json(work / "record.json", **totals)
+    update_json(work / "record.json", **totals)
     # assemble wrote the pipeline's record (with its UNet snapshot) before these were known
-    _update_json(Path(args.out) / "training_record.json", **totals)
+    update_json(Path(args.out) / "training_record.json", **totals)
     log(f"all stages done in {seconds / 60:.1f} min with {args.lanes} lanes")
     return 0
 
