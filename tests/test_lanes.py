@@ -238,3 +238,10 @@ def test_the_record_lock_is_released_and_a_stale_one_is_named(tmp_path):
     with pytest.raises(TimeoutError, match="record.json.lock has been held .* delete it"):
         with workdir.locked(path, wait=0.2):
             pass
+
+
+def test_a_stage_takes_at_most_its_max_threads_of_a_grant():
+    assert recipe.FULL["unet_max_threads"] == 1  # batch 16 ran slower on two threads
+    assert recipe.granted_threads(recipe.FULL, "unet", 2) == 1
+    assert recipe.granted_threads(recipe.FULL, "clip", 2) == 2  # no cap: every thread
+    assert recipe.granted_threads({"unet_max_threads": 4}, "unet", 2) == 2

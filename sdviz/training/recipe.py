@@ -53,18 +53,22 @@ FULL = dict(
     # (`sdviz.shapes.says_where`) `unet_where_oversample` times more often and the x0 error
     # of the noisiest steps weighted at least `unet_snr_floor` (Min-SNR alone gives them
     # snr, 0.005 at t=999, and that is where the layout is decided): with Min-SNR alone
-    # the UNet learned to ignore position words (see the model card). 7,800 steps fit the
-    # 2.5 h budget in two lanes (about 140 min measured); from scratch they reached 77 / 51 /
-    # 21% (one object / two / placement, reported set), short of the bars (model card).
-    unet_steps=7_800,
-    unet_batch=32,
+    # the UNet learned to ignore position words (see the model card). Batch 16 learned more
+    # than batch 32 from as many images (same lr): 15,600 steps scored 86.5 / 61.5 / 31.2%
+    # (one object / two / placement, reported set) where 7,800 at batch 32 scored 77.1 /
+    # 51.0 / 20.8%, short of the bars (model card). About 2 h in two lanes (estimated).
+    unet_steps=15_600,
+    unet_batch=16,
     # lr 1e-3, then lower from these steps
-    unet_lr_drops=((3_500, 3e-4), (6_500, 1e-4)),
+    unet_lr_drops=((7_000, 3e-4), (13_000, 1e-4)),
     # what the UNet predicts ("epsilon" or "v_prediction") and its Min-SNR cap (None: plain)
     unet_prediction_type="epsilon",
     unet_snr_gamma=5.0,
     unet_snr_floor=1.0,
     unet_where_oversample=2,
+    # the UNet stage keeps one thread when the lanes offer it both: at batch 16 two threads
+    # made fewer steps/s (1.7-1.9) than one (2.3-2.4), measured alone on this 2-core CPU
+    unet_max_threads=1,
     snapshot_every=100,
     decoder_steps=2000,
     decoder_batch=16,
@@ -86,6 +90,7 @@ QUICK = dict(
     unet_snr_gamma=FULL["unet_snr_gamma"],
     unet_snr_floor=FULL["unet_snr_floor"],
     unet_where_oversample=FULL["unet_where_oversample"],
+    unet_max_threads=FULL["unet_max_threads"],
     snapshot_every=2,
     decoder_steps=2,
     decoder_batch=4,
@@ -321,7 +326,10 @@ def run(args: argparse.Namespace) -> int:
     (work / "lanes").mkdir()
 
     def grant(stage: str, threads: int) -> None:
-        grant_threads(work, stage, threads)
+        n = granted_threads(cfg, stage, threads)
+        if n < threads:
+            log(f"{stage}: keeps {n} of the {threads} threads offered ({stage}_max_threads)")
+        grant_threads(work, stage, n)
 
     def command(stage: str, threads: int) -> list[str]:
         return _stage_command(args, stage, threads)
@@ -338,6 +346,13 @@ def run(args: argparse.Namespace) -> int:
     update_json(Path(args.out) / "training_record.json", **totals)
     log(f"all stages done in {seconds / 60:.1f} min with {args.lanes} lanes")
     return 0
+
+
+def granted_threads(cfg: dict, stage: str, threads: int) -> int:
+    """How many of the `threads` the lanes offer `stage` it takes: all of them, or at most
+    `cfg[f"{stage}_max_threads"]` where a stage was measured slower on more threads."""
+    cap = cfg.get(f"{stage}_max_threads")
+    return threads if cap is None else max(1, min(threads, cap))
 
 
 def _stage_command(args: argparse.Namespace, stage: str, threads: int) -> list[str]:
