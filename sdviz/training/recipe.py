@@ -56,7 +56,7 @@ FULL = dict(
     # the UNet learned to ignore position words (see the model card). Batch 16 learned more
     # than batch 32 from as many images (same lr): 15,600 steps scored 86.5 / 61.5 / 31.2%
     # (one object / two / placement, reported set) where 7,800 at batch 32 scored 77.1 /
-    # 51.0 / 20.8%, short of the bars (model card). About 2 h in two lanes (estimated).
+    # 51.0 / 20.8%; both short of the bars (model card). About 135 min in two lanes (estimated).
     unet_steps=15_600,
     unet_batch=16,
     # lr 1e-3, then lower from these steps
