@@ -102,6 +102,22 @@ def test_resume_skips_finished_stages(quick_run):
     assert 5000.0 <= after["unet_seconds"] < 5100.0 and after["clip_seconds"] == 1000.0
 
 
+def test_the_unet_stage_keeps_to_its_max_threads_and_gives_them_back(quick_run):
+    out, _, _ = quick_run
+    work = out.parent / "mini.work"
+    before = torch.get_num_threads()
+    try:
+        argv = ["train", "--quick", "--out", str(out), "--resume", "--stage", "unet"]
+        assert cli_main(argv + ["--threads", "2"]) == 0
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    cap = QUICK["unet_max_threads"]
+    assert cap == FULL["unet_max_threads"] == 1
+    assert f"unet: on {cap} of 2 threads (unet_max_threads)" in (work / "train.log").read_text()
+    assert after == 2  # the stages after it get every thread again
+
+
 def test_quick_unet_oversamples_captions_that_say_where(quick_run):
     from sdviz.shapes import says_where
     from sdviz.training import data

@@ -186,6 +186,10 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
         where = torch.tensor([i for i, c in enumerate(captions) if says_where(c)], dtype=torch.long)
         rows = torch.cat([torch.arange(len(captions))] + [where] * cfg["unet_where_oversample"])
         log(f"unet: {len(where)} of {len(captions)} captions say where; {len(rows)} rows")
+        threads = torch.get_num_threads()  # given back to the stages after this one
+        if granted_threads(cfg, stage, threads) < threads:
+            torch.set_num_threads(granted_threads(cfg, stage, threads))
+            log(f"unet: on {torch.get_num_threads()} of {threads} threads (unet_max_threads)")
         _, done = unet_mod.train_unet(
             unet,
             text_encoder,
@@ -206,6 +210,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             snr_gamma=cfg["unet_snr_gamma"],
             snr_floor=cfg["unet_snr_floor"],
         )
+        torch.set_num_threads(threads)
         record(work, "unet_steps_done", done)
         record(work, "unet_prediction_type", cfg["unet_prediction_type"])
     elif stage == "decoder" and not (work / "vae_decoder").exists():
