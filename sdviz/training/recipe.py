@@ -187,9 +187,10 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
         rows = torch.cat([torch.arange(len(captions))] + [where] * cfg["unet_where_oversample"])
         log(f"unet: {len(where)} of {len(captions)} captions say where; {len(rows)} rows")
         threads = torch.get_num_threads()  # given back to the stages after this one
-        if granted_threads(cfg, stage, threads) < threads:
-            torch.set_num_threads(granted_threads(cfg, stage, threads))
-            log(f"unet: on {torch.get_num_threads()} of {threads} threads (unet_max_threads)")
+        keep = granted_threads(cfg, stage, threads)
+        if keep < threads:
+            torch.set_num_threads(keep)
+            log(f"unet: on {keep} of {threads} threads (unet_max_threads)")
         _, done = unet_mod.train_unet(
             unet,
             text_encoder,
