@@ -102,20 +102,22 @@ def test_resume_skips_finished_stages(quick_run):
     assert 5000.0 <= after["unet_seconds"] < 5100.0 and after["clip_seconds"] == 1000.0
 
 
-def test_the_unet_stage_keeps_to_its_max_threads_and_gives_them_back(quick_run):
+def test_the_unet_stage_trains_in_one_process_per_thread(quick_run):
+    import json
+
     out, _, _ = quick_run
     work = out.parent / "mini.work"
+    log = (work / "train.log").read_text()
+    assert "unet: 1 process, batch 8" in log  # the quick run's --threads 1
     before = torch.get_num_threads()
-    try:
+    try:  # by hand on two threads: two processes (resumed: nothing is left to train)
         argv = ["train", "--quick", "--out", str(out), "--resume", "--stage", "unet"]
         assert cli_main(argv + ["--threads", "2"]) == 0
-        after = torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
-    cap = QUICK["unet_max_threads"]
-    assert cap == FULL["unet_max_threads"] == 1
-    assert f"unet: on {cap} of 2 threads (unet_max_threads)" in (work / "train.log").read_text()
-    assert after == 2  # the stages after it get every thread again
+    assert "unet: 2 processes, batch 8" in (work / "train.log").read_text()
+    steps = json.loads((work / "record.json").read_text())["unet_steps_done"]
+    assert steps == QUICK["unet_steps"] and (work / f"unet_ema_{steps:06d}.safetensors").exists()
 
 
 def test_quick_unet_oversamples_captions_that_say_where(quick_run):
@@ -276,6 +278,44 @@ def test_train_unet_on_the_test_device(tmp_path, device):
     assert any(not torch.equal(snap[k], v) for k, v in start.items())
 
 
+def test_data_parallel_unet_training_takes_the_same_steps_as_one_process(tmp_path):
+    # Two processes that each take half of every batch and average their gradients must
+    # end where one process on the whole batches ends (same draws, same optimizer steps).
+    import copy
+
+    from safetensors.torch import load_file
+
+    from sdviz.builder import tiny_pipeline
+    from sdviz.training.data import tokenize
+    from sdviz.training.unet import train_unet
+
+    pipe = tiny_pipeline()
+    c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+    latents = torch.randn(8, c, s, s, generator=torch.Generator().manual_seed(0))
+    ids = tokenize(pipe.tokenizer, ["a red circle", "a blue square"] * 4)
+    empty = tokenize(pipe.tokenizer, [""])
+    runs, raw = {}, {}
+    for n in (1, 2):
+        unet = copy.deepcopy(pipe.unet)
+        ema, done = train_unet(
+            unet, pipe.text_encoder, latents, ids, empty, 3, tmp_path / f"p{n}", batch=4,
+            snapshot_every=2, ema_decay=0.5, processes=n, log=print,
+        )  # fmt: skip
+        assert done == 3
+        runs[n] = load_file(tmp_path / f"p{n}" / "unet_ema_000003.safetensors")
+        assert all(torch.equal(v, ema.state_dict()[k]) for k, v in runs[n].items())
+        raw[n] = unet.state_dict()
+    start = pipe.unet.state_dict()
+    assert any(not torch.allclose(runs[1][k], v) for k, v in start.items())  # it trained
+    moved = sum(float((v - start[k]).norm() ** 2) for k, v in runs[1].items()) ** 0.5
+    apart = sum(float((runs[2][k] - v).norm() ** 2) for k, v in runs[1].items()) ** 0.5
+    assert apart < 0.01 * moved, (apart, moved)
+    assert all(torch.allclose(raw[2][k], v, atol=1e-6) for k, v in raw[1].items())  # in place
+    assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == sorted(
+        p.name for p in (tmp_path / "p1").iterdir()
+    )  # the same snapshots, written once
+
+
 def test_encode_captions_encodes_each_distinct_caption_once():
     from sdviz.builder import tiny_pipeline
     from sdviz.training.data import tokenize
@@ -343,7 +383,7 @@ def test_loss_weights_put_min_snr_on_x0_for_either_target():
             loss_weights(snr, "epsilon", **{"snr_gamma": 5.0, **bad})
 
 
-def test_train_unet_rejects_bad_targets_before_writing(tmp_path):
+def test_train_unet_rejects_bad_arguments_before_writing(tmp_path):
     from sdviz.builder import tiny_pipeline
     from sdviz.training.data import tokenize
     from sdviz.training.unet import train_unet
@@ -357,4 +397,11 @@ def test_train_unet_rejects_bad_targets_before_writing(tmp_path):
         train_unet(*args, ids, empty, 1, tmp_path / "w", prediction_type="sample")
     with pytest.raises(ValueError, match="snr_gamma must be positive"):
         train_unet(*args, ids, empty, 1, tmp_path / "w", snr_gamma=0)
+    # data-parallel: equal slices of each batch, over CPU processes
+    with pytest.raises(ValueError, match="multiple of processes"):
+        train_unet(*args, ids, empty, 1, tmp_path / "w", batch=3, processes=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        train_unet(*args, ids, empty, 1, tmp_path / "w", processes=0)
+    with pytest.raises(ValueError, match="processes=1"):
+        train_unet(*args, ids, empty, 1, tmp_path / "w", processes=2, device="meta")
     assert not (tmp_path / "w").exists()

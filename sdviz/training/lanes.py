@@ -3,15 +3,17 @@
 The three models of Stable Diffusion are trained separately (Rombach et al. 2022): the
 VAE needs only images, CLIP only image-caption pairs, and the UNet needs both of them
 (the VAE's latents and CLIP's text tower). So on a CPU the VAE and its decoder
-fine-tune can train in one process while CLIP and then the UNet train in another.
-On the 2-core machines sdviz-mini was trained on, two 1-thread processes did more
-work together than one 2-thread process (each UNet process 1.1-1.2 steps/s at batch
-32, against 1.39 for one process on both cores). The critical path is
-data -> clip -> unet -> assemble.
+fine-tune can train in one process while CLIP and its image tower train in another:
+on the 2-core machines sdviz-mini was trained on, two 1-thread processes did more
+work together than one 2-thread process. The UNet, the longest stage, waits for all of
+them and then has every core to itself, in data-parallel processes of its own
+(`sdviz.training.parallel`). The critical path is data -> vae -> encode -> decoder ->
+unet -> assemble.
 
 `NEEDS` says which stages each stage waits for; `ready` picks what may start; `schedule`
-says when each would run, given how long each takes; `run_lanes` starts each stage as `python -m sdviz.training.recipe --stage NAME --resume ...` and
-stops the other lanes (their finished stages are kept) when one fails.
+says when each would run, given how long each takes; `run_lanes` starts each stage as
+`python -m sdviz.training.recipe --stage NAME --resume ...` and stops the other lanes
+(their finished stages are kept) when one fails.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "vae": ("data",),
     "clip": ("data",),
     "encode": ("vae",),
-    "unet": ("clip", "encode"),
+    # alone, so that it has every core for its data-parallel processes
+    "unet": ("clip", "encode", "decoder", "clip_image"),
     "decoder": ("vae",),
     "clip_image": ("clip",),
     "assemble": ("unet", "decoder", "clip_image"),

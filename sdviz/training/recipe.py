@@ -53,22 +53,20 @@ FULL = dict(
     # (`sdviz.shapes.says_where`) `unet_where_oversample` times more often and the x0 error
     # of the noisiest steps weighted at least `unet_snr_floor` (Min-SNR alone gives them
     # snr, 0.005 at t=999, and that is where the layout is decided): with Min-SNR alone
-    # the UNet learned to ignore position words (see the model card). Batch 16 learned more
-    # than batch 32 from as many images (same lr): 15,600 steps scored 86.5 / 61.5 / 31.2%
-    # (one object / two / placement, reported set) where 7,800 at batch 32 scored 77.1 /
-    # 51.0 / 20.8%; both short of the bars (model card). About 135 min in two lanes (estimated).
-    unet_steps=15_600,
-    unet_batch=16,
+    # the UNet learned to ignore position words (see the model card). The stage runs
+    # data-parallel, one process per thread (`sdviz.training.parallel`), each with half of
+    # every batch of 32: on this 2-core CPU 2.8 steps/s, 90 images/s, where one process
+    # made 50 (and two threads in one process fewer than one). It waits for the decoder
+    # and CLIP image stages so as to have both cores.
+    unet_steps=18_000,
+    unet_batch=32,
     # lr 1e-3, then lower from these steps
-    unet_lr_drops=((7_000, 3e-4), (13_000, 1e-4)),
+    unet_lr_drops=((8_000, 3e-4), (15_000, 1e-4)),
     # what the UNet predicts ("epsilon" or "v_prediction") and its Min-SNR cap (None: plain)
     unet_prediction_type="epsilon",
     unet_snr_gamma=5.0,
     unet_snr_floor=1.0,
     unet_where_oversample=2,
-    # the UNet stage keeps one thread when the lanes offer it both: at batch 16 two threads
-    # made fewer steps/s (1.7-1.9) than one (2.3-2.4), measured alone on this 2-core CPU
-    unet_max_threads=1,
     snapshot_every=100,
     decoder_steps=2000,
     decoder_batch=16,
@@ -90,14 +88,13 @@ QUICK = dict(
     unet_snr_gamma=FULL["unet_snr_gamma"],
     unet_snr_floor=FULL["unet_snr_floor"],
     unet_where_oversample=FULL["unet_where_oversample"],
-    unet_max_threads=FULL["unet_max_threads"],
     snapshot_every=2,
     decoder_steps=2,
     decoder_batch=4,
     clip_image_steps=2,
 )
 # in priority order: when two stages could start, the earlier one does (`lanes.run_lanes`)
-STAGES = ("data", "vae", "clip", "encode", "unet", "decoder", "clip_image", "assemble")
+STAGES = ("data", "vae", "clip", "encode", "decoder", "clip_image", "unet", "assemble")
 
 
 def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
@@ -186,11 +183,9 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
         where = torch.tensor([i for i, c in enumerate(captions) if says_where(c)], dtype=torch.long)
         rows = torch.cat([torch.arange(len(captions))] + [where] * cfg["unet_where_oversample"])
         log(f"unet: {len(where)} of {len(captions)} captions say where; {len(rows)} rows")
-        threads = torch.get_num_threads()  # given back to the stages after this one
-        keep = granted_threads(cfg, stage, threads)
-        if keep < threads:
-            torch.set_num_threads(keep)
-            log(f"unet: on {keep} of {threads} threads (unet_max_threads)")
+        # data-parallel on the CPU: one process per thread it was given (each on one thread)
+        processes = torch.get_num_threads() if torch.device(args.device).type == "cpu" else 1
+        log(f"unet: {processes} process{'es' * (processes > 1)}, batch {cfg['unet_batch']}")
         _, done = unet_mod.train_unet(
             unet,
             text_encoder,
@@ -205,13 +200,13 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
             deadline=deadline,
             resume=True,
             seed=seed,
-            log=log,
+            log=log_to(work),  # picklable, for the processes (no thread grants to follow)
             device=args.device,
             prediction_type=cfg["unet_prediction_type"],
             snr_gamma=cfg["unet_snr_gamma"],
             snr_floor=cfg["unet_snr_floor"],
+            processes=processes,
         )
-        torch.set_num_threads(threads)
         record(work, "unet_steps_done", done)
         record(work, "unet_prediction_type", cfg["unet_prediction_type"])
     elif stage == "decoder" and not (work / "vae_decoder").exists():
@@ -332,10 +327,7 @@ def run(args: argparse.Namespace) -> int:
     (work / "lanes").mkdir()
 
     def grant(stage: str, threads: int) -> None:
-        n = granted_threads(cfg, stage, threads)
-        if n < threads:
-            log(f"{stage}: keeps {n} of the {threads} threads offered ({stage}_max_threads)")
-        grant_threads(work, stage, n)
+        grant_threads(work, stage, threads)
 
     def command(stage: str, threads: int) -> list[str]:
         return _stage_command(args, stage, threads)
@@ -352,13 +344,6 @@ def run(args: argparse.Namespace) -> int:
     update_json(Path(args.out) / "training_record.json", **totals)
     log(f"all stages done in {seconds / 60:.1f} min with {args.lanes} lanes")
     return 0
-
-
-def granted_threads(cfg: dict, stage: str, threads: int) -> int:
-    """How many of the `threads` the lanes offer `stage` it takes: all of them, or at most
-    `cfg[f"{stage}_max_threads"]` where a stage was measured slower on more threads."""
-    cap = cfg.get(f"{stage}_max_threads")
-    return threads if cap is None else max(1, min(threads, cap))
 
 
 def _stage_command(args: argparse.Namespace, stage: str, threads: int) -> list[str]:

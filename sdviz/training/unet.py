@@ -16,16 +16,19 @@ the layout of the picture is decided, its error is the error on x_0, not on eps.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
 from transformers import CLIPTextModel
 
 from ..builder import SD_SCHEDULE
 from .data import warmup_lr
+from .parallel import rank_and_size, run_data_parallel, stop_together
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -157,6 +160,7 @@ def train_unet(
     prediction_type: str = "epsilon",
     snr_gamma: float | None = 5.0,
     snr_floor: float = 0.0,
+    processes: int = 1,
 ) -> tuple[UNet2DConditionModel, int]:
     """Train on scaled latents (n, 4, h, w) with token ids (n, L); returns (EMA UNet, steps done).
 
@@ -172,12 +176,77 @@ def train_unet(
     the pipeline's scheduler must be built with the same. `snr_gamma` caps the Min-SNR weight; None
     trains on the plain mean squared error of that target, as SD 1.x and 2.x were;
     `snr_floor` (see `loss_weights`) weighs the noisiest timesteps up.
+
+    `processes` > 1 (CPU only) trains data-parallel (`sdviz.training.parallel`): that many
+    processes of one thread each take equal slices of every batch, so a run draws the same
+    batches whatever their number. `log` must then be picklable (`print`,
+    `workdir.log_to`); only the first process logs and saves.
     """
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, not {processes}.")
+    if processes > 1 and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"processes={processes} splits batches over CPU cores; on {device} train with "
+            "processes=1."
+        )
+    if batch % processes:
+        raise ValueError(
+            f"batch {batch} does not split into {processes} equal slices: make it a "
+            "multiple of processes."
+        )
+    train = functools.partial(
+        _train,
+        unet=unet,
+        text_encoder=text_encoder,
+        latents=latents,
+        ids=ids,
+        empty_ids=empty_ids,
+        steps=steps,
+        work=work,
+        batch=batch,
+        lr=lr,
+        lr_drops=lr_drops,
+        uncond_prob=uncond_prob,
+        ema_decay=ema_decay,
+        snapshot_every=snapshot_every,
+        deadline=deadline,
+        resume=resume,
+        seed=seed,
+        log=log,
+        device=device,
+        weight=loss_weights(_snr(), prediction_type, snr_gamma, snr_floor),  # (T,)
+        prediction_type=prediction_type,
+    )
+    if processes == 1:
+        return train()
+    run_data_parallel(train, processes)
+    state = torch.load(work / "unet_state.pt", weights_only=False)
+    done = state["step"]
+    unet.load_state_dict(state["unet"])  # trained in place, as with one process
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    ema.load_state_dict(load_file(work / f"unet_ema_{done:06d}.safetensors"))
+    return ema.eval(), done
+
+
+def _snr() -> torch.Tensor:
+    """Signal-to-noise ratio abar / (1 - abar) of each training timestep, (T,)."""
+    abar = noise_scheduler().alphas_cumprod
+    return abar / (1 - abar)
+
+
+def _train(
+    unet, text_encoder, latents, ids, empty_ids, steps, work, batch, lr, lr_drops,
+    uncond_prob, ema_decay, snapshot_every, deadline, resume, seed, log, device, weight,
+    prediction_type,
+) -> tuple[UNet2DConditionModel, int]:  # fmt: skip
+    """`train_unet`'s loop, in this process (rank 0 of 1) or in each of a data-parallel group."""
+    rank, size = rank_and_size()
+    if size > 1:  # the processes were handed tensors in shared memory: own the weights
+        unet = copy.deepcopy(unet)
     sched = noise_scheduler()
-    snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)  # (T,)
-    weight = loss_weights(snr, prediction_type, snr_gamma, snr_floor)  # (T,): checks them
     work.mkdir(parents=True, exist_ok=True)
     unet.to(device)
+    model = DistributedDataParallel(unet) if size > 1 else unet  # averages the gradients
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     start = 0
@@ -188,7 +257,8 @@ def train_unet(
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
-        log(f"resumed UNet training at step {start}")
+        if rank == 0:
+            log(f"resumed UNet training at step {start}")
     text_encoder.requires_grad_(False).eval().to(device)
     with torch.no_grad():
         empty = text_encoder(empty_ids.to(device)).last_hidden_state  # (1, L, d)
@@ -197,6 +267,8 @@ def train_unet(
     t0, step = time.time(), start
 
     def save(step: int) -> None:
+        if rank:  # every process holds the same weights
+            return
         torch.save(
             {
                 "unet": unet.state_dict(),
@@ -213,16 +285,18 @@ def train_unet(
     for step in range(start, steps):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
         idx = torch.randint(len(latents), (batch,), generator=gen)
-        x0 = latents[idx].float()  # (batch, 4, h, w)
-        noise = torch.randn(x0.shape, generator=gen)
+        noise = torch.randn((batch, *latents.shape[1:]), generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
-        xt = sched.add_noise(x0, noise, t).to(device)
         drop = torch.rand(batch, generator=gen) < uncond_prob
+        mine = slice(rank, None, size)  # this process's slice of the batch
+        idx, noise, t, drop = idx[mine], noise[mine], t[mine], drop[mine]
+        x0 = latents[idx].float()  # (batch / size, 4, h, w)
+        xt = sched.add_noise(x0, noise, t).to(device)
         target = training_target(sched, x0, noise, t, prediction_type)
         target, w = target.to(device), weight[t].to(device)
         ctx = contexts[row_context[idx]].to(device)  # (batch, L, d): a copy
         ctx[drop.to(device)] = empty[0]
-        pred = unet(xt, t.to(device), encoder_hidden_states=ctx).sample
+        pred = model(xt, t.to(device), encoder_hidden_states=ctx).sample
         loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * w).mean()
         lrs = [lr] + [r for s, r in sorted(lr_drops) if step >= s]
         for g in opt.param_groups:
@@ -232,13 +306,14 @@ def train_unet(
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         _ema_update(ema, unet, min(ema_decay, (1 + step) / (10 + step)))
-        if step % 50 == 0:
+        if step % 50 == 0 and rank == 0:
             rate = (step + 1 - start) / (time.time() - t0)
             log(f"unet step {step}/{steps} loss {loss.item():.4f} {rate:.2f} it/s")
         if (step + 1) % snapshot_every == 0:
             save(step + 1)
-        if deadline is not None and time.time() > deadline:
-            log(f"deadline reached at step {step + 1}")
+        if deadline is not None and stop_together(time.time() > deadline):
+            if rank == 0:
+                log(f"deadline reached at step {step + 1}")
             save(step + 1)
             return ema.eval(), step + 1
     if steps > start and steps % snapshot_every:

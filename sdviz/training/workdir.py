@@ -16,16 +16,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def log_to(work: Path) -> Callable[[str], None]:
-    """A log function that prints a timed line and appends it to `train.log`."""
+class log_to:  # noqa: N801 (used as a function)
+    """A log function that prints a timed line and appends it to `work`/train.log.
 
-    def log(msg: str) -> None:
+    A class rather than a closure so that it can be handed to the processes of a
+    data-parallel stage (`sdviz.training.parallel`), which pickle what they are given.
+    """
+
+    def __init__(self, work: Path) -> None:
+        self.work = Path(work)
+
+    def __call__(self, msg: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
         print(line, flush=True)
-        with open(work / "train.log", "a") as f:
+        with open(self.work / "train.log", "a") as f:
             f.write(line + "\n")
-
-    return log
 
 
 def threads_file(work: Path, stage: str) -> Path:
