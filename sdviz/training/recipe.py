@@ -4,11 +4,12 @@ Stages (each saves its result under the work folder and is skipped when that res
 exists, so an interrupted run resumes): `data` (ShapesWorld images + tokenizer), `vae`
 and `clip` (CLIP ends with hard negatives, `sdviz.training.clip`), `encode` (latents of
 every training image, each channel centred and brought to the same spread, then scaled
-by the measured `scaling_factor`), `unet` (DDPM on the cached latents, captions that say
-where things are oversampled; snapshots every few hundred steps), `decoder` (the VAE
-decoder fine-tuned on whole images), `clip_image` (CLIP's image tower trained further),
-`assemble` (a `StableDiffusionPipeline` saved with safetensors, plus the full CLIP model
-in `clip/` for similarity lessons). By default the stages run in two parallel processes
+by the measured `scaling_factor`), `decoder` (the VAE decoder fine-tuned on whole
+images), `clip_image` (CLIP's image tower trained further), `unet` (DDPM on the cached
+latents, captions that say where things are oversampled, data-parallel over the CPU's
+cores with `sdviz.training.parallel`; snapshots every few hundred steps), `assemble` (a
+`StableDiffusionPipeline` saved with safetensors, plus the full CLIP model in `clip/`
+for similarity lessons). By default the stages run in two parallel processes
 (`sdviz.training.lanes`), each as soon as the stages it needs are done; they share
 the work folder through `sdviz.training.workdir`, and `sdviz.training.assemble` joins
 the parts. Hyper-parameters live in `FULL` and `QUICK`.
