@@ -56,9 +56,10 @@ FULL = dict(
     # snr, 0.005 at t=999, and that is where the layout is decided): with Min-SNR alone
     # the UNet learned to ignore position words (see the model card). The stage runs
     # data-parallel, one process per thread (`sdviz.training.parallel`), each with half of
-    # every batch of 32: on this 2-core CPU 2.8 steps/s, 90 images/s, where one process
-    # made 50 (and two threads in one process fewer than one). It waits for the decoder
-    # and CLIP image stages so as to have both cores.
+    # every batch of 32: on this 2-core CPU 2.9 steps/s (92 images/s) alone, 2.4 on
+    # average over a long run beside evaluations, where one process made 50 images/s (and
+    # two threads in one process fewer than one). It waits for the decoder and CLIP image
+    # stages so as to have both cores: about 154 min in all (model card).
     unet_steps=18_000,
     unet_batch=32,
     # lr 1e-3, then lower from these steps
