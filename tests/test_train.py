@@ -334,6 +334,15 @@ def test_encode_captions_encodes_each_distinct_caption_once():
     assert torch.allclose(contexts[row], direct, atol=1e-5)
 
 
+def test_train_rejects_threads_that_do_not_split_the_unet_batch(tmp_path, capsys):
+    out = tmp_path / "mini"
+    argv = ["train", "--quick", "--out", str(out), "--threads", "3"]
+    assert QUICK["unet_batch"] % 3  # one process per thread: 3 cannot share the batch
+    assert cli_main(argv) == 1
+    assert "give a number of threads that divides it" in capsys.readouterr().err
+    assert not (tmp_path / "mini.work").exists() and not out.exists()
+
+
 def test_train_rejects_a_device_it_cannot_use(tmp_path, capsys):
     out = tmp_path / "mini"
     assert cli_main(["train", "--quick", "--out", str(out), "--device", "gpu"]) == 2

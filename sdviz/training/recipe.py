@@ -308,13 +308,20 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
+    cfg = QUICK if args.quick else FULL
+    processes = args.threads if torch.device(args.device).type == "cpu" else 1
+    if args.stage in ("all", "unet") and cfg["unet_batch"] % processes:
+        raise ValueError(
+            f"--threads {args.threads}: the UNet trains in one process per thread, each on an "
+            f"equal slice of its batch of {cfg['unet_batch']}; give a number of threads that "
+            "divides it (1, 2, 4, ...)."
+        )
     torch.set_num_threads(args.threads)
     args.work = args.work or f"{args.out}.work"
     work = Path(args.work)
     if work.exists() and not args.resume and args.stage == "all":
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    cfg = QUICK if args.quick else FULL
     log = log_to(work)
     if args.stage != "all":
         run_stage(args.stage, args, cfg, following_threads(work, args.stage, log))
