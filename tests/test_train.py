@@ -358,7 +358,7 @@ def test_training_target_is_what_the_sampler_inverts(kind):
     # the target the UNet learns must give back x0 and the noise through sdviz.diffusion,
     # which converts model outputs the way the schedulers do
     from sdviz.diffusion import predicted_x0, to_epsilon
-    from sdviz.training.unet import noise_scheduler, training_target
+    from sdviz.training.objective import noise_scheduler, training_target
 
     sched = noise_scheduler()
     gen = torch.Generator().manual_seed(0)
@@ -374,7 +374,7 @@ def test_training_target_is_what_the_sampler_inverts(kind):
 
 
 def test_loss_weights_put_min_snr_on_x0_for_either_target():
-    from sdviz.training.unet import loss_weights, noise_scheduler
+    from sdviz.training.objective import loss_weights, noise_scheduler
 
     abar = noise_scheduler().alphas_cumprod
     snr = abar / (1 - abar)

@@ -7,7 +7,8 @@ text encoder's per-token outputs, as in Stable Diffusion (Rombach et al. 2022).
 10% of captions are replaced by the empty prompt so that the same network also
 predicts unconditional noise: classifier-free guidance (Ho & Salimans 2022).
 Extras for a short CPU budget: Min-SNR-5 loss weighting (Hang et al. 2023) and an
-exponential moving average (EMA) of the weights, which is what gets shipped.
+exponential moving average (EMA) of the weights, which is what gets shipped. The objective
+(targets, loss weights) is in `objective.py`.
 `prediction_type="v_prediction"` trains the UNet to predict v = sqrt(abar) eps -
 sqrt(1 - abar) x_0 instead (Salimans & Ho 2022, as SD 2.x does): at heavy noise, where
 the layout of the picture is decided, its error is the error on x_0, not on eps.
@@ -18,6 +19,8 @@ from __future__ import annotations
 import copy
 import functools
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,11 +29,9 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from transformers import CLIPTextModel
 
-from ..builder import SD_SCHEDULE
 from .data import warmup_lr
+from .objective import loss_weights, noise_scheduler, snr, training_target
 from .parallel import rank_and_size, run_data_parallel, stop_together
-
-PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def build_unet(cross_attention_dim: int, sample_size: int = 16) -> UNet2DConditionModel:
@@ -49,65 +50,6 @@ def build_unet(cross_attention_dim: int, sample_size: int = 16) -> UNet2DConditi
         attention_head_dim=4,
         norm_num_groups=32,
     )
-
-
-def noise_scheduler() -> DDPMScheduler:
-    """SD's training schedule: 1000 steps, scaled_linear betas 0.00085..0.012."""
-    kwargs = {k: v for k, v in SD_SCHEDULE.items() if k != "set_alpha_to_one"}
-    return DDPMScheduler(**kwargs)
-
-
-def _check_prediction_type(prediction_type: str) -> None:
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(
-            f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}."
-        )
-
-
-def training_target(
-    sched: DDPMScheduler,
-    x0: torch.Tensor,
-    noise: torch.Tensor,
-    t: torch.Tensor,
-    prediction_type: str,
-) -> torch.Tensor:
-    """What the UNet learns to output for x_t = sched.add_noise(x0, noise, t).
-
-    x0, noise: (batch, c, h, w); t: (batch,). "epsilon": the noise; "v_prediction":
-    v = sqrt(abar) noise - sqrt(1 - abar) x0 (diffusers' `get_velocity`).
-    """
-    _check_prediction_type(prediction_type)
-    return noise if prediction_type == "epsilon" else sched.get_velocity(x0, noise, t)
-
-
-def loss_weights(
-    snr: torch.Tensor,
-    prediction_type: str = "epsilon",
-    snr_gamma: float | None = 5.0,
-    snr_floor: float = 0.0,
-) -> torch.Tensor:
-    """Per-timestep weights of the squared error on the target (Min-SNR, Hang et al. 2023).
-
-    Min-SNR-gamma weighs the error on x0 by min(snr, gamma); an error on epsilon is snr
-    times one on x0 and an error on v (snr + 1) times, hence the divisions.
-    `snr_floor` raises the x0 weight of the noisiest timesteps to at least that much:
-    where the picture's layout is decided, Min-SNR's weight is only snr (0.005 at t=999).
-    `snr_gamma=None`: weight 1, the plain mean squared error (no floor then).
-    """
-    _check_prediction_type(prediction_type)
-    if snr_floor < 0:
-        raise ValueError(f"snr_floor must be 0 or more, not {snr_floor}.")
-    if snr_gamma is None:
-        if snr_floor:
-            raise ValueError("snr_floor needs snr_gamma: a floor under the plain MSE is unused.")
-        return torch.ones_like(snr)
-    if snr_gamma <= 0 or snr_floor > snr_gamma:
-        raise ValueError(
-            f"snr_gamma must be positive and at least snr_floor, not {snr_gamma} "
-            f"(snr_floor {snr_floor})."
-        )
-    x0_weight = torch.clamp(snr, min=snr_floor, max=snr_gamma)
-    return x0_weight / (snr if prediction_type == "epsilon" else snr + 1)
 
 
 @torch.no_grad()
@@ -194,8 +136,9 @@ def train_unet(
             f"batch {batch} does not split into {processes} equal slices: make it a "
             "multiple of processes."
         )
-    train = functools.partial(
-        _train,
+    sched = noise_scheduler()
+    weight = loss_weights(snr(sched), prediction_type, snr_gamma, snr_floor)  # (T,)
+    job = _Job(
         unet=unet,
         text_encoder=text_encoder,
         latents=latents,
@@ -205,7 +148,7 @@ def train_unet(
         work=work,
         batch=batch,
         lr=lr,
-        lr_drops=lr_drops,
+        lr_drops=tuple(lr_drops),
         uncond_prob=uncond_prob,
         ema_decay=ema_decay,
         snapshot_every=snapshot_every,
@@ -214,9 +157,11 @@ def train_unet(
         seed=seed,
         log=log,
         device=device,
-        weight=loss_weights(_snr(), prediction_type, snr_gamma, snr_floor),  # (T,)
         prediction_type=prediction_type,
+        sched=sched,
+        weight=weight,
     )
+    train = functools.partial(_train, job)
     if processes == 1:
         return train()
     run_data_parallel(train, processes)
@@ -228,30 +173,47 @@ def train_unet(
     return ema.eval(), done
 
 
-def _snr() -> torch.Tensor:
-    """Signal-to-noise ratio abar / (1 - abar) of each training timestep, (T,)."""
-    abar = noise_scheduler().alphas_cumprod
-    return abar / (1 - abar)
+@dataclass(frozen=True)
+class _Job:
+    """`train_unet`'s arguments as one picklable object, for each training process."""
+
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel
+    latents: torch.Tensor  # (n, 4, h, w), scaled
+    ids: torch.Tensor  # (n, L) token ids
+    empty_ids: torch.Tensor  # (1, L) the empty prompt's
+    steps: int
+    work: Path
+    batch: int
+    lr: float
+    lr_drops: tuple[tuple[int, float], ...]
+    uncond_prob: float
+    ema_decay: float
+    snapshot_every: int
+    deadline: float | None
+    resume: bool
+    seed: int
+    log: Callable[[str], None]
+    device: str | torch.device
+    prediction_type: str
+    sched: DDPMScheduler  # noises the latents
+    weight: torch.Tensor  # (T,) loss weight of each timestep
 
 
-def _train(
-    unet, text_encoder, latents, ids, empty_ids, steps, work, batch, lr, lr_drops,
-    uncond_prob, ema_decay, snapshot_every, deadline, resume, seed, log, device, weight,
-    prediction_type,
-) -> tuple[UNet2DConditionModel, int]:  # fmt: skip
+def _train(job: _Job) -> tuple[UNet2DConditionModel, int]:
     """`train_unet`'s loop, in this process (rank 0 of 1) or in each of a data-parallel group."""
     rank, size = rank_and_size()
-    if size > 1:  # the processes were handed tensors in shared memory: own the weights
-        unet = copy.deepcopy(unet)
-    sched = noise_scheduler()
+    # the processes were handed tensors in shared memory: each must own its weights
+    unet = copy.deepcopy(job.unet) if size > 1 else job.unet
+    sched, work, batch, log, device = job.sched, job.work, job.batch, job.log, job.device
     work.mkdir(parents=True, exist_ok=True)
     unet.to(device)
     model = DistributedDataParallel(unet) if size > 1 else unet  # averages the gradients
     ema = copy.deepcopy(unet).requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(unet.parameters(), lr=job.lr, weight_decay=0.01)
     start = 0
     state_path = work / "unet_state.pt"
-    if resume and state_path.exists():
+    if job.resume and state_path.exists():
         state = torch.load(state_path, weights_only=False, map_location=device)
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
@@ -259,10 +221,10 @@ def _train(
         start = state["step"]
         if rank == 0:
             log(f"resumed UNet training at step {start}")
-    text_encoder.requires_grad_(False).eval().to(device)
+    job.text_encoder.requires_grad_(False).eval().to(device)
     with torch.no_grad():
-        empty = text_encoder(empty_ids.to(device)).last_hidden_state  # (1, L, d)
-        contexts, row_context = encode_captions(text_encoder, ids, device)
+        empty = job.text_encoder(job.empty_ids.to(device)).last_hidden_state  # (1, L, d)
+        contexts, row_context = encode_captions(job.text_encoder, job.ids, device)
     unet.train()
     t0, step = time.time(), start
 
@@ -282,40 +244,40 @@ def _train(
         weights = {k: v.cpu() for k, v in ema.state_dict().items()}
         save_file(weights, work / f"unet_ema_{step:06d}.safetensors")
 
-    for step in range(start, steps):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(len(latents), (batch,), generator=gen)
-        noise = torch.randn((batch, *latents.shape[1:]), generator=gen)
+    for step in range(start, job.steps):
+        gen = torch.Generator().manual_seed(job.seed * 1_000_003 + step)
+        idx = torch.randint(len(job.latents), (batch,), generator=gen)
+        noise = torch.randn((batch, *job.latents.shape[1:]), generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
-        drop = torch.rand(batch, generator=gen) < uncond_prob
+        drop = torch.rand(batch, generator=gen) < job.uncond_prob
         mine = slice(rank, None, size)  # this process's slice of the batch
         idx, noise, t, drop = idx[mine], noise[mine], t[mine], drop[mine]
-        x0 = latents[idx].float()  # (batch / size, 4, h, w)
+        x0 = job.latents[idx].float()  # (batch / size, 4, h, w)
         xt = sched.add_noise(x0, noise, t).to(device)
-        target = training_target(sched, x0, noise, t, prediction_type)
-        target, w = target.to(device), weight[t].to(device)
+        target = training_target(sched, x0, noise, t, job.prediction_type)
+        target, w = target.to(device), job.weight[t].to(device)
         ctx = contexts[row_context[idx]].to(device)  # (batch, L, d): a copy
         ctx[drop.to(device)] = empty[0]
         pred = model(xt, t.to(device), encoder_hidden_states=ctx).sample
         loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * w).mean()
-        lrs = [lr] + [r for s, r in sorted(lr_drops) if step >= s]
+        lrs = [job.lr] + [r for s, r in sorted(job.lr_drops) if step >= s]
         for g in opt.param_groups:
             g["lr"] = lrs[-1] * warmup_lr(step, 300)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        _ema_update(ema, unet, min(ema_decay, (1 + step) / (10 + step)))
+        _ema_update(ema, unet, min(job.ema_decay, (1 + step) / (10 + step)))
         if step % 50 == 0 and rank == 0:
             rate = (step + 1 - start) / (time.time() - t0)
-            log(f"unet step {step}/{steps} loss {loss.item():.4f} {rate:.2f} it/s")
-        if (step + 1) % snapshot_every == 0:
+            log(f"unet step {step}/{job.steps} loss {loss.item():.4f} {rate:.2f} it/s")
+        if (step + 1) % job.snapshot_every == 0:
             save(step + 1)
-        if deadline is not None and stop_together(time.time() > deadline):
+        if job.deadline is not None and stop_together(time.time() > job.deadline):
             if rank == 0:
                 log(f"deadline reached at step {step + 1}")
             save(step + 1)
             return ema.eval(), step + 1
-    if steps > start and steps % snapshot_every:
-        save(steps)
-    return ema.eval(), max(steps, start)
+    if job.steps > start and job.steps % job.snapshot_every:
+        save(job.steps)
+    return ema.eval(), max(job.steps, start)
