@@ -278,6 +278,34 @@ def test_train_unet_on_the_test_device(tmp_path, device):
     assert any(not torch.equal(snap[k], v) for k, v in start.items())
 
 
+def test_a_stopped_unet_run_keeps_its_clock_for_the_resumed_one(tmp_path):
+    # A killed run writes no record.json entry; its time must come from the resumable state.
+    from sdviz.builder import tiny_pipeline
+    from sdviz.training.data import tokenize
+    from sdviz.training.unet import train_unet
+    from sdviz.training.workdir import previous_seconds, record
+
+    pipe = tiny_pipeline()
+    c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+    latents = torch.randn(4, c, s, s)
+    ids, empty = tokenize(pipe.tokenizer, ["a red circle"] * 4), tokenize(pipe.tokenizer, [""])
+    assert previous_seconds(tmp_path, "unet") == 0.0  # nothing run yet
+    seconds = []
+    for steps in (2, 4):  # the second call resumes the first, as after a kill
+        train_unet(
+            pipe.unet, pipe.text_encoder, latents, ids, empty, steps, tmp_path, batch=2,
+            snapshot_every=2, resume=True, log=print,
+        )  # fmt: skip
+        state = torch.load(tmp_path / "unet_state.pt", weights_only=False)
+        assert state["step"] == steps
+        seconds.append(state["seconds"])
+    assert 0.0 < seconds[0] < seconds[1]  # the resumed run counted on from the stopped one
+    assert previous_seconds(tmp_path, "unet") == seconds[1]
+    assert previous_seconds(tmp_path, "vae") == 0.0  # other stages do not resume part-way
+    record(tmp_path, "unet_seconds", 1234.5)  # a finished stage's own record wins
+    assert previous_seconds(tmp_path, "unet") == 1234.5
+
+
 def test_data_parallel_unet_training_takes_the_same_steps_as_one_process(tmp_path):
     # Two processes that each take half of every batch and average their gradients must
     # end where one process on the whole batches ends (same draws, same optimizer steps).

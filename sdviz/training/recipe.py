@@ -116,7 +116,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
     # wall-clock budget shared by the UNet stage and the stages run beside it
     deadline = time.time() + 60 * args.unet_minutes if args.unet_minutes else None
     torch.manual_seed(seed)
-    t0 = time.time()
+    t0, before = time.time(), previous_seconds(work, stage)  # before: a stopped run's time
     images, captions = data.make_dataset(work, cfg["images"], seed=seed, workers=args.threads)
     tokenizer = data.make_tokenizer(work, seed=seed)
     if stage == "data":
@@ -244,7 +244,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: dict, log) -> None:
     else:
         log(f"{stage}: already done in {work}, skipped")
         return
-    record(work, f"{stage}_seconds", round(time.time() - t0 + previous_seconds(work, stage), 1))
+    record(work, f"{stage}_seconds", round(time.time() - t0 + before, 1))
     log(f"{stage}: done in {time.time() - t0:.0f} s")
 
 

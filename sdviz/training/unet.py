@@ -109,7 +109,8 @@ def train_unet(
     The learning rate warms up to `lr`, then steps down: `lr_drops=((4300, 3e-4),)`
     trains at 3e-4 from step 4300 on.
 
-    Saves a resumable state and an EMA snapshot every `snapshot_every` steps under `work`;
+    Saves a resumable state (weights, EMA, optimizer, step, seconds trained so far) and an
+    EMA snapshot every `snapshot_every` steps under `work`;
     stops early (after saving) when `time.time()` passes `deadline`. On another `device`
     (a GPU) the data stays on the CPU and each batch moves; the random draws stay on the
     CPU, so a run is the same batches on any device.
@@ -203,6 +204,7 @@ class _Job:
 def _train(job: _Job) -> tuple[UNet2DConditionModel, int]:
     """`train_unet`'s loop, in this process (rank 0 of 1) or in each of a data-parallel group."""
     rank, size = rank_and_size()
+    began, seconds_before = time.time(), 0.0  # the clock goes on across resumes
     # the processes were handed tensors in shared memory: each must own its weights
     unet = copy.deepcopy(job.unet) if size > 1 else job.unet
     sched, work, batch, log, device = job.sched, job.work, job.batch, job.log, job.device
@@ -218,7 +220,7 @@ def _train(job: _Job) -> tuple[UNet2DConditionModel, int]:
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
-        start = state["step"]
+        start, seconds_before = state["step"], state.get("seconds", 0.0)
         if rank == 0:
             log(f"resumed UNet training at step {start}")
     job.text_encoder.requires_grad_(False).eval().to(device)
@@ -237,6 +239,7 @@ def _train(job: _Job) -> tuple[UNet2DConditionModel, int]:
                 "ema": ema.state_dict(),
                 "opt": opt.state_dict(),
                 "step": step,
+                "seconds": seconds_before + time.time() - began,  # survives a killed run
             },
             work / "unet_state.tmp",
         )

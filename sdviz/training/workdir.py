@@ -105,7 +105,20 @@ def grant_threads(work: Path, stage: str, threads: int) -> None:
 
 
 def previous_seconds(work: Path, stage: str) -> float:
+    """Seconds `stage` already spent in `work` before this run of it.
+
+    Only the UNet stage resumes part-way. Its finished time is in `record.json`; a run
+    that was stopped before it finished (killed, out of time) left its clock in the
+    resumable state (`unet_state.pt`, saved with every snapshot).
+    """
     path = work / "record.json"
-    if stage != "unet" or not path.exists():  # the resumable stage
+    if stage != "unet":  # the resumable stage
         return 0.0
-    return json.loads(path.read_text()).get("unet_seconds", 0.0)
+    if path.exists() and "unet_seconds" in (rec := json.loads(path.read_text())):
+        return rec["unet_seconds"]
+    state = work / "unet_state.pt"
+    if not state.exists():
+        return 0.0
+    import torch
+
+    return float(torch.load(state, weights_only=False, map_location="cpu").get("seconds", 0.0))
