@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
+import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -27,81 +28,77 @@ def read_checksums(card: str) -> dict[str, str]:
     return dict(re.findall(r"^\| `([^`]+\.safetensors)` \| `([0-9a-f]{64})` \|", card, re.M))
 
 
-def _params(folder: Path) -> dict[str, int]:
+def parameter_counts(folder: Path) -> dict[str, int]:
+    """Number of weights in each part (sub-folder) of a pipeline folder, from its safetensors."""
     from safetensors import safe_open
 
     counts = {}
     for p in sorted(folder.rglob("*.safetensors")):
         with safe_open(p, "pt") as f:
             part = str(p.parent.relative_to(folder))
-            counts[part] = sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+            counts[part] = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     return counts
 
 
-def _prod(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
+def _image_and_latent_shape(folder: Path) -> str:
+    """ "64x64 images <-> 4x16x16 latents", from the UNet's and the VAE's configs."""
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    side = unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+    latent = f"{unet['in_channels']}x{unet['sample_size']}x{unet['sample_size']}"
+    return f"{side}x{side} images <-> {latent} latents."
 
 
-def write_model_card(folder: Path, table: str, results: dict, record: dict, notes: str) -> str:
-    """Write `folder/README.md`; returns its text."""
-    sizes = _params(folder)
-    total_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
-    minutes = {k[: -len("_seconds")]: v / 60 for k, v in record.items() if k.endswith("_seconds")}
-    time_rows = "\n".join(f"| {k} | {v:.1f} min |" for k, v in minutes.items())
-    param_rows = "\n".join(f"| {k} | {v / 1e6:.2f} M |" for k, v in sizes.items())
+def write_model_card(
+    folder: Path,
+    *,
+    guidance: float,
+    quality_table: str,
+    sections: Sequence[str] = (),
+    status: str = "",
+) -> str:
+    """Write `folder/README.md` for a trained sdviz-mini pipeline folder; returns its text.
+
+    `quality_table` is `benchmarks/mini_quality.py`'s table, `guidance` the scale it was
+    scored at (the one the card recommends), `status` a summary paragraph under the title
+    and `sections` whole markdown sections (recipe, cost, ...) in order. The parameter
+    counts, folder size and sha256 checksums are measured here, from the files.
+    """
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json).")
+    if not guidance > 0:
+        raise ValueError(f"guidance must be a positive scale, not {guidance}.")
+    size_mb = (
+        sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != "README.md")
+        / 2**20
+    )
+    shape = _image_and_latent_shape(folder)
+    params = "\n".join(f"| {k} | {v / 1e6:.2f} M |" for k, v in parameter_counts(folder).items())
     sums = "\n".join(f"| `{k}` | `{v}` |" for k, v in weight_checksums(folder).items())
-    text = f"""# sdviz-mini
+    parts = [
+        f"""# sdviz-mini
 
 A miniature Stable Diffusion trained from scratch by `sdviz train` on ShapesWorld
 (`sdviz.shapes`): the same three parts and classes as SD — a `CLIPTextModel` text
 encoder (the text tower of a contrastively trained `CLIPModel`, shipped whole in
 `clip/`), a `UNet2DConditionModel` with cross-attention and an `AutoencoderKL` — and
-SD's DDIM scheduler configuration. 64x64 images <-> 4x16x16 latents. Folder size
-{total_mb:.1f} MB. Loads offline with
+SD's DDIM scheduler configuration. {shape} Folder size {size_mb:.1f} MB. Loads offline with
 `StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True)` or `sdviz.load()`.
 
-**Use it at guidance scale {results.get("guidance", "?")}** with 25 steps: small models want
-low guidance; at SD's usual 7.5 the images show the classic over-guidance artefacts
-(see the guidance table below).
-
-It knows only ShapesWorld: one to three circles, squares, triangles or stars in red,
+**Use it at guidance scale {guidance:g}** with 25 steps: small models want low guidance;
+at SD's usual 7.5 the images show the classic over-guidance artefacts.""",
+        status.strip(),
+        """It knows only ShapesWorld: one to three circles, squares, triangles or stars in red,
 orange, yellow, green, blue or purple, small or big, with positions ("at the top")
 and relations ("to the left of"). The colour-shape pairs yellow square, blue
-triangle and purple circle were never shown in training.
-
-## Quality (`python benchmarks/mini_quality.py`, scored from pixels, not with CLIP)
-
-{table}
-
-## Recipe
-
-{notes}
-
-## Training cost
-
-Hardware: {platform.machine()} CPU, 2 cores shared with other jobs, no GPU, fp32,
-PyTorch {results.get("torch", "?")}.
-
-| stage | wall time |
-|---|---|
-{time_rows}
-
-| part | parameters |
-|---|---|
-{param_rows}
-
-## Weight checksums (sha256)
-
-| file | sha256 |
-|---|---|
-{sums}
-"""
+triangle and purple circle were never shown in training.""",
+        "## Quality (`python benchmarks/mini_quality.py`, scored from pixels, not with CLIP)\n\n"
+        + quality_table.strip(),
+        *(section.strip() for section in sections),
+        f"## Parameters\n\n| part | parameters |\n|---|---|\n{params}",
+        f"## Weight checksums (sha256)\n\n| file | sha256 |\n|---|---|\n{sums}",
+    ]
+    text = "\n\n".join(part for part in parts if part) + "\n"
     (folder / "README.md").write_text(text)
     return text
-
-
-def load_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
