@@ -207,11 +207,10 @@ sdviz.figures.clip_similarity(
 # objects from them either. Training with such counterfactuals as extra negatives fixes
 # the text side: sdviz-mini's CLIP was trained that way (`hard_negatives=True` in
 # `sdviz.training.clip`), and `benchmarks/mini_quality.py` reports how often it prefers
-# the true caption. The text side is not the whole story: a UNet first trained on a
-# bag-of-words encoder learns to ignore position words, and sdviz-mini's only started
-# to place things after a fine-tune that showed it captions saying where more often and
-# weighed the noisiest steps, where the layout is decided, more (its model card has the
-# numbers).
+# the true caption. The text side is not the whole story: the UNet must learn to use
+# those words too. sdviz-mini's recipe shows it the captions that say where three times as
+# often and weighs the noisiest steps, where the layout is decided, more; even so it
+# learns order last, in a jump late in training (its model card has the numbers).
 #
 # ## Recap
 #

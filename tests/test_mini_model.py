@@ -75,7 +75,7 @@ def test_shipped_clip_reads_relations_not_a_bag_of_words(benchmark_module):
     mq = benchmark_module("mini_quality")
     clip = CLIPModel.from_pretrained(MODEL / "clip").eval()
     wins = mq.clip_contrasts(clip, CLIPTokenizer.from_pretrained(MODEL / "clip"), n=256)
-    # the CLIP trained without them scored 49% and 84% here, this one 71% and 86%
+    # the CLIP trained without them scored 49% and 84% here, this one 65% and 86%
     assert wins["relation"] >= 0.6 and wins["colours"] >= 0.8, wins
 
 
