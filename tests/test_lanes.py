@@ -1,16 +1,20 @@
 """`sdviz.training.lanes`: the recipe's stages in parallel processes, each after what it needs.
 
 The scheduler runs real processes here, but small ones: each stage is a Python one-liner
-that notes when it started and ended (the real stages run in tests/test_train.py).
+that may wait for files (written by another stage, or by the test) before it ends. Tests
+read the order of events from the scheduler's own record (its log of stages started and
+finished) and make stages overlap with those files, not with sleeps of chosen lengths.
+(The real stages run in tests/test_train.py.)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import re
 import sys
-import time
 
 import pytest
 import torch
@@ -27,35 +31,45 @@ from sdviz.training.lanes import (
     upstream,
 )
 
-# argv: stage, threads, folder, seconds to sleep, exit code
+# argv: stage, threads, folder, exit code, then the files it waits for before it ends
 FAKE_STAGE = """
-import json, sys, time
-stage, threads, folder, sleep, code = sys.argv[1:]
-t0 = time.time()
-time.sleep(float(sleep))
+import json, os, sys, time
+stage, threads, folder, code, *waits = sys.argv[1:]
+with open(os.path.join(folder, stage + ".pid.tmp"), "w") as f:
+    f.write(str(os.getpid()))
+os.replace(os.path.join(folder, stage + ".pid.tmp"), os.path.join(folder, stage + ".pid"))
+for name in waits:
+    for _ in range(1200):  # a minute at most (a stuck test), then say so and fail
+        if os.path.exists(os.path.join(folder, name)):
+            break
+        time.sleep(0.05)
+    else:
+        open(os.path.join(folder, stage + ".timeout"), "w").close()
+        sys.exit(9)
 if int(code):
     sys.exit(int(code))
-with open(f"{folder}/{stage}.json", "w") as f:
-    json.dump({"start": t0, "end": time.time(), "threads": int(threads)}, f)
+with open(os.path.join(folder, stage + ".json"), "w") as f:
+    json.dump({"threads": int(threads)}, f)
 """
+POLL = 0.05  # how often run_lanes looks at its processes (seconds)
 
 
-def fake(folder, sleep=None, codes=None):
+def fake(folder, waits=None, codes=None):
+    """`command` for run_lanes: stage S waits for the files `waits[S]` in `folder`."""
+
     def command(stage: str, threads: int) -> list[str]:
-        pause = (sleep or {}).get(stage, 0.3)
         code = (codes or {}).get(stage, 0)
-        return [
-            sys.executable,
-            "-c",
-            FAKE_STAGE,
-            stage,
-            str(threads),
-            str(folder),
-            str(pause),
-            str(code),
-        ]
+        barriers = (waits or {}).get(stage, ())
+        argv = [stage, str(threads), str(folder), str(code), *barriers]
+        return [sys.executable, "-c", FAKE_STAGE, *argv]
 
     return command
+
+
+def lane_events(messages: list[str]) -> list[tuple[str, str]]:
+    """(stage, "started" or "finished"), in the order run_lanes logged them."""
+    found = (re.match(r"lanes: (\w+) (started|finished)", m) for m in messages)
+    return [m.groups() for m in found if m]
 
 
 def test_needs_cover_the_recipe_and_its_order_is_a_valid_one():
@@ -71,44 +85,48 @@ def test_needs_cover_the_recipe_and_its_order_is_a_valid_one():
 
 
 def test_run_lanes_runs_two_at_once_each_after_what_it_needs(tmp_path):
-    # clip is slow, so the VAE's lane goes on with encode and the decoder meanwhile
-    sleep = {"clip": 2.0, "vae": 0.5}
+    # clip cannot end before the decoder has: only a second lane can take the VAE's
+    # stages through while clip runs (with one, clip would wait for ever and fail)
     messages = []
-    run_lanes(recipe.STAGES, fake(tmp_path, sleep), lanes=2, threads=2, log=messages.append)
-    runs = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in recipe.STAGES}
-    for stage, run in runs.items():
+    command = fake(tmp_path, {"clip": ["decoder.json"]})
+    run_lanes(recipe.STAGES, command, lanes=2, threads=2, log=messages.append, poll=POLL)
+    order = lane_events(messages)
+    assert sorted(order) == sorted(itertools.product(recipe.STAGES, ("started", "finished")))
+    for stage in recipe.STAGES:
         for need in NEEDS[stage]:
-            assert run["start"] >= runs[need]["end"], (stage, need)
-        assert run["threads"] == (2 if runs_alone(stage) else 1), stage
-    events = sorted(
-        [(r["start"], 1) for r in runs.values()] + [(r["end"], -1) for r in runs.values()]
-    )
-    running = [sum(d for _, d in events[: i + 1]) for i in range(len(events))]
+            assert order.index((need, "finished")) < order.index((stage, "started")), stage
+        threads = json.loads((tmp_path / f"{stage}.json").read_text())["threads"]
+        assert threads == (2 if runs_alone(stage) else 1), stage
+    running = itertools.accumulate(1 if what == "started" else -1 for _, what in order)
     assert max(running) == 2
-    # while clip ran, the other lane did the VAE, encode and the decoder
+    # while clip ran, the other lane did the VAE, encode and the decoder (the log says
+    # which processes it found ended at each look, in no order within one look)
     for stage in ("vae", "encode", "decoder"):
-        assert runs[stage]["end"] <= runs["clip"]["end"], stage
-    assert runs["unet"]["start"] >= runs["clip"]["end"]
+        assert order.index(("clip", "started")) < order.index((stage, "finished"))
+        assert order.index((stage, "started")) < order.index(("clip", "finished"))
+    assert order.index(("clip", "finished")) < order.index(("unet", "started"))
     assert "lanes: clip started with 1 thread" in messages
 
 
 def test_one_lane_runs_the_stages_in_order(tmp_path):
-    run_lanes(recipe.STAGES, fake(tmp_path, {}), lanes=1, threads=2, log=lambda m: None)
-    starts = [json.loads((tmp_path / f"{s}.json").read_text())["start"] for s in recipe.STAGES]
-    assert starts == sorted(starts)
+    messages = []
+    run_lanes(recipe.STAGES, fake(tmp_path), lanes=1, threads=2, log=messages.append, poll=POLL)
+    assert lane_events(messages) == [
+        (stage, what) for stage in recipe.STAGES for what in ("started", "finished")
+    ]
+    assert all((tmp_path / f"{stage}.json").exists() for stage in recipe.STAGES)
 
 
 def test_a_failed_stage_stops_the_other_lane_and_what_waits(tmp_path):
-    t0 = time.time()
+    # vae waits for a file that never comes: only being stopped ends it. clip fails once
+    # vae has started.
+    command = fake(tmp_path, {"vae": ["never"], "clip": ["vae.pid"]}, {"clip": 3})
     with pytest.raises(StageFailed, match="stage 'clip' failed .exit code 3.*--resume"):
-        run_lanes(
-            recipe.STAGES,
-            fake(tmp_path, {"vae": 60.0}, {"clip": 3}),
-            lanes=2,
-            threads=2,
-            log=lambda m: None,
-        )
-    assert time.time() - t0 < 30  # vae (60 s) was stopped, not waited for
+        run_lanes(recipe.STAGES, command, lanes=2, threads=2, log=lambda m: None, poll=POLL)
+    pid = int((tmp_path / "vae.pid").read_text())
+    assert not (tmp_path / "vae.timeout").exists()  # stopped, not waited for
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # and gone
     assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["data"]
 
 
@@ -121,7 +139,7 @@ def test_run_lanes_rejects_bad_arguments(tmp_path):
 
 
 def test_a_subset_of_stages_counts_the_others_as_done(tmp_path):
-    run_lanes(["unet", "assemble"], fake(tmp_path), lanes=2, threads=2, log=lambda m: None)
+    run_lanes(["unet", "assemble"], fake(tmp_path), 2, 2, log=lambda m: None, poll=POLL)
     assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["assemble", "unet"]
 
 
@@ -162,16 +180,23 @@ def test_schedule_gives_the_wall_clock_of_the_lanes():
 
 
 def test_run_lanes_starts_the_stages_in_the_order_schedule_says(tmp_path):
-    sleep = {"data": 0.3, "vae": 0.5, "clip": 2.0, "encode": 0.3, "decoder": 2.0}
-    sleep.update(clip_image=0.3, unet=0.5, assemble=0.3)
-    run_lanes(recipe.STAGES, fake(tmp_path, sleep), lanes=2, threads=2, log=lambda m: None)
-    runs = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in recipe.STAGES}
-    planned = schedule(sleep, recipe.STAGES, lanes=2)
+    # One run two ways: planned from stage times, and run with files that make its
+    # stages end in the plan's order (clip after encode, the decoder after clip_image).
+    seconds = {"data": 0.3, "vae": 0.5, "clip": 2.0, "encode": 0.3, "decoder": 2.0}
+    seconds.update(clip_image=0.3, unet=0.5, assemble=0.3)
+    planned = schedule(seconds, recipe.STAGES, lanes=2)
+    waits = {"clip": ["encode.json"], "decoder": ["clip_image.json"]}
+    messages = []
+    run_lanes(
+        recipe.STAGES, fake(tmp_path, waits), lanes=2, threads=2, log=messages.append, poll=POLL
+    )
+    order = lane_events(messages)
+    started = [stage for stage, what in order if what == "started"]
+    assert started == sorted(recipe.STAGES, key=lambda stage: planned[stage][0])
+    # clip_image runs beside the decoder, which the UNet waits for
     assert planned["clip_image"][0] < planned["decoder"][1] == planned["unet"][0]
-    for a in recipe.STAGES:  # starting a process takes a little: compare clear gaps only
-        for b in recipe.STAGES:
-            if planned[b][0] - planned[a][0] >= 0.3:
-                assert runs[a]["start"] < runs[b]["start"], (a, b)
+    assert order.index(("clip_image", "started")) < order.index(("decoder", "finished"))
+    assert order.index(("decoder", "finished")) < order.index(("unet", "started"))
 
 
 def test_recipe_time_benchmark_reads_a_record(tmp_path, capsys, benchmark_module):
@@ -191,23 +216,30 @@ def test_recipe_time_benchmark_reads_a_record(tmp_path, capsys, benchmark_module
 
 
 def test_the_last_stage_left_running_is_granted_every_thread(tmp_path):
-    sleep = {"clip": 1.5}  # others 0.3 s: the VAE lane ends first
-    grants = []
+    # clip and clip_image each end only once granted every thread: the grant's file is
+    # what they wait for (as the real stages take a grant up from a file,
+    # `workdir.following_threads`)
+    messages = []
+
+    def grant(stage: str, threads: int) -> None:
+        messages.append(f"grant: {stage} {threads}")
+        (tmp_path / f"{stage}.granted").write_text(str(threads))
+
+    command = fake(tmp_path, {"clip": ["clip.granted"], "clip_image": ["clip_image.granted"]})
     run_lanes(
-        recipe.STAGES,
-        fake(tmp_path, sleep),
-        lanes=2,
-        threads=2,
-        log=lambda m: None,
-        grant=lambda stage, n: grants.append((stage, n, time.time())),
+        recipe.STAGES, command, lanes=2, threads=2, log=messages.append, grant=grant, poll=POLL
     )
-    runs = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in recipe.STAGES}
     # clip, then clip_image, each alone while the UNet waits for it; the UNet starts
     # with every thread (it runs alone), so it needs no grant
-    assert [(s, n) for s, n, _ in grants] == [("clip", 2), ("clip_image", 2)]
-    (_, _, clip_at), (_, _, image_at) = grants
-    assert runs["decoder"]["end"] <= clip_at <= runs["clip"]["end"]
-    assert runs["clip"]["end"] <= image_at <= runs["clip_image"]["end"]
+    assert [m for m in messages if m.startswith("grant:")] == [
+        "grant: clip 2",
+        "grant: clip_image 2",
+    ]
+    at = messages.index
+    assert at("lanes: decoder finished") < at("grant: clip 2") < at("lanes: clip finished")
+    assert at("lanes: clip finished") < at("grant: clip_image 2")
+    assert at("grant: clip_image 2") < at("lanes: clip_image finished")
+    runs = {s: json.loads((tmp_path / f"{s}.json").read_text()) for s in recipe.STAGES}
     assert runs["unet"]["threads"] == 2 and runs["decoder"]["threads"] == 1
 
 

@@ -1,7 +1,12 @@
-"""`sdviz train --quick`: the whole recipe end to end in under a minute, then load and generate."""
+"""`sdviz train --quick`: the whole recipe end to end, then load and generate.
+
+How long the recipe takes is measured, not tested: `python benchmarks/recipe_time.py WORK`
+prints each stage's time from a run's record.json.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -13,48 +18,75 @@ from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel, CLIPTokenizer
 
 from sdviz.cli import main as cli_main
-from sdviz.training.recipe import FULL, QUICK
-
-# Libraries are imported above, so the timing below measures the recipe itself.
+from sdviz.training.recipe import FULL, QUICK, STAGES
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, device):
     out = tmp_path_factory.mktemp("train") / "mini"
-    t0 = time.perf_counter()
     # one lane: the stages run in this process (tests/test_lanes.py runs them in parallel)
     argv = ["train", "--quick", "--out", str(out), "--threads", "1", "--lanes", "1"]
     argv += ["--device", str(device)]
-    code = cli_main(argv)
-    return out, code, time.perf_counter() - t0
+    return out, cli_main(argv)
 
 
-def test_quick_training_runs_in_under_a_minute(quick_run):
-    out, code, seconds = quick_run
+def test_quick_training_runs_every_stage_and_writes_a_pipeline(quick_run):
+    out, code = quick_run
     assert code == 0
-    assert seconds < 60, f"sdviz train --quick took {seconds:.1f} s"
+    work = json.loads((out.parent / "mini.work" / "record.json").read_text())
+    assert all(f"{stage}_seconds" in work for stage in STAGES)  # each stage ran and was timed
     record = json.loads((out / "training_record.json").read_text())
-    assert record["unet_steps_done"] == QUICK["unet_steps"]
+    assert record["unet_steps_done"] == QUICK.unet_steps
     # the pipeline's UNet is the last EMA snapshot
-    assert record["unet_snapshot"] == f"unet_ema_{QUICK['unet_steps']:06d}.safetensors"
+    assert record["unet_snapshot"] == f"unet_ema_{QUICK.unet_steps:06d}.safetensors"
     # the sampler reads the UNet's output as what the recipe trained it to predict
     scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == record["unet_prediction_type"]
-    assert record["unet_prediction_type"] == FULL["unet_prediction_type"]
+    assert record["unet_prediction_type"] == FULL.unet_prediction_type
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip"):
         assert (out / part).is_dir(), part
     assert not list(out.rglob("*.bin")), "weights must be saved as safetensors"
 
 
+def test_recipe_settings_are_frozen_and_quick_keeps_the_full_objective():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FULL.unet_steps = 1  # type: ignore[misc]
+    changed = {k for k, v in dataclasses.asdict(QUICK).items() if getattr(FULL, k) != v}
+    objective = {"unet_prediction_type", "unet_snr_gamma", "unet_snr_floor"}
+    assert not changed & (objective | {"unet_where_oversample", "clip_hard_negative_lr"})
+    assert all(getattr(QUICK, k) < getattr(FULL, k) for k in changed - {"unet_lr_drops"})
+
+
+def test_seeded_models_are_built_without_the_global_rng():
+    # sdviz.training.live builds its models this way: the weights of torch.manual_seed(3),
+    # from a local generator, the global one neither reseeded nor advanced
+    from sdviz.builder import tiny_pipeline
+    from sdviz.training.clip import build_clip
+    from sdviz.training.seeding import drawing_from
+    from sdviz.training.unet import build_unet
+
+    tokenizer = tiny_pipeline().tokenizer
+    builds = {"unet": lambda: build_unet(32, 8), "clip": lambda: build_clip(tokenizer, 32)}
+    for name, build in builds.items():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(3)
+            reference = build().state_dict()
+        before = torch.get_rng_state()
+        with drawing_from(torch.Generator().manual_seed(3)):
+            weights = build().state_dict()
+        assert torch.equal(torch.get_rng_state(), before), name
+        assert all(torch.equal(v, reference[k]) for k, v in weights.items()), name
+
+
 def test_quick_clip_stage_ends_with_hard_negatives(quick_run):
-    out, _, _ = quick_run
+    out, _ = quick_run
     log = (out.parent / f"{out.name}.work" / "train.log").read_text()
     negatives = [int(n) for n in re.findall(r"clip step \d+/\d+ .*\(\+(\d+) negatives\)", log)]
     assert negatives[0] == 0 and max(negatives) > 0, log  # plain CLIP, then with negatives
 
 
 def test_quick_pipeline_loads_and_generates(quick_run):
-    out, _, _ = quick_run
+    out, _ = quick_run
     pipe = StableDiffusionPipeline.from_pretrained(out, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.vae.config.scaling_factor != 0.18215  # measured on the data
@@ -69,7 +101,7 @@ def test_quick_pipeline_loads_and_generates(quick_run):
 
 
 def test_quick_clip_ranks_with_both_towers(quick_run):
-    out, _, _ = quick_run
+    out, _ = quick_run
     clip = CLIPModel.from_pretrained(out / "clip")
     tok = CLIPTokenizer.from_pretrained(out / "clip")
     ids = tok(["a red circle", "a blue square"], padding="max_length", return_tensors="pt")
@@ -79,7 +111,7 @@ def test_quick_clip_ranks_with_both_towers(quick_run):
 
 
 def test_resume_skips_finished_stages(quick_run):
-    out, _, _ = quick_run
+    out, _ = quick_run
     code = cli_main(
         ["train", "--quick", "--out", str(out), "--resume", "--stage", "vae", "--threads", "1"]
     )
@@ -94,18 +126,19 @@ def test_resume_skips_finished_stages(quick_run):
     (work / "record.json").write_text(json.dumps(rec))
     try:
         argv = ["train", "--quick", "--out", str(out), "--resume", "--stage", "unet"]
+        began = time.time()
         assert cli_main(argv + ["--threads", "1"]) == 0
+        took = time.time() - began  # what the resumed stage may add, at most
         after = json.loads((work / "record.json").read_text())
     finally:
         (work / "record.json").write_text(saved)
     assert after["unet_steps_done"] == rec["unet_steps_done"]  # nothing left to train
-    assert 5000.0 <= after["unet_seconds"] < 5100.0 and after["clip_seconds"] == 1000.0
+    assert 5000.0 <= after["unet_seconds"] <= 5000.0 + took + 0.05  # recorded to 0.1 s
+    assert after["clip_seconds"] == 1000.0
 
 
 def test_the_unet_stage_trains_in_one_process_per_thread(quick_run):
-    import json
-
-    out, _, _ = quick_run
+    out, _ = quick_run
     work = out.parent / "mini.work"
     log = (work / "train.log").read_text()
     assert "unet: 1 process, batch 8" in log  # the quick run's --threads 1
@@ -117,31 +150,30 @@ def test_the_unet_stage_trains_in_one_process_per_thread(quick_run):
         torch.set_num_threads(before)
     assert "unet: 2 processes, batch 8" in (work / "train.log").read_text()
     steps = json.loads((work / "record.json").read_text())["unet_steps_done"]
-    assert steps == QUICK["unet_steps"] and (work / f"unet_ema_{steps:06d}.safetensors").exists()
+    assert steps == QUICK.unet_steps and (work / f"unet_ema_{steps:06d}.safetensors").exists()
 
 
 def test_quick_unet_oversamples_captions_that_say_where(quick_run):
     from sdviz.shapes import says_where
     from sdviz.training import data
 
-    out, _, _ = quick_run
+    out, _ = quick_run
     work = out.parent / "mini.work"
     log = (work / "train.log").read_text()
     said, total, rows = map(
         int, re.search(r"unet: (\d+) of (\d+) captions say where; (\d+) rows", log).groups()
     )
-    _, captions = data.make_dataset(work, QUICK["images"])
+    _, captions = data.make_dataset(work, QUICK.images)
     assert said == sum(map(says_where, captions)) > 0 and total == len(captions)
-    assert rows == total + QUICK["unet_where_oversample"] * said
+    assert rows == total + QUICK.unet_where_oversample * said
 
 
 def test_unet_learning_rate_steps_down(quick_run):
     from sdviz.training.data import warmup_lr
-    from sdviz.training.recipe import QUICK
 
-    out, _, _ = quick_run
+    out, _ = quick_run
     state = torch.load(out.parent / "mini.work" / "unet_state.pt", weights_only=False)
-    (drop_at, dropped), last = QUICK["unet_lr_drops"][-1], state["step"] - 1
+    (drop_at, dropped), last = QUICK.unet_lr_drops[-1], state["step"] - 1
     assert last >= drop_at, "the quick run must pass its learning-rate drop"
     lr = state["opt"]["param_groups"][0]["lr"]
     assert lr == pytest.approx(dropped * warmup_lr(last, 300))
@@ -153,7 +185,7 @@ def test_quick_pipeline_makes_the_latents_its_unet_learned(quick_run):
     from sdviz.autoencoder import encode
     from sdviz.training import data
 
-    out, _, _ = quick_run
+    out, _ = quick_run
     work = out.parent / "mini.work"
     cached = torch.load(work / "latents.pt")
     images, _ = data.make_dataset(work, len(cached["latents"]))
@@ -365,7 +397,7 @@ def test_encode_captions_encodes_each_distinct_caption_once():
 def test_train_rejects_threads_that_do_not_split_the_unet_batch(tmp_path, capsys):
     out = tmp_path / "mini"
     argv = ["train", "--quick", "--out", str(out), "--threads", "3"]
-    assert QUICK["unet_batch"] % 3  # one process per thread: 3 cannot share the batch
+    assert QUICK.unet_batch % 3  # one process per thread: 3 cannot share the batch
     assert cli_main(argv) == 1
     assert "give a number of threads that divides it" in capsys.readouterr().err
     assert not (tmp_path / "mini.work").exists() and not out.exists()

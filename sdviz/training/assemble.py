@@ -34,6 +34,23 @@ def latest_snapshot(work: Path) -> Path:
     return snaps[-1]
 
 
+def _clip_preprocessor(side: int) -> dict[str, Any]:
+    """The `CLIPImageProcessor` settings of the CLIP image tower, which saw pixels in [-1, 1]."""
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": side},
+        "do_center_crop": True,
+        "crop_size": {"height": side, "width": side},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True,
+    }
+
+
 def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = None):
     """Build the StableDiffusionPipeline from the work folder and save it to `out`.
 
@@ -78,20 +95,7 @@ def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = 
     pipe.save_pretrained(out, safe_serialization=True)
     clip.save_pretrained(out / "clip", safe_serialization=True)
     tokenizer.save_pretrained(out / "clip")
-    side = clip.config.vision_config.image_size
-    preprocessor = {  # the CLIP image tower saw pixels scaled to [-1, 1]
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True,
-        "size": {"shortest_edge": side},
-        "do_center_crop": True,
-        "crop_size": {"height": side, "width": side},
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.5, 0.5, 0.5],
-        "image_std": [0.5, 0.5, 0.5],
-        "do_convert_rgb": True,
-    }
+    preprocessor = _clip_preprocessor(clip.config.vision_config.image_size)
     (out / "clip" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=1))
     rec["unet_snapshot"] = (
         str(snapshot.relative_to(work)) if snapshot.is_relative_to(work) else snapshot.name

@@ -125,19 +125,7 @@ def run_lanes(
     per_lane = max(1, threads // lanes)
     try:
         while pending or running:
-            for stage, proc in list(running.items()):
-                code = proc.poll()
-                if code is None:
-                    continue
-                del running[stage]
-                if code != 0:
-                    raise StageFailed(
-                        f"stage {stage!r} failed (exit code {code}); its messages are above "
-                        "and in the work folder's train.log. Stages that finished are kept: "
-                        "run again with --resume to go on from there."
-                    )
-                done.add(stage)
-                log(f"lanes: {stage} finished")
+            _collect_finished(running, done, log)
             for stage in ready(pending, done, needs):
                 if len(running) >= lanes:
                     break
@@ -160,3 +148,25 @@ def run_lanes(
             proc.terminate()
         for proc in running.values():
             proc.wait()
+
+
+def _collect_finished(
+    running: dict[str, subprocess.Popen], done: set[str], log: Callable[[str], None]
+) -> None:
+    """Move the stages whose processes have ended from `running` to `done`.
+
+    Raises StageFailed for one that failed (it is no longer in `running`).
+    """
+    for stage, proc in list(running.items()):
+        code = proc.poll()
+        if code is None:
+            continue
+        del running[stage]
+        if code != 0:
+            raise StageFailed(
+                f"stage {stage!r} failed (exit code {code}); its messages are above "
+                "and in the work folder's train.log. Stages that finished are kept: "
+                "run again with --resume to go on from there."
+            )
+        done.add(stage)
+        log(f"lanes: {stage} finished")

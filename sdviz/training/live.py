@@ -26,6 +26,7 @@ import torch
 from ..shapes import ShapesWorld
 from .clip import build_clip
 from .data import to_tensor, tokenize, warmup_lr
+from .seeding import drawing_from
 from .unet import build_unet
 
 CLIP_TEXT_POSITIONS = 32  # CLIP's text attention is causal: shorter padding is exact
@@ -85,8 +86,7 @@ def train_noise_predictor(
     _check(steps, batch, n_images)
     latents, embeds = _training_data(pipe, n_images, seed)
     c, h, w = latents.shape[1:]
-    with torch.random.fork_rng(devices=[]):  # seeded init, global RNG left alone
-        torch.manual_seed(seed)
+    with drawing_from(torch.Generator().manual_seed(seed)):  # seeded init, global RNG unused
         unet = build_unet(cross_attention_dim=embeds.shape[-1], sample_size=h)
     if unet.config.in_channels != c:
         raise ValueError(
@@ -134,8 +134,7 @@ def train_small_clip(
     _check(steps, batch, n_images)
     images, captions = ShapesWorld(size=image_size, split="train", seed=seed).batch(0, n_images)
     ids = tokenize(tokenizer, captions)[:, :CLIP_TEXT_POSITIONS]  # (n, positions)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with drawing_from(torch.Generator().manual_seed(seed)):
         clip = build_clip(tokenizer, image_size=image_size).train()
     opt = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.05)
     rng = np.random.default_rng(seed)

@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
+from torch.nn import Module
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
 from transformers import CLIPTextModel
 
 from .data import warmup_lr
@@ -125,18 +127,7 @@ def train_unet(
     batches whatever their number. `log` must then be picklable (`print`,
     `workdir.log_to`); only the first process logs and saves.
     """
-    if processes < 1:
-        raise ValueError(f"processes must be at least 1, not {processes}.")
-    if processes > 1 and torch.device(device).type != "cpu":
-        raise ValueError(
-            f"processes={processes} splits batches over CPU cores; on {device} train with "
-            "processes=1."
-        )
-    if batch % processes:
-        raise ValueError(
-            f"batch {batch} does not split into {processes} equal slices: make it a "
-            "multiple of processes."
-        )
+    _check_processes(processes, device, batch)
     sched = noise_scheduler()
     weight = loss_weights(snr(sched), prediction_type, snr_gamma, snr_floor)  # (T,)
     job = _Job(
@@ -174,6 +165,22 @@ def train_unet(
     return ema.eval(), done
 
 
+def _check_processes(processes: int, device: str | torch.device, batch: int) -> None:
+    """Refuse a data-parallel setting that `train_unet` cannot run."""
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, not {processes}.")
+    if processes > 1 and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"processes={processes} splits batches over CPU cores; on {device} train with "
+            "processes=1."
+        )
+    if batch % processes:
+        raise ValueError(
+            f"batch {batch} does not split into {processes} equal slices: make it a "
+            "multiple of processes."
+        )
+
+
 @dataclass(frozen=True)
 class _Job:
     """`train_unet`'s arguments as one picklable object, for each training process."""
@@ -204,25 +211,16 @@ class _Job:
 def _train(job: _Job) -> tuple[UNet2DConditionModel, int]:
     """`train_unet`'s loop, in this process (rank 0 of 1) or in each of a data-parallel group."""
     rank, size = rank_and_size()
-    began, seconds_before = time.time(), 0.0  # the clock goes on across resumes
+    began = time.time()  # the clock goes on across resumes
     # the processes were handed tensors in shared memory: each must own its weights
     unet = copy.deepcopy(job.unet) if size > 1 else job.unet
-    sched, work, batch, log, device = job.sched, job.work, job.batch, job.log, job.device
+    sched, work, log, device = job.sched, job.work, job.log, job.device
     work.mkdir(parents=True, exist_ok=True)
     unet.to(device)
     model = DistributedDataParallel(unet) if size > 1 else unet  # averages the gradients
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=job.lr, weight_decay=0.01)
-    start = 0
-    state_path = work / "unet_state.pt"
-    if job.resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False, map_location=device)
-        unet.load_state_dict(state["unet"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        start, seconds_before = state["step"], state.get("seconds", 0.0)
-        if rank == 0:
-            log(f"resumed UNet training at step {start}")
+    start, seconds_before = _resume(job, unet, ema, opt, rank)
     job.text_encoder.requires_grad_(False).eval().to(device)
     with torch.no_grad():
         empty = job.text_encoder(job.empty_ids.to(device)).last_hidden_state  # (1, L, d)
@@ -231,30 +229,11 @@ def _train(job: _Job) -> tuple[UNet2DConditionModel, int]:
     t0, step = time.time(), start
 
     def save(step: int) -> None:
-        if rank:  # every process holds the same weights
-            return
-        torch.save(
-            {
-                "unet": unet.state_dict(),
-                "ema": ema.state_dict(),
-                "opt": opt.state_dict(),
-                "step": step,
-                "seconds": seconds_before + time.time() - began,  # survives a killed run
-            },
-            work / "unet_state.tmp",
-        )
-        (work / "unet_state.tmp").replace(state_path)
-        weights = {k: v.cpu() for k, v in ema.state_dict().items()}
-        save_file(weights, work / f"unet_ema_{step:06d}.safetensors")
+        if rank == 0:  # every process holds the same weights
+            _save_state(work, unet, ema, opt, step, seconds_before + time.time() - began)
 
     for step in range(start, job.steps):
-        gen = torch.Generator().manual_seed(job.seed * 1_000_003 + step)
-        idx = torch.randint(len(job.latents), (batch,), generator=gen)
-        noise = torch.randn((batch, *job.latents.shape[1:]), generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
-        drop = torch.rand(batch, generator=gen) < job.uncond_prob
-        mine = slice(rank, None, size)  # this process's slice of the batch
-        idx, noise, t, drop = idx[mine], noise[mine], t[mine], drop[mine]
+        idx, noise, t, drop = _draw(job, step, rank, size)
         x0 = job.latents[idx].float()  # (batch / size, 4, h, w)
         xt = sched.add_noise(x0, noise, t).to(device)
         target = training_target(sched, x0, noise, t, job.prediction_type)
@@ -284,3 +263,43 @@ def _train(job: _Job) -> tuple[UNet2DConditionModel, int]:
     if job.steps > start and job.steps % job.snapshot_every:
         save(job.steps)
     return ema.eval(), max(job.steps, start)
+
+
+def _resume(job: _Job, unet: Module, ema: Module, opt: Optimizer, rank: int) -> tuple[int, float]:
+    """(step, seconds trained) to go on from: the resumable state's, loaded into `unet`,
+    `ema` and `opt`, when `job.resume` and there is one; else (0, 0.0)."""
+    state_path = job.work / "unet_state.pt"
+    if not (job.resume and state_path.exists()):
+        return 0, 0.0
+    state = torch.load(state_path, weights_only=False, map_location=job.device)
+    unet.load_state_dict(state["unet"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["opt"])
+    if rank == 0:
+        job.log(f"resumed UNet training at step {state['step']}")
+    return state["step"], state.get("seconds", 0.0)
+
+
+def _draw(job: _Job, step: int, rank: int, size: int) -> tuple[torch.Tensor, ...]:
+    """`step`'s batch (rows, noise, timesteps, captions dropped), drawn alike in every
+    process from the step's own seed; returns this process's slice of it."""
+    batch = job.batch
+    gen = torch.Generator().manual_seed(job.seed * 1_000_003 + step)
+    idx = torch.randint(len(job.latents), (batch,), generator=gen)
+    noise = torch.randn((batch, *job.latents.shape[1:]), generator=gen)
+    t = torch.randint(0, job.sched.config.num_train_timesteps, (batch,), generator=gen)
+    drop = torch.rand(batch, generator=gen) < job.uncond_prob
+    mine = slice(rank, None, size)  # this process's slice of the batch
+    return idx[mine], noise[mine], t[mine], drop[mine]
+
+
+def _save_state(
+    work: Path, unet: Module, ema: Module, opt: Optimizer, step: int, seconds: float
+) -> None:
+    """The resumable state (with the seconds trained, which survive a killed run) and an
+    EMA snapshot of `step`."""
+    models = {"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}
+    torch.save({**models, "step": step, "seconds": seconds}, work / "unet_state.tmp")
+    (work / "unet_state.tmp").replace(work / "unet_state.pt")
+    weights = {k: v.cpu() for k, v in ema.state_dict().items()}
+    save_file(weights, work / f"unet_ema_{step:06d}.safetensors")

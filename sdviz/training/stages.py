@@ -1,0 +1,242 @@
+"""The stages of `sdviz train`, one function each, and `run_stage`, which runs one by name.
+
+Every stage gets the same `_Stage` (the run's settings, the training images, captions
+and tokenizer) and saves its result under the work folder. A stage whose result is
+already there (`RESULT`) is skipped, so that an interrupted run resumes; `data`, `unet`
+(which resumes from its own snapshots) and `assemble` always run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .assemble import assemble_pipeline, text_encoder_from_clip
+from .config import RecipeConfig
+from .workdir import log_to, previous_seconds, record
+
+# torch, diffusers and transformers are imported inside the functions, so that building
+# the `sdviz` command line (which imports `sdviz.training.recipe`) stays fast.
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """What every stage is given: the run's settings and its training data."""
+
+    work: Path
+    out: Path
+    seed: int
+    device: str
+    deadline: float | None  # wall clock shared by the UNet stage and those run beside it
+    cfg: RecipeConfig
+    log: Callable[[str], None]
+    images: Any  # (n, 64, 64, 3) uint8
+    captions: list[str]
+    tokenizer: Any  # CLIPTokenizer
+
+
+def _stage_data(s: _Stage) -> None:
+    s.log(f"data: {len(s.images)} images, vocabulary {len(s.tokenizer)}")
+
+
+def _stage_vae(s: _Stage) -> None:
+    from . import vae as vae_mod
+
+    vae = vae_mod.train_vae(
+        vae_mod.build_vae(s.images.shape[1]),
+        s.images,
+        s.cfg.vae_steps,
+        batch=s.cfg.vae_batch,
+        seed=s.seed,
+        log=s.log,
+    )
+    vae.save_pretrained(s.work / "vae")
+
+
+def _stage_clip(s: _Stage) -> None:
+    from . import clip as clip_mod
+
+    data = (s.tokenizer, s.images, s.captions)
+    clip = clip_mod.build_clip(s.tokenizer, s.images.shape[1])
+    clip = clip_mod.train_clip(
+        clip, *data, s.cfg.clip_steps, batch=s.cfg.clip_batch, seed=s.seed, log=s.log
+    )
+    clip = clip_mod.train_clip(  # so that the text tower reads relations
+        clip,
+        *data,
+        s.cfg.clip_hard_negative_steps,
+        batch=s.cfg.clip_hard_negative_batch,
+        lr=s.cfg.clip_hard_negative_lr,
+        seed=s.seed + 1,
+        hard_negatives=True,
+        warmup=100,
+        log=s.log,
+    )
+    clip.save_pretrained(s.work / "clip")
+
+
+def _stage_encode(s: _Stage) -> None:
+    import torch
+    from diffusers import AutoencoderKL
+
+    from . import data
+    from . import vae as vae_mod
+
+    vae = AutoencoderKL.from_pretrained(s.work / "vae")
+    lat = vae_mod.encode_all(vae, s.images)  # (n, c, h, w) posterior means
+    mean, std = vae_mod.channel_stats(lat)
+    target = float(lat.float().std())  # keep the overall spread: only balance channels
+    lat = (lat - mean[:, None, None]) / std[:, None, None] * target
+    sf = vae_mod.measure_scaling_factor(lat)
+    s.log(
+        f"encode: latents {tuple(lat.shape)}, channel means {mean.tolist()} and stds "
+        f"{std.tolist()} balanced to 0 and {target:.4f} -> scaling_factor {sf:.4f}"
+    )
+    torch.save(
+        {
+            "latents": (lat * sf).half(),
+            "scaling_factor": sf,
+            "ids": data.tokenize(s.tokenizer, s.captions),
+            # folded into the VAE at assembly (vae.balance_channels)
+            "channel_mean": mean,
+            "channel_std": std,
+            "channel_target": target,
+        },
+        s.work / "latents.pt",
+    )
+
+
+def _fine_tune(
+    s: _Stage, train: Callable, model: Any, data: tuple, steps: int, batch: int, to: str
+) -> None:
+    """Train a saved model further with `train(model, *data, steps, ...)`, within the
+    run's deadline, and save it as `to` in the work folder."""
+    model = train(model, *data, steps, batch=batch, seed=s.seed, log=s.log, deadline=s.deadline)
+    model.save_pretrained(s.work / to)
+
+
+def _stage_decoder(s: _Stage) -> None:
+    from diffusers import AutoencoderKL
+
+    from .vae import finetune_decoder
+
+    vae = AutoencoderKL.from_pretrained(s.work / "vae")
+    steps, batch = s.cfg.decoder_steps, s.cfg.decoder_batch
+    _fine_tune(s, finetune_decoder, vae, (s.images,), steps, batch, "vae_decoder")
+
+
+def _stage_clip_image(s: _Stage) -> None:
+    from transformers import CLIPModel
+
+    from .clip import finetune_image_tower
+
+    clip = CLIPModel.from_pretrained(s.work / "clip")
+    data = (s.tokenizer, s.images, s.captions)
+    steps, batch = s.cfg.clip_image_steps, s.cfg.clip_batch
+    _fine_tune(s, finetune_image_tower, clip, data, steps, batch, "clip_image")
+
+
+def _stage_unet(s: _Stage) -> None:
+    import torch
+    from transformers import CLIPModel
+
+    from ..shapes import says_where
+    from . import data
+    from . import unet as unet_mod
+
+    cfg, log = s.cfg, s.log
+    cached = torch.load(s.work / "latents.pt")
+    text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(s.work / "clip"))
+    unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
+    where = torch.tensor([i for i, c in enumerate(s.captions) if says_where(c)], dtype=torch.long)
+    rows = torch.cat([torch.arange(len(s.captions))] + [where] * cfg.unet_where_oversample)
+    log(f"unet: {len(where)} of {len(s.captions)} captions say where; {len(rows)} rows")
+    # data-parallel on the CPU: one process per thread it was given (each on one thread)
+    processes = torch.get_num_threads() if torch.device(s.device).type == "cpu" else 1
+    log(f"unet: {processes} process{'es' * (processes > 1)}, batch {cfg.unet_batch}")
+    _, done = unet_mod.train_unet(
+        unet,
+        text_encoder,
+        cached["latents"][rows],
+        cached["ids"][rows],
+        data.tokenize(s.tokenizer, [""]),
+        cfg.unet_steps,
+        s.work,
+        batch=cfg.unet_batch,
+        lr_drops=cfg.unet_lr_drops,
+        snapshot_every=cfg.snapshot_every,
+        deadline=s.deadline,
+        resume=True,
+        seed=s.seed,
+        log=log_to(s.work),  # picklable, for the processes (no thread grants to follow)
+        device=s.device,
+        prediction_type=cfg.unet_prediction_type,
+        snr_gamma=cfg.unet_snr_gamma,
+        snr_floor=cfg.unet_snr_floor,
+        processes=processes,
+    )
+    record(s.work, "unet_steps_done", done)
+    record(s.work, "unet_prediction_type", cfg.unet_prediction_type)
+
+
+def _stage_assemble(s: _Stage) -> None:
+    assemble_pipeline(s.work, s.out, s.log)
+
+
+# in priority order: when two stages could start, the earlier one does (`lanes.run_lanes`)
+STAGE_FUNCTIONS: dict[str, Callable[[_Stage], None]] = {
+    "data": _stage_data,
+    "vae": _stage_vae,
+    "clip": _stage_clip,
+    "encode": _stage_encode,
+    "decoder": _stage_decoder,
+    "clip_image": _stage_clip_image,
+    "unet": _stage_unet,
+    "assemble": _stage_assemble,
+}
+STAGES = tuple(STAGE_FUNCTIONS)
+# what a stage saves in the work folder: when it is there, the stage is skipped
+RESULT = {
+    "vae": "vae",
+    "clip": "clip",
+    "encode": "latents.pt",
+    "decoder": "vae_decoder",
+    "clip_image": "clip_image",
+}
+
+
+def run_stage(stage: str, args: argparse.Namespace, cfg: RecipeConfig, log) -> None:
+    """Run one stage of `sdviz train` (`args` from its command line) and record its time."""
+    import torch
+
+    from . import data
+
+    work, seed = Path(args.work), args.seed
+    deadline = time.time() + 60 * args.unet_minutes if args.unet_minutes else None
+    torch.manual_seed(seed)  # the stage's models start from seeded weights
+    t0, before = time.time(), previous_seconds(work, stage)  # before: a stopped run's time
+    images, captions = data.make_dataset(work, cfg.images, seed=seed, workers=args.threads)
+    tokenizer = data.make_tokenizer(work, seed=seed)
+    if stage in RESULT and (work / RESULT[stage]).exists():
+        log(f"{stage}: already done in {work}, skipped")
+        return
+    STAGE_FUNCTIONS[stage](
+        _Stage(
+            work=work,
+            out=Path(args.out),
+            seed=seed,
+            device=args.device,
+            deadline=deadline,
+            cfg=cfg,
+            log=log,
+            images=images,
+            captions=captions,
+            tokenizer=tokenizer,
+        )
+    )
+    record(work, f"{stage}_seconds", round(time.time() - t0 + before, 1))
+    log(f"{stage}: done in {time.time() - t0:.0f} s")
