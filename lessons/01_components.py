@@ -107,13 +107,13 @@ run
 # vector that depends on the whole sentence.
 
 # %%
-n = run["text.n_tokens"]
+n = run["tokenizer.n_tokens"]
 print("tokens:", run.words)
-print("ids:   ", run["text.input_ids"][:n].tolist())
-print(f"{n} real tokens, padded to {run['text.input_ids'].shape[0]}")
+print("ids:   ", run["tokenizer.input_ids"][:n].tolist())
+print(f"{n} real tokens, padded to {run['tokenizer.input_ids'].shape[0]}")
 print(
     "token ids",
-    tuple(run["text.input_ids"].shape),
+    tuple(run["tokenizer.input_ids"].shape),
     "→ embeddings",
     tuple(run["text_encoder.prompt_embeds"].shape),
 )
@@ -127,10 +127,10 @@ print(
 # the latents entering every step, and the final ones:
 
 # %%
-latents = run["unet.latents"]  # (steps + 1, channels, height, width)
+latents = run["denoiser.latents"]  # (steps + 1, channels, height, width)
 print("latents through the loop:", tuple(latents.shape))
-print("noise predictions:       ", tuple(run["unet.noise_pred"].shape))
-print("timesteps visited:       ", run["step.t"].int().tolist())
+print("noise predictions:       ", tuple(run["denoiser.noise_pred"].shape))
+print("timesteps visited:       ", run["scheduler.step_timestep"].int().tolist())
 
 # %% [markdown]
 # The UNet is an encoder–decoder with skip connections: it shrinks the latent to coarse

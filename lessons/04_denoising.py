@@ -63,8 +63,8 @@ print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising
 
 # %%
 run = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE)
-print(run["scheduler.name"], "visited t =", run["step.t"].int().tolist())
-print("ᾱ_t at those steps:", [round(a, 3) for a in run["step.alpha_bar"].tolist()])
+print(run["scheduler.name"], "visited t =", run["scheduler.step_timestep"].int().tolist())
+print("ᾱ_t at those steps:", [round(a, 3) for a in run["scheduler.step_alpha_bar"].tolist()])
 
 # %% [markdown]
 # The film strip decodes x_t (top) and x̂0 (bottom) at a few steps. Early on, x_t is noise
@@ -94,27 +94,29 @@ sdviz.widgets.DenoisingExplorer(run, pipe)
 
 # %%
 k = STEPS // 2
-x_t, t = run["unet.latents"][k], int(run["step.t"][k])
+x_t, t = run["denoiser.latents"][k], int(run["scheduler.step_timestep"][k])
 step = sdviz.denoise_step(
-    pipe, x_t, t, PROMPT, guidance_scale=run["guidance_scale"], num_inference_steps=STEPS
+    pipe, x_t, t, PROMPT, guidance_scale=run["pipeline.guidance_scale"], num_inference_steps=STEPS
 )
 print(f"step {k}: t = {t} → next t = {step['prev_t']}")
 print(
     "noise prediction, largest difference to the run:",
-    float((step["noise_pred"] - run["unet.noise_pred"][k]).abs().max()),
+    float((step["noise_pred"] - run["denoiser.noise_pred"][k]).abs().max()),
 )
 print(
     "next latent,      largest difference to the run:",
-    float((step["prev_sample"] - run["unet.latents"][k + 1]).abs().max()),
+    float((step["prev_sample"] - run["denoiser.latents"][k + 1]).abs().max()),
 )
 
 # %% [markdown]
 # And x̂0 really is the forward formula solved for x_0:
 
 # %%
-abar = run["step.alpha_bar"][k]
-x0_by_hand = (x_t - (1 - abar).sqrt() * run["unet.noise_pred"][k]) / abar.sqrt()
-print("largest difference:", float((x0_by_hand - run["unet.pred_original_sample"][k]).abs().max()))
+abar = run["scheduler.step_alpha_bar"][k]
+x0_by_hand = (x_t - (1 - abar).sqrt() * run["denoiser.noise_pred"][k]) / abar.sqrt()
+print(
+    "largest difference:", float((x0_by_hand - run["denoiser.pred_original_sample"][k]).abs().max())
+)
 
 # %% [markdown]
 # ## What each step removes
@@ -123,7 +125,7 @@ print("largest difference:", float((x0_by_hand - run["unet.pred_original_sample"
 # UNet's guess x̂0, to the final latent:
 
 # %%
-latents, x0_hat = run["unet.latents"], run["unet.pred_original_sample"]
+latents, x0_hat = run["denoiser.latents"], run["denoiser.pred_original_sample"]
 final = latents[-1]
 print(
     "x_t  to the final latent:",
@@ -164,7 +166,7 @@ run_dpm = sdviz.generate(pipe, PROMPT, steps=STEPS // 2, seed=SEED, guidance_sca
 pipe.scheduler = original
 print(
     *[
-        f"{r['scheduler.name']:>28}: {r['num_inference_steps']} steps, mean |difference| to "
+        f"{r['scheduler.name']:>28}: {r['pipeline.num_inference_steps']} steps, mean |difference| to "
         f"{run['scheduler.name']}: {float((r['vae.image'] - run['vae.image']).abs().mean()):.3f}"
         for r in (run_euler, run_dpm)
     ],
@@ -193,7 +195,7 @@ sdviz.figures.denoising_filmstrip(run_dpm, pipe)
 # 1. In the explorer, find the first step at which x̂0 shows the right colours, and the
 #    first at which it shows the right shapes. What is ᾱ_t there?
 # 2. Run `sdviz.denoise_step` on pure noise (`torch.randn_like(x_t)`) at the first timestep
-#    of `run["step.t"]`: what does x̂0 look like after a single step? Decode it with
+#    of `run["scheduler.step_timestep"]`: what does x̂0 look like after a single step? Decode it with
 #    `sdviz.decode(pipe, ...)`.
 # 3. Try `"euler_ancestral"` with the same seed twice: why do its results depend on more
 #    than the starting noise?

@@ -99,7 +99,7 @@ sdviz.figures.cross_attention(run, ["red", "circle", "blue", "square"])
 share = maps[-1].mean((1, 2))  # (tokens,)
 print(*[f"{w:>10}: {s:6.1%}" for w, s in zip(run.words, share.tolist(), strict=False)], sep="\n")
 print(
-    f"{'padding':>10}: {float(share[run['text.n_tokens'] :].sum()):6.1%} (all padding tokens together)"
+    f"{'padding':>10}: {float(share[run['tokenizer.n_tokens'] :].sum()):6.1%} (all padding tokens together)"
 )
 
 # %% [markdown]
@@ -131,13 +131,13 @@ sdviz.widgets.AttentionExplorer(run, word="circle")
 # The run recorded both halves; check the formula:
 
 # %%
-g = run["guidance_scale"]
-guided = run["unet.noise_pred_uncond"] + g * (
-    run["unet.noise_pred_text"] - run["unet.noise_pred_uncond"]
+g = run["pipeline.guidance_scale"]
+guided = run["denoiser.noise_pred_uncond"] + g * (
+    run["denoiser.noise_pred_text"] - run["denoiser.noise_pred_uncond"]
 )
 print(
     f"guidance scale {g}; largest difference to the pipeline's guided prediction:",
-    float((guided - run["unet.noise_pred"]).abs().max()),
+    float((guided - run["denoiser.noise_pred"]).abs().max()),
 )
 print("the empty prompt's embeddings:", tuple(run["text_encoder.negative_prompt_embeds"].shape))
 

@@ -88,8 +88,8 @@ with sdviz.trace(img2img) as tr:
     ]
 print(
     *[
-        f"strength {s}: starts at t = {int(r['step.t'][0])} (ᾱ_t = {float(r['step.alpha_bar'][0]):.2f}), "
-        f"runs {r['unet.noise_pred'].shape[0]} of {STEPS} steps"
+        f"strength {s}: starts at t = {int(r['scheduler.step_timestep'][0])} (ᾱ_t = {float(r['scheduler.step_alpha_bar'][0]):.2f}), "
+        f"runs {r['denoiser.noise_pred'].shape[0]} of {STEPS} steps"
         for s, r in zip(strengths, tr.runs, strict=True)
     ],
     sep="\n",

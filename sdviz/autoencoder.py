@@ -14,6 +14,7 @@ An unbatched (3, H, W) image gives an unbatched (4, h, w) latent, and back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,6 +59,27 @@ def _to_tensor(images: Any) -> tuple[torch.Tensor, bool]:
             "[-1, 1] tensor pass (x + 1) / 2, for 0..255 pass x / 255."
         )
     return x.float().clamp(0, 1), unbatched
+
+
+# diffusers' Stable Diffusion pipelines refuse sizes that are not multiples of 8
+# (`check_inputs`: "`height` and `width` have to be divisible by 8"), whatever the VAE.
+PIPELINE_SIZE_MULTIPLE = 8
+
+
+def generation_size_multiple(pipe: Any) -> int:
+    """Image sides `pipe(...)` accepts are multiples of this (VAE factor and pipeline check)."""
+    return math.lcm(int(pipe.vae_scale_factor), PIPELINE_SIZE_MULTIPLE)
+
+
+def check_size(name: str, value: Any, multiple: int, why: str) -> int:
+    """Raise a teaching error unless `value` is a positive int multiple of `multiple`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int (pixels), got {value!r}.")
+    if value % multiple:
+        low, high = value // multiple * multiple, (value // multiple + 1) * multiple
+        hint = f"{low} or {high}" if low else f"{high}"
+        raise ValueError(f"{name}={value} is not a multiple of {multiple} ({why}); use {hint}.")
+    return value
 
 
 def _check_size(pipe: Any, h: int, w: int, what: str) -> None:

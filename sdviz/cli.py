@@ -162,11 +162,11 @@ def add_trace_command(subparsers: Any) -> None:
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    from .pipeline import default_guidance, load
+    from .pipeline import load, recommended
     from .tracing import generate
 
     if args.guidance is None:
-        args.guidance = default_guidance(args.model)
+        args.guidance = recommended(args.model).guidance_scale
 
     staging = staged_output(args.out)
     try:
@@ -188,9 +188,9 @@ def run_trace(args: argparse.Namespace) -> int:
         times["generate (traced)"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         save_image(run["vae.image"], staging / "image.png")
-        steps = filmstrip_steps(run["unet.pred_original_sample"].shape[0], args.frames)
+        steps = filmstrip_steps(run["denoiser.pred_original_sample"].shape[0], args.frames)
         frames = run.decode(pipe, "pred_original_sample", steps=steps)
-        ts = run["step.t"]
+        ts = run["scheduler.step_timestep"]
         titles = [f"step {i + 1}/{len(ts)}  t={float(ts[i]):g}" for i in steps]
         save_filmstrip(frames, titles, staging / "filmstrip.png", f"x0-hat: {args.prompt}")
         times["decode + write"] = time.perf_counter() - t0

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +45,55 @@ _DTYPES = {
 }
 
 
-# The guidance scale the embedded model is meant to be used at (its model card):
-# small models over-guide at SD's usual 7.5.
-MINI_GUIDANCE = 3.0
-SD_GUIDANCE = 7.5
+# Settings a model folder recommends live in `sdviz.json` beside `model_index.json`
+# (diffusers ignores the file); models that say nothing get Stable Diffusion's usual ones.
+RECOMMENDED_FILE = "sdviz.json"
 
 
-def default_guidance(model: str | os.PathLike | None = None) -> float:
-    """The guidance scale to use for `model` when the user names none.
+@dataclass(frozen=True)
+class Recommended:
+    """What a model is meant to be sampled with, and where that was read."""
 
-    3.0 for the embedded sdviz-mini (`model=None` or its folder), 7.5 (Stable
-    Diffusion's usual value) for anything else.
+    guidance_scale: float = 7.5  # Stable Diffusion's usual classifier-free guidance
+    num_inference_steps: int = 25
+    # the tokenizer holds whole words only for the model's training captions: any other
+    # word is spelled in letters the model never learned (sdviz-mini knows ShapesWorld)
+    closed_vocabulary: bool = False
+    source: str = "Stable Diffusion's defaults (the model folder recommends nothing)"
+
+
+def recommended(model: Any = None) -> Recommended:
+    """The settings `model` recommends: a pipeline, a folder, a hub id, or None (embedded).
+
+    Read from the model folder's `sdviz.json` (so a copy of sdviz-mini recommends what
+    the original does); Stable Diffusion's 7.5 and 25 steps when there is none.
     """
-    if model is None or Path(model).resolve() == EMBEDDED_MODEL.resolve():
-        return MINI_GUIDANCE if (EMBEDDED_MODEL / "model_index.json").is_file() else SD_GUIDANCE
-    return SD_GUIDANCE
+    if model is None:
+        folder: Any = EMBEDDED_MODEL
+    elif isinstance(model, str | os.PathLike):
+        folder = model
+    else:  # a pipeline: diffusers keeps the folder it was loaded from
+        folder = getattr(model, "config", {}).get("_name_or_path") or getattr(
+            model, "name_or_path", None
+        )
+    path = Path(folder) / RECOMMENDED_FILE if folder else None
+    if path is None or not path.is_file():
+        return Recommended()
+    try:
+        data = json.loads(path.read_text())
+        return Recommended(
+            guidance_scale=float(data.get("guidance_scale", Recommended.guidance_scale)),
+            num_inference_steps=int(
+                data.get("num_inference_steps", Recommended.num_inference_steps)
+            ),
+            closed_vocabulary=bool(data.get("closed_vocabulary", False)),
+            source=str(path),
+        )
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"{path} is not a valid sdviz settings file ({e}); it should hold JSON such as "
+            '{"guidance_scale": 3.0, "num_inference_steps": 25}. Fix or delete it.'
+        ) from None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

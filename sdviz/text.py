@@ -30,11 +30,59 @@ def check_prompt(prompt: Any, name: str = "prompt") -> str:
 def truncated_tokens(tokenizer: Any, prompt: str) -> list[str]:
     """The tokens of `prompt` that do not fit in ``tokenizer.model_max_length`` (the text
     encoder never sees them), as token strings; [] when the prompt fits."""
-    ids = tokenizer(prompt, truncation=False).input_ids  # BOS ... EOS, unpadded
+    ids = _untruncated_ids(tokenizer, prompt)  # BOS ... EOS, unpadded
     limit = tokenizer.model_max_length
     if len(ids) <= limit:
         return []
     return tokenizer.convert_ids_to_tokens(ids[limit - 1 : -1])  # EOS takes the last slot
+
+
+def _untruncated_ids(tokenizer: Any, prompt: str) -> list[int]:
+    # verbose=False: transformers would warn of "indexing errors" for a long prompt, which
+    # is wrong here (sdviz measures the overflow on purpose and says so once, readably)
+    return tokenizer(prompt, truncation=False, verbose=False).input_ids
+
+
+_SPECIAL = {"<|startoftext|>": "<start>", "<|endoftext|>": "<end>"}
+
+
+def readable_token(token: str) -> str:
+    """'red</w>' -> 'red', '<|startoftext|>' -> '<start>'."""
+    return _SPECIAL.get(token, token.replace("</w>", ""))
+
+
+def readable_text(tokens: list[str]) -> str:
+    """BPE tokens -> the words they spell: ['tri', 'angle</w>', 'a</w>'] -> 'triangle a'."""
+    return "".join(t.replace("</w>", " ") for t in tokens).strip()
+
+
+def truncation_notice(tokenizer: Any, prompt: str) -> str | None:
+    """One readable sentence saying what the text encoder will not see; None if it all fits."""
+    cut = truncated_tokens(tokenizer, prompt)
+    if not cut:
+        return None
+    limit = tokenizer.model_max_length
+    return (
+        f"the prompt has {len(_untruncated_ids(tokenizer, prompt))} tokens, more than the text "
+        f"encoder's {limit} (start and end tokens included); the last {len(cut)} were cut off "
+        f"and do not affect the image: {readable_text(cut)!r}"
+    )
+
+
+def unknown_words(tokenizer: Any, prompt: str) -> list[str]:
+    """Words of `prompt` that are not one token of the vocabulary (split into pieces).
+
+    For a closed-vocabulary model such as sdviz-mini (its tokenizer holds its training
+    captions' words, and letters for anything else) these are words it never learned.
+    For SD's 49,408-token vocabulary a split word is normal BPE, not an unknown word.
+    """
+    vocab = tokenizer.get_vocab()
+    words = []
+    for word in prompt.lower().split():
+        word = word.strip(".,;:!?\"'()")
+        if word and word + "</w>" not in vocab and word not in words:
+            words.append(word)
+    return words
 
 
 def tokenize(pipe: Any, prompt: str) -> dict[str, Any]:
@@ -53,7 +101,7 @@ def tokenize(pipe: Any, prompt: str) -> dict[str, Any]:
         truncation=True,
         return_tensors="pt",
     ).input_ids[0]  # (L,)
-    n_real = len(tok(prompt, truncation=False).input_ids)
+    n_real = len(_untruncated_ids(tok, prompt))
     return {
         "input_ids": ids.long(),
         "tokens": tok.convert_ids_to_tokens(ids.tolist()),

@@ -61,12 +61,12 @@ def test_per_layer_and_per_head_shapes(pipe):
     with trace(pipe, attention_layers=["up_blocks.1"], attention_heads=True) as tr_heads:
         _call(pipe)
     run, run_h = tr.last, tr_heads.last
-    low = "down_blocks.1.attentions.0.transformer_blocks.0.attn2"
+    low = "attention.down_blocks.1.attentions.0.transformer_blocks.0.attn2"
     assert run.attention_layers == [low]
     assert run[low].shape == (STEPS, L, 4, 4)
     high = [k for k in run_h.attention_layers]
-    assert len(high) == 2 and all(k.startswith("up_blocks.1") for k in high)
-    heads = pipe.unet.get_submodule(high[0]).heads
+    assert len(high) == 2 and all(k.startswith("attention.up_blocks.1") for k in high)
+    heads = pipe.unet.get_submodule(high[0].removeprefix("attention.")).heads
     for key in high:
         assert run_h[key].shape == (STEPS, heads, L, 8, 8)
         sums = run_h[key].sum(2)
@@ -81,7 +81,7 @@ def test_aggregate_is_mean_of_resized_layers(pipe):
     run = tr.last
     layers = run.attention_layers
     assert len(layers) == 7 == run["attention.n_layers"]
-    h, w = run["unet.latents"].shape[-2:]
+    h, w = run["denoiser.latents"].shape[-2:]
     resized = [
         F.interpolate(run[k], size=(h, w), mode="bilinear", align_corners=False) for k in layers
     ]
@@ -108,7 +108,7 @@ def test_probabilities_match_classic_attention(pipe):
         q = attn.head_to_batch_dim(attn.to_q(hidden[1:]))
         k = attn.head_to_batch_dim(attn.to_k(context[1:]))
         probs = attn.get_attention_scores(q, k)  # (heads, hw, L)
-    recorded = tr.last[name][0]  # (heads, L, h, w)
+    recorded = tr.last["attention." + name][0]  # (heads, L, h, w)
     expected = probs.transpose(1, 2).reshape(recorded.shape).cpu()
     assert torch.allclose(recorded, expected, atol=1e-5)
     # and it is the text-conditioned half, not the unconditional one

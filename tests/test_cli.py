@@ -31,7 +31,7 @@ def test_trace_writes_image_filmstrip_summary(tmp_path, capsys):
         assert strip.size[0] > 3 * 64  # three panels side by side
     text = (out / "summary.txt").read_text()
     assert "Run('a red circle', 4 steps" in text
-    assert "unet.pred_original_sample" in text and "timings (s)" in text
+    assert "denoiser.pred_original_sample" in text and "timings (s)" in text
     assert re.search(r"seed: 3\b", text) and "DDIMScheduler" in text
     assert "wrote" in capsys.readouterr().out
     assert not _leftovers(tmp_path)
@@ -73,7 +73,7 @@ def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message)
     "args,message",
     [
         (["--model", "./no-such-folder"], "No such model folder"),
-        (["--height", "60"], "not divisible"),
+        (["--height", "60"], "not a multiple of 8"),
         (["--device", "gpu"], "Unknown device"),
     ],
 )

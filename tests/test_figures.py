@@ -159,7 +159,7 @@ def test_denoising_filmstrip_decoded_and_previewed(run, pipe):
     assert_drawn(fig, 6)
     text = texts(fig)
     assert "x_t (decoded)" in text and "x̂0 (decoded)" in text
-    t = run["step.t"]
+    t = run["scheduler.step_timestep"]
     assert f"step 0, t={int(t[0])}" in text and f"step {STEPS - 1}, t={int(t[-1])}" in text
     decoded = list(iter_axes(fig))[0].images[0].get_array()
     assert decoded.shape[:2] == tuple(run["vae.image"].shape[1:])  # VAE output size
@@ -258,7 +258,12 @@ def test_attention_drilldown_per_layer_and_step(run, pipe):
     some = figures.attention_drilldown(run, "red", layers=layers[:2], steps=1)
     assert_drawn(some, 3)
     with pytest.raises(KeyError, match="attention_layers"):
-        figures.attention_drilldown(dict((k, run[k]) for k in run if k not in layers), "red")
+        figures.attention_drilldown(
+            dict(
+                (k, run[k]) for k in run if not k.startswith("attention.") or k == "attention.maps"
+            ),
+            "red",
+        )
     with pytest.raises(KeyError, match="No maps"):
         figures.attention_drilldown(run, "red", layers=["up_blocks.9.attn2"])
 
@@ -270,7 +275,7 @@ def test_guidance_terms_show_both_halves(run):
     for word in ("ε_uncond", "ε_text", "ε_text − ε_uncond", "guided ε (g = 7.5)", "timestep t"):
         assert word in text
     diff = list(iter_axes(fig))[2].images[0].get_array()
-    expected = (run["unet.noise_pred_text"] - run["unet.noise_pred_uncond"])[2, 0]
+    expected = (run["denoiser.noise_pred_text"] - run["denoiser.noise_pred_uncond"])[2, 0]
     np.testing.assert_allclose(np.asarray(diff), expected.numpy(), rtol=1e-6)
 
 

@@ -249,15 +249,25 @@ def test_dtype_applied_to_tiny():
     assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
 
 
-def test_default_guidance_is_the_embedded_models_own(tmp_path):
-    from sdviz.pipeline import EMBEDDED_MODEL, MINI_GUIDANCE, SD_GUIDANCE, default_guidance
+def test_recommended_settings_come_from_the_model_folder(tmp_path):
+    import shutil
 
-    shipped = (EMBEDDED_MODEL / "model_index.json").is_file()
-    assert default_guidance() == (MINI_GUIDANCE if shipped else SD_GUIDANCE)
-    assert default_guidance(EMBEDDED_MODEL) == default_guidance()
-    assert default_guidance(tmp_path) == SD_GUIDANCE
-    assert default_guidance("stable-diffusion-v1-5/stable-diffusion-v1-5") == SD_GUIDANCE
-    assert MINI_GUIDANCE < SD_GUIDANCE
+    from sdviz.pipeline import EMBEDDED_MODEL, RECOMMENDED_FILE, Recommended, recommended
+
+    assert recommended() == recommended(EMBEDDED_MODEL)
+    assert recommended().guidance_scale == 3.0 and recommended().closed_vocabulary
+    # a copy of the folder recommends what the original does: the file, not the path
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(EMBEDDED_MODEL / RECOMMENDED_FILE, copy / RECOMMENDED_FILE)
+    assert recommended(copy).guidance_scale == recommended().guidance_scale
+    assert recommended(str(copy)).source == str(copy / RECOMMENDED_FILE)
+    # nothing said: Stable Diffusion's usual settings
+    assert recommended(tmp_path) == Recommended()
+    assert recommended("stable-diffusion-v1-5/stable-diffusion-v1-5").guidance_scale == 7.5
+    (copy / RECOMMENDED_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid sdviz settings file"):
+        recommended(copy)
 
 
 def test_import_silences_the_torchvision_fallback_notice():

@@ -44,8 +44,8 @@ def test_sd15_architecture_one_step(device):
     assert len(layers) == 16 and run["attention.n_layers"] == 16
     assert run["text_encoder.prompt_embeds"].shape == (77, 768)
     assert run["text_encoder.negative_prompt_embeds"].shape == (77, 768)
-    assert run["unet.latents"].shape == (2, 4, 64, 64)  # x_T and the final latents
-    assert run["unet.pred_original_sample"].shape == (1, 4, 64, 64)
+    assert run["denoiser.latents"].shape == (2, 4, 64, 64)  # x_T and the final latents
+    assert run["denoiser.pred_original_sample"].shape == (1, 4, 64, 64)
     assert run["vae.image"].shape == (3, 512, 512)
     maps = run["attention.maps"]
     assert maps.shape == (1, 77, 64, 64)

@@ -59,29 +59,38 @@ def test_contract_keys_and_shapes(pipe):
     d = pipe.text_encoder.config.hidden_size
     S = len(pipe.scheduler.timesteps)
     c, h, w = pipe.unet.config.in_channels, 64 // 8, 64 // 8
-    assert run["text.input_ids"].shape == (L,) and run["text.input_ids"].dtype == torch.long
-    assert len(run["text.tokens"]) == L and run["text.tokens"][0] == "<|startoftext|>"
+    assert (
+        run["tokenizer.input_ids"].shape == (L,) and run["tokenizer.input_ids"].dtype == torch.long
+    )
+    assert len(run["tokenizer.tokens"]) == L and run["tokenizer.tokens"][0] == "<|startoftext|>"
     assert run.words == ["<start>", *PROMPT.split(), "<end>"]
-    assert run["text.n_tokens"] == len(PROMPT.split()) + 2
+    assert run["tokenizer.n_tokens"] == len(PROMPT.split()) + 2
     assert run["text_encoder.prompt_embeds"].shape == (L, d)
     assert run["text_encoder.negative_prompt_embeds"].shape == (L, d)
     assert run["scheduler.name"] == type(pipe.scheduler).__name__
     assert torch.equal(run["scheduler.timesteps"], pipe.scheduler.timesteps.float().cpu())
-    assert run["step.t"].shape == run["step.alpha_bar"].shape == run["step.sigma"].shape == (S,)
+    assert (
+        run["scheduler.step_timestep"].shape
+        == run["scheduler.step_alpha_bar"].shape
+        == run["scheduler.step_sigma"].shape
+        == (S,)
+    )
     ac = pipe.scheduler.alphas_cumprod
-    assert torch.allclose(run["step.alpha_bar"], ac[pipe.scheduler.timesteps.cpu()].float())
-    assert run["unet.latents"].shape == (S + 1, c, h, w)
+    assert torch.allclose(
+        run["scheduler.step_alpha_bar"], ac[pipe.scheduler.timesteps.cpu()].float()
+    )
+    assert run["denoiser.latents"].shape == (S + 1, c, h, w)
     for key in ("noise_pred_uncond", "noise_pred_text", "noise_pred", "pred_original_sample"):
-        assert run[f"unet.{key}"].shape == (S, c, h, w)
+        assert run[f"denoiser.{key}"].shape == (S, c, h, w)
     assert run["attention.maps"].shape == (S, L, h, w)
     assert run["vae.image"].shape == (3, 64, 64)
     assert 0 <= run["vae.image"].min() and run["vae.image"].max() <= 1
-    assert run["guidance_scale"] == 7.5 and run["prompt"] == PROMPT
+    assert run["pipeline.guidance_scale"] == 7.5 and run["pipeline.prompt"] == PROMPT
     for key, value in run.items():
         if isinstance(value, torch.Tensor):
             assert value.device.type == "cpu" and not value.requires_grad
             assert value.dtype in (torch.float32, torch.long), key
-    assert "unet.latents" in repr(run) and str((S + 1, c, h, w)) in repr(run)
+    assert "denoiser.latents" in repr(run) and str((S + 1, c, h, w)) in repr(run)
     assert PROMPT in repr(tr)
 
 
@@ -89,12 +98,16 @@ def test_guided_noise_and_x0_follow_their_formulas(pipe):
     with trace(pipe) as tr:
         _call(pipe)
     run = tr.last
-    u, t, g = run["unet.noise_pred_uncond"], run["unet.noise_pred_text"], run["guidance_scale"]
-    assert torch.allclose(run["unet.noise_pred"], u + g * (t - u), atol=1e-4)
+    u, t, g = (
+        run["denoiser.noise_pred_uncond"],
+        run["denoiser.noise_pred_text"],
+        run["pipeline.guidance_scale"],
+    )
+    assert torch.allclose(run["denoiser.noise_pred"], u + g * (t - u), atol=1e-4)
     assert not torch.allclose(u, t)  # the text changes the prediction
-    abar = run["step.alpha_bar"][:, None, None, None]
-    x, eps = run["unet.latents"][:-1], run["unet.noise_pred"]
-    rebuilt = abar.sqrt() * run["unet.pred_original_sample"] + (1 - abar).sqrt() * eps
+    abar = run["scheduler.step_alpha_bar"][:, None, None, None]
+    x, eps = run["denoiser.latents"][:-1], run["denoiser.noise_pred"]
+    rebuilt = abar.sqrt() * run["denoiser.pred_original_sample"] + (1 - abar).sqrt() * eps
     assert torch.allclose(rebuilt, x, atol=1e-4)
 
 
@@ -160,12 +173,12 @@ def test_several_calls_make_several_runs(pipe):
         _call(pipe, "a blue square", steps=4, guidance_scale=1.0)
         _call(pipe, "a green star", steps=2, output_type="latent")
     assert isinstance(tr, Trace) and len(tr) == 3
-    assert [r["prompt"] for r in tr] == ["a red circle", "a blue square", "a green star"]
+    assert [r["pipeline.prompt"] for r in tr] == ["a red circle", "a blue square", "a green star"]
     assert [r.n_steps for r in tr] == [3, 4, 2]
     no_cfg = tr[1]
     assert "text_encoder.negative_prompt_embeds" not in no_cfg
-    assert torch.equal(no_cfg["unet.noise_pred"], no_cfg["unet.noise_pred_text"])
-    assert tr[2]["unet.latents"].shape[0] == 2 and "vae.image" not in tr[2]
+    assert torch.equal(no_cfg["denoiser.noise_pred"], no_cfg["denoiser.noise_pred_text"])
+    assert tr[2]["denoiser.latents"].shape[0] == 2 and "vae.image" not in tr[2]
 
 
 def test_trace_keeps_no_pipeline_reference(device):
@@ -218,7 +231,7 @@ def test_no_attention_capture(pipe):
     with trace(pipe, attention=None) as tr:
         assert all(pipe.unet.attn_processors[k] is v for k, v in procs.items())
         _call(pipe, steps=2)
-    assert "attention.maps" not in tr.last and "unet.noise_pred" in tr.last
+    assert "attention.maps" not in tr.last and "denoiser.noise_pred" in tr.last
 
 
 def test_decode_and_preview(pipe, device):
@@ -253,7 +266,7 @@ def test_tiled_vae_decode_records_no_partial_image(pipe):
         pipe.vae.disable_tiling()
     run = tr.last
     assert image.shape[-2:] == (128, 128)
-    assert run["unet.latents"].shape == (2, 4, 16, 16)  # x_t of both steps, no tile
+    assert run["denoiser.latents"].shape == (2, 4, 16, 16)  # x_t of both steps, no tile
     assert "vae.image" not in run
 
 
@@ -263,12 +276,12 @@ def test_recorded_noise_reproduces_the_next_latents(pipe, rescale):
     with trace(pipe) as tr:
         _call(pipe, guidance_rescale=rescale)
     run = tr.last
-    assert run["guidance_rescale"] == rescale
+    assert run["pipeline.guidance_rescale"] == rescale
     sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
     sched.set_timesteps(STEPS)
-    x = run["unet.latents"]
+    x = run["denoiser.latents"]
     for i, t in enumerate(sched.timesteps):
-        nxt = sched.step(run["unet.noise_pred"][i], t, x[i]).prev_sample
+        nxt = sched.step(run["denoiser.noise_pred"][i], t, x[i]).prev_sample
         assert torch.allclose(nxt, x[i + 1], atol=1e-4), i
 
 

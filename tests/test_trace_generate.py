@@ -25,9 +25,11 @@ def _untouched(pipe):
 
 def test_generate_records_its_inputs_and_matches_the_pipeline(pipe):
     run = generate(pipe, "a red circle", steps=4, guidance_scale=5.0, seed=3)
-    assert run["prompt"] == "a red circle" and run["seed"] == 3
-    assert run["guidance_scale"] == 5.0 and run["num_inference_steps"] == 4
-    assert run["height"] == run["width"] == 64 and run["text.truncated"] == []
+    assert run["pipeline.prompt"] == "a red circle" and run["pipeline.seed"] == 3
+    assert run["pipeline.guidance_scale"] == 5.0 and run["pipeline.num_inference_steps"] == 4
+    assert (
+        run["pipeline.height"] == run["pipeline.width"] == 64 and run["tokenizer.truncated"] == []
+    )
     gen = torch.Generator(pipe.device).manual_seed(3)
     image = pipe(
         "a red circle", num_inference_steps=4, guidance_scale=5.0, generator=gen, output_type="pt"
@@ -39,25 +41,29 @@ def test_generate_records_its_inputs_and_matches_the_pipeline(pipe):
 
 def test_generate_options(pipe):
     run = generate(pipe, "a cat", negative_prompt="a dog", steps=2, seed=None, height=48, width=80)
-    assert run["negative_prompt"] == "a dog" and run["seed"] is None
-    assert run["vae.image"].shape == (3, 48, 80) and run["unet.latents"].shape[-2:] == (6, 10)
+    assert run["pipeline.negative_prompt"] == "a dog" and run["pipeline.seed"] is None
+    assert run["vae.image"].shape == (3, 48, 80) and run["denoiser.latents"].shape[-2:] == (6, 10)
     assert run["attention.maps"].shape[-2:] == (6, 10)
-    neg = pipe.tokenizer.convert_ids_to_tokens(run["text.negative_input_ids"][:3].tolist())
+    neg = pipe.tokenizer.convert_ids_to_tokens(run["tokenizer.negative_input_ids"][:3].tolist())
     assert neg[1:] == ["a</w>", "dog</w>"]
     no_cfg = generate(pipe, "a cat", steps=2, guidance_scale=0.5, attention=None)
-    assert no_cfg["guidance_scale"] == 0.5 and not no_cfg["do_classifier_free_guidance"]
-    assert torch.equal(no_cfg["unet.noise_pred"], no_cfg["unet.noise_pred_text"])
+    assert (
+        no_cfg["pipeline.guidance_scale"] == 0.5
+        and not no_cfg["pipeline.do_classifier_free_guidance"]
+    )
+    assert torch.equal(no_cfg["denoiser.noise_pred"], no_cfg["denoiser.noise_pred_text"])
     assert "text_encoder.negative_prompt_embeds" not in no_cfg
     assert "attention.maps" not in no_cfg
 
 
 def test_v_prediction_model(device):
     run = generate(tiny_pipeline(prediction_type="v_prediction").to(device), "a star", steps=3)
-    assert run["unet.prediction_type"] == "v_prediction"
-    abar = run["step.alpha_bar"][:, None, None, None]
-    x = run["unet.latents"][:-1]
+    assert run["denoiser.prediction_type"] == "v_prediction"
+    abar = run["scheduler.step_alpha_bar"][:, None, None, None]
+    x = run["denoiser.latents"][:-1]
     rebuilt = (
-        abar.sqrt() * run["unet.pred_original_sample"] + (1 - abar).sqrt() * run["unet.noise_pred"]
+        abar.sqrt() * run["denoiser.pred_original_sample"]
+        + (1 - abar).sqrt() * run["denoiser.noise_pred"]
     )
     assert torch.allclose(rebuilt, x, atol=1e-4)
 
@@ -67,9 +73,9 @@ def test_long_prompt_is_truncated_loudly(pipe):
     words = ["red", "circle", "blue", "square"] * (limit // 4) + ["horse", "riding"]
     with pytest.warns(UserWarning, match="cut off"):
         run = generate(pipe, " ".join(words), steps=1)
-    assert run["text.n_tokens"] == limit
-    assert run["text.truncated"][-2:] == ["horse</w>", "riding</w>"]
-    assert len(run["text.truncated"]) == len(words) - (limit - 2)
+    assert run["tokenizer.n_tokens"] == limit
+    assert run["tokenizer.truncated"][-2:] == ["horse</w>", "riding</w>"]
+    assert len(run["tokenizer.truncated"]) == len(words) - (limit - 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         generate(pipe, "a red circle", steps=1)  # a short prompt warns about nothing

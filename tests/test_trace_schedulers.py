@@ -47,11 +47,11 @@ def test_scheduler_family(pipe, name):
         pipe.scheduler = original
     run = tr.last
     kind = original.config.prediction_type
-    assert run["unet.prediction_type"] == kind
+    assert run["denoiser.prediction_type"] == kind
     assert (traced - plain).abs().max() <= 1e-5
-    assert run.n_steps == n_calls and run["unet.latents"].shape[0] == n_calls + 1
+    assert run.n_steps == n_calls and run["denoiser.latents"].shape[0] == n_calls + 1
 
-    x0, final = run["unet.pred_original_sample"], run["unet.latents"][-1]
+    x0, final = run["denoiser.pred_original_sample"], run["denoiser.latents"][-1]
     rel = ((x0[-1] - final).norm() / final.norm()).item()
     assert rel < (1e-5 if name in EXACT_END else 0.1), rel
     if name in RETURN_X0:
@@ -64,10 +64,10 @@ def _check_against_scheduler(run, name, config, kind):
         sched = make_scheduler(name, config)
         sched.set_timesteps(STEPS)
         t = sched.timesteps[i]
-        x = run["unet.latents"][i][None]  # VP-scaled x_t, as the UNet saw it
-        eps = run["unet.noise_pred"][i][None]
-        x0 = run["unet.pred_original_sample"][i][None]
-        abar = run["step.alpha_bar"][i]
+        x = run["denoiser.latents"][i][None]  # VP-scaled x_t, as the UNet saw it
+        eps = run["denoiser.noise_pred"][i][None]
+        x0 = run["denoiser.pred_original_sample"][i][None]
+        abar = run["scheduler.step_alpha_bar"][i]
         output = eps if kind == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
         sample = x
         if hasattr(sched, "sigmas") and sched.init_noise_sigma != 1.0:

@@ -79,7 +79,7 @@ def test_denoising_slider_moves_every_panel_without_running_models(pipe, run):
     assert all(changed), f"panels that did not redraw: {changed}"
     assert all(state(p) == "sdviz-state-3" for p in panels)
     assert f"step 4 of {STEPS}" in ex.state.value
-    assert f"t = {int(run['step.t'][3])}" in ex.state.value
+    assert f"t = {int(run['scheduler.step_timestep'][3])}" in ex.state.value
 
 
 def test_denoising_image_is_the_decoded_step(pipe, run):
@@ -135,7 +135,7 @@ def test_prompt_generate_button(pipe):
     with count_calls(pipe.unet) as calls:
         ex.button.click()
     assert calls["n"] == 3  # one batched (CFG) UNet call per step
-    assert ex.run["prompt"] == "a blue square"
+    assert ex.run["pipeline.prompt"] == "a blue square"
     assert ex.image.value[:4] == b"\x89PNG" and state(ex.image) == "sdviz-state-1"
     first = ex.image.value
     ex.text.value = "a yellow star"

@@ -54,8 +54,8 @@ def denoising_animation(
         )
     if not isinstance(fps, int) or fps < 1:
         raise ValueError(f"fps must be a positive integer, got {fps!r}.")
-    require(run, "unet.latents", "unet.pred_original_sample", "step.t")
-    n_steps = int(to_numpy(run["step.t"]).shape[0])
+    require(run, "denoiser.latents", "denoiser.pred_original_sample", "scheduler.step_timestep")
+    n_steps = int(to_numpy(run["scheduler.step_timestep"]).shape[0])
     chosen = check_steps(list(range(n_steps)) if steps is None else steps, n_steps)
     images = [frames(run, which, chosen, pipe) for which, _ in ROWS]
     with style():

@@ -18,6 +18,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from ..tracing.keys import LAYER_PREFIX, is_layer_key
 from .style import (
     HEAT_CMAP,
     PANEL,
@@ -43,8 +44,8 @@ def token_indices(run: Mapping[str, Any], words: Sequence[str | int] | str | Non
 
     Default: the prompt's first real tokens, without the start / end tokens.
     """
-    tokens = [readable(t) for t in run["text.tokens"]]
-    n = int(run["text.n_tokens"])
+    tokens = [readable(t) for t in run["tokenizer.tokens"]]
+    n = int(run["tokenizer.n_tokens"])
     real = list(range(1, max(n - 1, 1)))
     if words is None:
         return real[:MAX_WORDS] or [0]
@@ -64,7 +65,7 @@ def token_indices(run: Mapping[str, Any], words: Sequence[str | int] | str | Non
             out.append(next(i for i in range(n) if tokens[i].lower() == str(w).strip().lower()))
         except (ValueError, StopIteration):
             raise ValueError(
-                f"{w!r} is not a word of the prompt {run.get('prompt', '')!r}; its tokens are "
+                f"{w!r} is not a word of the prompt {run.get('pipeline.prompt', '')!r}; its tokens are "
                 f"{', '.join(repr(tokens[i]) for i in real)}. Pass one of them or a token position."
             ) from None
     return out
@@ -111,7 +112,7 @@ def cross_attention(
         chosen, when = maps[s], f"at step {s}"
     image = image_hwc(run["vae.image"])
     heat = upsample(chosen[idx], image.shape[:2])  # (words, H, W)
-    tokens = [readable(t) for t in run["text.tokens"]]
+    tokens = [readable(t) for t in run["tokenizer.tokens"]]
     norm = Normalize(float(heat.min()), float(heat.max()))
     with style():
         fig = new_figure(
@@ -134,15 +135,13 @@ def cross_attention(
 
 
 def layer_keys(run: Mapping[str, Any]) -> list[str]:
-    """The per-layer cross-attention keys of a run (diffusers module paths ending in attn2)."""
-    return [k for k in run.get("attention.layers", []) if k in run] or [
-        k for k in run.keys() if k.endswith(".attn2")
-    ]
+    """The per-layer attention keys of a run: "attention.<module path>"."""
+    return [k for k in run if is_layer_key(k)]
 
 
 def short_layer(name: str) -> str:
-    """'down_blocks.0.attentions.1.transformer_blocks.0.attn2' -> 'down 0.1'."""
-    parts = name.split(".")
+    """'attention.down_blocks.0.attentions.1.transformer_blocks.0.attn2' -> 'down 0.1'."""
+    parts = name.removeprefix(LAYER_PREFIX).split(".")
     if parts[0] == "mid_block":
         return f"mid {parts[2]}"
     return f"{parts[0].split('_')[0]} {parts[1]}.{parts[3]}"
@@ -176,12 +175,13 @@ def attention_drilldown(
     if layers is None:
         picks = np.linspace(0, len(recorded) - 1, min(len(recorded), MAX_LAYER_ROWS))
         layers = [recorded[i] for i in sorted({int(round(p)) for p in picks})]
+    layers = [n if n.startswith(LAYER_PREFIX) else LAYER_PREFIX + n for n in layers]
     unknown = [name for name in layers if name not in recorded]
     if unknown:
         raise KeyError(f"No maps for layers {unknown}; recorded: {recorded}.")
     require(run, "attention.maps")
     i = token_indices(run, [word])[0]
-    token = readable(run["text.tokens"][i])
+    token = readable(run["tokenizer.tokens"][i])
     n_steps = to_numpy(run["attention.maps"]).shape[0]
     chosen = check_steps(steps, n_steps, default=4)
     rows = []
@@ -191,7 +191,11 @@ def attention_drilldown(
             m = m.mean(axis=1)
         rows.append((f"{short_layer(name)}\n{m.shape[-2]}×{m.shape[-1]}", m[chosen, i]))
     rows.append(("all layers\n(aggregate)", to_numpy(run["attention.maps"])[chosen, i]))
-    t = to_numpy(run["step.t"]) if "step.t" in run else np.arange(n_steps)
+    t = (
+        to_numpy(run["scheduler.step_timestep"])
+        if "scheduler.step_timestep" in run
+        else np.arange(n_steps)
+    )
     with style():
         fig = new_figure(
             fig,

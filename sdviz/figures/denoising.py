@@ -25,7 +25,7 @@ ROWS = (
 
 def step_label(run: Mapping[str, Any], i: int) -> str:
     """'step 3, t=781' for step index i of a run."""
-    return f"step {i}, t={int(round(float(to_numpy(run['step.t'])[i])))}"
+    return f"step {i}, t={int(round(float(to_numpy(run['scheduler.step_timestep'])[i])))}"
 
 
 def frames(run: Any, which: str, steps: Sequence[int], pipe: Any = None) -> np.ndarray:
@@ -52,8 +52,8 @@ def denoising_filmstrip(
         >>> run = sdviz.generate(pipe, "a red circle", steps=20)
         >>> fig = sdviz.figures.denoising_filmstrip(run, pipe, steps=[0, 5, 10, 19])
     """
-    require(run, "unet.latents", "unet.pred_original_sample", "step.t")
-    n_steps = int(to_numpy(run["step.t"]).shape[0])
+    require(run, "denoiser.latents", "denoiser.pred_original_sample", "scheduler.step_timestep")
+    n_steps = int(to_numpy(run["scheduler.step_timestep"]).shape[0])
     chosen = check_steps(steps, n_steps)
     how = "VAE-decoded" if pipe is not None else "linear preview (pass pipe to decode)"
     with style():
@@ -61,7 +61,7 @@ def denoising_filmstrip(
             fig,
             PANEL * len(chosen) + 0.4,
             2 * PANEL + 0.9,
-            suptitle=f"Denoising {run.get('prompt', '')!r}: {n_steps} steps, {how}",
+            suptitle=f"Denoising {run.get('pipeline.prompt', '')!r}: {n_steps} steps, {how}",
         )
         axes = np.atleast_2d(fig.subplots(2, len(chosen), squeeze=False))
         for row, (which, label) in enumerate(ROWS):

@@ -120,9 +120,9 @@ def plan(pipe: Any, run: Any, args: argparse.Namespace) -> list[tuple[Entry, Cal
             generate(pipe, args.prompt, steps=args.steps, seed=args.seed, guidance_scale=g,
                      attention=None)
             for g in SWEEP_SCALES
-            if g != run["guidance_scale"]
+            if g != run["pipeline.guidance_scale"]
         ]  # fmt: skip
-        return F.guidance_sweep(sorted(runs + [run], key=lambda r: r["guidance_scale"]))
+        return F.guidance_sweep(sorted(runs + [run], key=lambda r: r["pipeline.guidance_scale"]))
 
     def similarity():
         model, tokenizer, mean, std = clip
@@ -153,7 +153,7 @@ def plan(pipe: Any, run: Any, args: argparse.Namespace) -> list[tuple[Entry, Cal
         ("06_latent_space", "Latent space", "The image, its latent channels and the VAE's reconstruction, with the compression ratio.", lambda: F.latent_space(pipe, run)),
         ("07_tokens_and_embeddings", "Tokens and embeddings", "The prompt's tokens padded to the text encoder's length, and the matrix of token embeddings.", lambda: F.tokens_and_embeddings(run)),
         ("08_clip_similarity", "CLIP similarity", "Cosine similarity between images and captions in CLIP's shared embedding space.", similarity if clip else None),
-        ("09_unet_diagram", "Inside the UNet", "Down, mid and up blocks with their channels and resolutions, the skip connections, and where the cross-attention layers sit.", lambda: F.unet_diagram(pipe, latent_size=run["unet.latents"].shape[-1])),
+        ("09_unet_diagram", "Inside the UNet", "Down, mid and up blocks with their channels and resolutions, the skip connections, and where the cross-attention layers sit.", lambda: F.unet_diagram(pipe, latent_size=run["denoiser.latents"].shape[-1])),
         ("10_cross_attention", "Cross-attention", "Where each word of the prompt attends on the image, averaged over steps, heads and layers.", lambda: F.cross_attention(run, attention_words(run) or None)),
         ("10b_attention_drilldown", "Cross-attention per layer and step", f"The attention of the word {word!r} in every cross-attention layer (rows) at several steps (columns).", lambda: F.attention_drilldown(run, word)),
         ("11_guidance_terms", "Classifier-free guidance", "The unconditional and text-conditioned noise predictions, their difference and the guided prediction; right: the text's push per step.", (lambda: F.guidance_terms(run)) if uses_guidance(run) else None),
@@ -210,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..cli import CommandError, publish, staged_output
-    from ..pipeline import default_guidance, load
+    from ..pipeline import load, recommended
     from ..text import truncated_tokens
     from ..tracing import generate
     from .animation import denoising_animation, mp4_available
@@ -218,7 +218,7 @@ def main(args: argparse.Namespace) -> int:
     from .style import save
 
     if args.guidance is None:
-        args.guidance = default_guidance(args.model)
+        args.guidance = recommended(args.model).guidance_scale
 
     staging = staged_output(args.out)
     threads = torch.get_num_threads()

@@ -37,7 +37,11 @@ DEFAULT_SCALES = (1.0, 3.0, 7.5, 12.0)
 
 def uses_guidance(run: Mapping[str, Any]) -> bool:
     """Whether a run was sampled with classifier-free guidance (two UNet halves per step)."""
-    return bool(run.get("do_classifier_free_guidance", float(run.get("guidance_scale", 0)) > 1))
+    return bool(
+        run.get(
+            "pipeline.do_classifier_free_guidance", float(run.get("pipeline.guidance_scale", 0)) > 1
+        )
+    )
 
 
 def guidance_terms(
@@ -59,20 +63,20 @@ def guidance_terms(
     """
     require(
         run,
-        "unet.noise_pred_uncond",
-        "unet.noise_pred_text",
-        "unet.noise_pred",
+        "denoiser.noise_pred_uncond",
+        "denoiser.noise_pred_text",
+        "denoiser.noise_pred",
         hint="Generate with guidance_scale > 1 (classifier-free guidance) to record both halves.",
     )
-    g = float(run.get("guidance_scale", float("nan")))
+    g = float(run.get("pipeline.guidance_scale", float("nan")))
     if not uses_guidance(run):
         raise ValueError(
             f"This run was generated without classifier-free guidance (guidance_scale={g:g}), "
             "so the UNet never predicted ε_uncond. Generate with guidance_scale > 1, e.g. 7.5."
         )
-    uncond = to_numpy(run["unet.noise_pred_uncond"])  # (S, c, h, w)
-    text = to_numpy(run["unet.noise_pred_text"])
-    guided = to_numpy(run["unet.noise_pred"])
+    uncond = to_numpy(run["denoiser.noise_pred_uncond"])  # (S, c, h, w)
+    text = to_numpy(run["denoiser.noise_pred_text"])
+    guided = to_numpy(run["denoiser.noise_pred"])
     n_steps, c = uncond.shape[:2]
     s = check_steps(n_steps // 2 if step is None else step, n_steps)[0]
     if not isinstance(channel, (int, np.integer)) or not 0 <= channel < c:
@@ -81,7 +85,11 @@ def guidance_terms(
     rel = np.linalg.norm(diff.reshape(n_steps, -1), axis=1) / np.linalg.norm(
         uncond.reshape(n_steps, -1), axis=1
     )
-    t = to_numpy(run["step.t"]) if "step.t" in run else np.arange(n_steps)
+    t = (
+        to_numpy(run["scheduler.step_timestep"])
+        if "scheduler.step_timestep" in run
+        else np.arange(n_steps)
+    )
     with style():
         fig, axes = maps_and_plot(
             fig,
@@ -143,7 +151,7 @@ def guidance_sweep(
         if not runs:
             raise ValueError("Pass at least one run.")
         for r in runs:
-            require(r, "vae.image", "guidance_scale")
+            require(r, "vae.image", "pipeline.guidance_scale")
     else:
         if not isinstance(prompt, str):
             raise ValueError("Pass a prompt with a pipeline: guidance_sweep(pipe, 'a red cat').")
@@ -159,10 +167,10 @@ def guidance_sweep(
             generate(source, prompt, guidance_scale=float(g), seed=seed, attention=None, **kwargs)
             for g in scales
         ]
-    prompts = {r.get("prompt") for r in runs}
-    label = repr(runs[0].get("prompt")) if len(prompts) == 1 else "several prompts"
-    seeds = {r.get("seed") for r in runs}
-    seed_text = f", seed {runs[0].get('seed')}" if len(seeds) == 1 else ""
+    prompts = {r.get("pipeline.prompt") for r in runs}
+    label = repr(runs[0].get("pipeline.prompt")) if len(prompts) == 1 else "several prompts"
+    seeds = {r.get("pipeline.seed") for r in runs}
+    seed_text = f", seed {runs[0].get('pipeline.seed')}" if len(seeds) == 1 else ""
     with style():
         fig = new_figure(
             fig,
@@ -172,7 +180,7 @@ def guidance_sweep(
         )
         axes = np.atleast_1d(fig.subplots(1, len(runs)))
         for ax, r in zip(axes, runs, strict=True):
-            g = float(r["guidance_scale"])
+            g = float(r["pipeline.guidance_scale"])
             note = " (no guidance)" if g <= 1 else ""
             show_image(ax, r["vae.image"], f"guidance g = {g:g}{note}")
     return fig

@@ -53,7 +53,7 @@ def prompt_of(image: Any, prompt: str | None) -> str | None:
     """The prompt to condition on: `prompt`, else the run's prompt, else None."""
     if prompt is not None:
         return prompt
-    return image.get("prompt") if isinstance(image, Mapping) else None
+    return image.get("pipeline.prompt") if isinstance(image, Mapping) else None
 
 
 def check_timesteps(timesteps: Any, pipe: Any, default_count: int) -> list[int]:

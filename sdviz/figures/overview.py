@@ -39,7 +39,7 @@ def model_sizes(pipe: Any, run: Any = None) -> dict[str, Any]:
     VAE scale factor, the scheduler name and parameter counts of each network.
     """
     if run is not None:
-        height, width = int(run["height"]), int(run["width"])
+        height, width = int(run["pipeline.height"]), int(run["pipeline.width"])
     else:
         height = width = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
     factor = int(pipe.vae_scale_factor)
@@ -88,7 +88,7 @@ def _arrow(ax: Axes, start, end, label: str = "", **kw) -> None:
 def components(pipe: Any, run: Any = None, *, ax: Axes | None = None) -> Figure:
     """Draw text encoder -> UNet + scheduler over latents -> VAE decoder, with real sizes.
 
-    Shapes come from the pipeline's configs (and `run["height"]`, `run["width"]` when a
+    Shapes come from the pipeline's configs (and `run["pipeline.height"]`, `run["pipeline.width"]` when a
     traced run is given); parameter counts from the networks' weights.
 
     Example:

@@ -119,9 +119,9 @@ def clip_similarity(
     """
     images = list(images) if images is not None else []
     if captions is None:
-        if not images or not all(isinstance(r, Mapping) and "prompt" in r for r in images):
+        if not images or not all(isinstance(r, Mapping) and "pipeline.prompt" in r for r in images):
             raise ValueError("Pass captions (the default captions are the runs' prompts).")
-        captions = [r["prompt"] for r in images]
+        captions = [r["pipeline.prompt"] for r in images]
     captions = list(captions)
     if not captions or not all(isinstance(c, str) for c in captions):
         raise ValueError("captions must be a non-empty list of strings.")

@@ -31,15 +31,20 @@ def text_data(source: Any, prompt: str | None = None) -> dict[str, Any]:
     if isinstance(source, Mapping):
         if prompt is not None:
             raise ValueError("A run has its own prompt; pass `prompt` only with a pipeline.")
-        keys = ("text.tokens", "text.input_ids", "text.n_tokens", "text_encoder.prompt_embeds")
+        keys = (
+            "tokenizer.tokens",
+            "tokenizer.input_ids",
+            "tokenizer.n_tokens",
+            "text_encoder.prompt_embeds",
+        )
         missing = [k for k in keys if k not in source]
         if missing:
             raise KeyError(f"This run has no {', '.join(missing)}; trace it with sdviz.trace.")
         return {
-            "prompt": source.get("prompt", ""),
-            "tokens": list(source["text.tokens"]),
-            "ids": [int(i) for i in to_numpy(source["text.input_ids"]).astype(np.int64)],
-            "n_tokens": int(source["text.n_tokens"]),
+            "prompt": source.get("pipeline.prompt", ""),
+            "tokens": list(source["tokenizer.tokens"]),
+            "ids": [int(i) for i in to_numpy(source["tokenizer.input_ids"]).astype(np.int64)],
+            "n_tokens": int(source["tokenizer.n_tokens"]),
             "embeds": to_numpy(source["text_encoder.prompt_embeds"]),
         }
     if prompt is None:

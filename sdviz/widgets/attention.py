@@ -56,7 +56,7 @@ class AttentionExplorer(W.VBox):
         first = resolve_words(run, [word])[0][1] if word is not None else words[0][1]
         layers = [("all layers (average)", AVERAGE)] + [
             (
-                f"{k.replace('.transformer_blocks.0.attn2', '')} ({run[k].shape[-2]}×{run[k].shape[-1]})",
+                f"{k.removeprefix('attention.').replace('.transformer_blocks.0.attn2', '')} ({run[k].shape[-2]}×{run[k].shape[-1]})",
                 k,
             )
             for k in run.attention_layers

@@ -54,7 +54,7 @@ class DenoisingExplorer(W.VBox):
         interval_ms: int = 400,
     ) -> None:
         self.run = run
-        self.n_steps = int(run["unet.noise_pred"].shape[0])
+        self.n_steps = int(run["denoiser.noise_pred"].shape[0])
         self.words = resolve_words(run, words) if "attention.maps" in run else []
         self.size = size
         steps = list(range(self.n_steps))
@@ -118,22 +118,22 @@ class DenoisingExplorer(W.VBox):
             fig = noise_schedule(self.run)
             over_t = [ax for ax in fig.axes if "timestep" in ax.get_xlabel()]  # not legends
             self._schedule = _images.MarkedFigure(fig, over_t)
-        return self._schedule.png(float(self.run["step.t"][step]))
+        return self._schedule.png(float(self.run["scheduler.step_timestep"][step]))
 
     def show(self, step: int) -> None:
         """Redraw every panel for `step` (what the slider calls)."""
         if not 0 <= step < self.n_steps:
             raise ValueError(f"step must be in [0, {self.n_steps - 1}], got {step}.")
         run, tag = self.run, str(step)
-        t = int(run["step.t"][step])
-        abar = float(run["step.alpha_bar"][step])
+        t = int(run["scheduler.step_timestep"][step])
+        abar = float(run["scheduler.step_alpha_bar"][step])
         self.state.value = (
             f"step {step + 1} of {self.n_steps} · t = {t} · ᾱ_t = {abar:.3f} "
             f"(signal {abar**0.5:.2f}, noise {(1 - abar) ** 0.5:.2f})"
         )
         set_tagged(self.xt_image, tag, value=_images.image_png(self._xt[step], self.size))
         set_tagged(self.x0_image, tag, value=_images.image_png(self._x0[step], self.size))
-        noise = run["unet.noise_pred"][step]  # (c, h, w)
+        noise = run["denoiser.noise_pred"][step]  # (c, h, w)
         set_tagged(self.noise_image, tag, value=_images.channels_png(noise, self.size // 2))
         if self.words:
             maps = run["attention.maps"][step]  # (L, h, w)

@@ -132,6 +132,6 @@ class PromptExplorer(W.VBox):
         set_tagged(self.image, str(len(self.runs)), value=png)
         self.status.value = (
             f"“{html.escape(prompt)}”: {self.steps} steps, seed {self.seed}, "
-            f"guidance {run['guidance_scale']:g}, {time.perf_counter() - start:.1f} s"
+            f"guidance {run['pipeline.guidance_scale']:g}, {time.perf_counter() - start:.1f} s"
         )
         return run

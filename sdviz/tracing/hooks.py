@@ -1,4 +1,4 @@
-"""The hooks behind `sdviz.trace`: what each stage of a generation does, as it runs.
+"""Hooks in: the hooks behind `sdviz.trace`: what each stage of a generation does, as it runs.
 
 Only public extension points are used: forward (pre-)hooks with removable handles on
 the text encoder, the UNet and the VAE, and attention processors on the
@@ -12,21 +12,22 @@ Salimans 2022) and the raw model output, and derive
 
 with abar_t = 1 / (1 + sigma_t^2) for sigma schedulers, else alphas_cumprod[t], and
 v-prediction converted to epsilon (Salimans & Ho 2022). Step tensors stay on the
-pipeline's device until the run ends (no host sync per step); sdviz.assemble then
-makes the `Run`. Everything is removed on exit, also when the generation raises.
+pipeline's device until the run ends (no host sync per step); sdviz.tracing.record
+then makes the `Run`. Everything is removed on exit, also when the generation raises.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .assemble import assemble_run
-from .attention import AttentionCapture, check_layer_filter, cross_attention_layers
-from .diffusion import predicted_x0, to_epsilon
+from ..attention import AttentionCapture, check_layer_filter, cross_attention_layers
+from ..diffusion import predicted_x0, to_epsilon
+from .record import RunState, build_run
 from .run import Trace
 
 # modules currently traced: a second trace on them is refused
@@ -35,24 +36,6 @@ _ACTIVE: weakref.WeakSet = weakref.WeakSet()
 
 class TraceBudgetError(ValueError):
     """The requested capture would need more memory than `budget_mb` allows."""
-
-
-class RunState:
-    """What one pipe(...) call has produced so far (tensors on the pipeline's device)."""
-
-    def __init__(self) -> None:
-        self.text_calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # (ids (L,), hidden (L, d))
-        self.meta: dict[str, Any] = {}
-        self.steps: list[dict[str, torch.Tensor]] = []
-        self.maps: list[torch.Tensor] = []
-        self.detail: dict[str, list[torch.Tensor]] = {}
-        self.layers: list[str] = []
-        self.final: torch.Tensor | None = None
-        self.image: torch.Tensor | None = None
-
-    @property
-    def expected(self) -> int:
-        return self.meta.get("n_steps", 0)
 
 
 def _output0(output: Any) -> torch.Tensor:
@@ -66,7 +49,15 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str) -> Any:
 class Tracer:
     """The context manager returned by `trace`; `__enter__` gives the `Trace`."""
 
-    def __init__(self, pipe, attention, attention_layers, attention_heads, budget_mb):
+    def __init__(
+        self,
+        pipe: Any,
+        attention: str | None,
+        attention_layers: str | Sequence[str] | None,
+        attention_heads: bool,
+        budget_mb: float,
+        known: dict[str, Any] | None = None,
+    ):
         if attention not in (None, "aggregate"):
             raise ValueError(f"attention must be None or 'aggregate', got {attention!r}.")
         if attention is None and (attention_layers is not None or attention_heads):
@@ -93,7 +84,7 @@ class Tracer:
         self._capture: AttentionCapture | None = None
         self._current: RunState | None = None
         self._done: list[RunState] = []
-        self._overrides: dict[str, Any] = {}  # filled by generate()
+        self._known = dict(known or {})  # the call's inputs, when generate() knows them
         self.trace = Trace()
 
     # -- enter / exit ---------------------------------------------------------
@@ -128,7 +119,7 @@ class Tracer:
                 self._done.append(self._current)  # finished before the error: keep it
             self._current = None
             self.trace.runs.extend(
-                assemble_run(self._pipe, s, self._overrides) for s in self._done if s.steps
+                build_run(self._pipe, s, self._known) for s in self._done if s.steps
             )
         finally:
             self._cleanup()
@@ -293,5 +284,3 @@ class Tracer:
         run = self._current
         if run is not None and run.final is not None and run.image is None:
             run.image = (_output0(output)[0].detach().float() / 2 + 0.5).clamp(0, 1)
-
-    # -- building the Run ----------------------------------------------------------

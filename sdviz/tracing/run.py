@@ -1,8 +1,8 @@
-"""`Run`: the record of one traced Stable Diffusion generation.
+"""`Run`: the record of one traced generation, and `Trace`, the runs of one with-block.
 
-A read-only mapping from names (diffusers module paths and stage prefixes such as
-"text.", "scheduler.", "step.", "unet.", "attention.", "vae.") to detached CPU
-float32 tensors and plain values; the full key list is in sdviz.tracing. It holds
+A read-only mapping from keys `<component>.<output>` (the key table: sdviz.tracing.keys)
+to detached CPU float32 tensors and plain values, with accessors for the questions
+lessons ask (`run.word_map("circle", step=-1)`, `run.words`). It holds
 no reference to the pipeline: decoding latents to images (Rombach et al. 2022's VAE
 decoder D) takes the pipeline or its VAE as an argument, and the cheap preview is a
 linear map from the latent channels to RGB, least-squares fitted on this run's
@@ -20,18 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .autoencoder import decode
+from ..autoencoder import decode
+from ..text import readable_token
+from .keys import LAYER_PREFIX, describe
 
 _WHICH = {
-    "pred_original_sample": "unet.pred_original_sample",
-    "latents": "unet.latents",
+    "pred_original_sample": "denoiser.pred_original_sample",
+    "latents": "denoiser.latents",
 }
-_SPECIAL = {"<|startoftext|>": "<start>", "<|endoftext|>": "<end>"}
-
-
-def readable_token(token: str) -> str:
-    """'red</w>' -> 'red', '<|startoftext|>' -> '<start>'."""
-    return _SPECIAL.get(token, token.replace("</w>", ""))
 
 
 def fit_preview(latents: torch.Tensor, image: torch.Tensor) -> torch.Tensor | None:
@@ -59,7 +55,7 @@ def _describe(value: Any) -> str:
 
 
 class Run(Mapping[str, Any]):
-    """One traced generation: `run["unet.latents"]`, `run.decode(pipe)`, `run.preview()`."""
+    """One traced generation: `run["denoiser.latents"]`, `run.decode(pipe)`, `run.preview()`."""
 
     def __init__(self, data: Mapping[str, Any]):
         self._data = dict(data)
@@ -70,8 +66,16 @@ class Run(Mapping[str, Any]):
         try:
             return self._data[key]
         except KeyError:
+            if LAYER_PREFIX + key in self._data:
+                raise KeyError(
+                    f"{key!r} is a layer; its maps are under {LAYER_PREFIX + key!r}."
+                ) from None
+            try:
+                why = f" ({describe(key).meaning}; held by runs where: {describe(key).when})"
+            except KeyError:
+                why = " (no such key in sdviz.tracing.keys.KEYS)"
             raise KeyError(
-                f"{key!r} is not in this run. Recorded keys: {', '.join(self._data)}"
+                f"{key!r} is not in this run{why}. Recorded keys: {', '.join(self._data)}"
             ) from None
 
     def __iter__(self) -> Iterator[str]:
@@ -82,26 +86,33 @@ class Run(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         width = max((len(k) for k in self._data), default=0)
-        lines = [f"  {k:<{width}}  {_describe(v)}" for k, v in self._data.items()]
-        head = f"Run({self._data.get('prompt', '')!r}, {self.n_steps} steps, {len(self)} keys)"
+        values = [_describe(v) for v in self._data.values()]
+        vwidth = max((len(v) for v in values), default=0)
+        lines = [
+            f"  {k:<{width}}  {v:<{vwidth}}  {describe(k).meaning}"
+            for k, v in zip(self._data, values, strict=True)
+        ]
+        prompt = self._data.get("pipeline.prompt", "")
+        head = f"Run({prompt!r}, {self.n_steps} steps, {len(self)} keys)"
         return "\n".join([head] + lines)
 
     # -- convenience --------------------------------------------------------
     @property
     def n_steps(self) -> int:
-        t = self._data.get("step.t")
+        t = self._data.get("scheduler.step_timestep")
         return 0 if t is None else int(t.shape[0])
 
     @property
     def attention_layers(self) -> list[str]:
-        """Keys of the per-layer cross-attention maps recorded (opt-in detail)."""
-        return [k for k in self._data if k in self._data.get("attention.layers", [])]
+        """Keys of the per-layer attention maps recorded (opt-in detail): "attention.<path>"."""
+        layers = self._data.get("attention.layers", [])
+        return [LAYER_PREFIX + name for name in layers if LAYER_PREFIX + name in self._data]
 
     @property
     def words(self) -> list[str]:
         """Readable tokens of the prompt, BOS and EOS included (index = map token)."""
-        tokens = self._data.get("text.tokens", [])
-        return [readable_token(t) for t in tokens[: self._data.get("text.n_tokens", 0)]]
+        tokens = self._data.get("tokenizer.tokens", [])
+        return [readable_token(t) for t in tokens[: self._data.get("tokenizer.n_tokens", 0)]]
 
     def token_index(self, word: str) -> int:
         """Index of the first token of `word` in the prompt (words split into pieces too)."""
@@ -116,6 +127,33 @@ class Run(Mapping[str, Any]):
                 if not target.startswith(joined):
                     break
         raise ValueError(f"{word!r} is not a token of this prompt; its tokens are {self.words}.")
+
+    def word_map(
+        self, word: str | int, step: int | None = None, layer: str | None = None
+    ) -> torch.Tensor:
+        """One token's attention map: (h, w) at `step`, or averaged over steps when None.
+
+        `word` is a prompt word (its first token) or a token index; `layer` a recorded
+        layer's module path (or its "attention.<path>" key) instead of the layer mean.
+        Per-head layers are averaged over heads.
+        """
+        if layer is None:
+            maps = self["attention.maps"]  # (S, L, h, w)
+        else:
+            key = layer if layer.startswith(LAYER_PREFIX) else LAYER_PREFIX + layer
+            if key not in self._data:
+                raise KeyError(
+                    f"layer {layer!r} was not recorded; recorded layers: {self.attention_layers}"
+                    " (trace with attention_layers=... to keep a layer's own maps)."
+                )
+            maps = self[key]
+            maps = maps.mean(1) if maps.ndim == 5 else maps  # (S, L, h_l, w_l)
+        index = word if isinstance(word, int) else self.token_index(word)
+        if not -maps.shape[1] <= index < maps.shape[1]:
+            raise IndexError(f"token {index} is out of range for {maps.shape[1]} tokens.")
+        if step is None:
+            return maps[:, index].mean(0)
+        return maps[self._indices(step, maps.shape[0])[0], index]
 
     # -- images -------------------------------------------------------------
     def _latents(self, which: str) -> tuple[str, torch.Tensor]:
@@ -204,5 +242,6 @@ class Trace(Sequence[Run]):
     def __repr__(self) -> str:
         lines = [f"Trace({len(self.runs)} run{'s' if len(self.runs) != 1 else ''})"]
         for i, run in enumerate(self.runs):
-            lines.append(f"  [{i}] {run.get('prompt', '')!r}: {run.n_steps} steps, {len(run)} keys")
+            prompt = run.get("pipeline.prompt", "")
+            lines.append(f"  [{i}] {prompt!r}: {run.n_steps} steps, {len(run)} keys")
         return "\n".join(lines)

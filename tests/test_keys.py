@@ -1,0 +1,92 @@
+"""The key table is the single source: every Run holds exactly its documented keys."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdviz.builder import tiny_pipeline
+from sdviz.pipeline import set_scheduler
+from sdviz.tracing import generate, trace
+from sdviz.tracing.keys import KEYS, TABLE, describe, expected_keys, markdown_table
+
+FAMILY = "stable-diffusion"
+
+
+@pytest.fixture(scope="module")
+def pipe(device):
+    return tiny_pipeline(seed=0).to(device)
+
+
+def _call(pipe, **kw):
+    kw.setdefault("num_inference_steps", 2)
+    return pipe("a red circle", generator=torch.Generator(pipe.device).manual_seed(0), **kw)
+
+
+@pytest.mark.parametrize(
+    ("options", "call", "conditions"),
+    [
+        ({}, {}, {"text", "cfg", "alphas", "decoded", "attention"}),
+        ({}, {"guidance_scale": 1.0}, {"text", "alphas", "decoded", "attention"}),
+        ({"attention": None}, {"output_type": "latent"}, {"text", "cfg", "alphas"}),
+    ],
+)
+def test_raw_trace_holds_exactly_the_documented_keys(pipe, options, call, conditions):
+    with trace(pipe, **options) as tr:
+        _call(pipe, **call)
+    assert set(tr.last) == expected_keys(FAMILY, conditions)
+
+
+def test_sigma_scheduler_and_layers_add_their_keys(pipe):
+    original = pipe.scheduler
+    try:
+        set_scheduler(pipe, "euler")
+        with trace(pipe, attention_layers="up_blocks") as tr:
+            _call(pipe)
+    finally:
+        pipe.scheduler = original
+    run = tr.last
+    layers = [name for name in run["attention.layers"] if name.startswith("up_blocks")]
+    conditions = {"text", "cfg", "alphas", "sigmas", "decoded", "attention", "layers"}
+    assert layers and set(run) == expected_keys(FAMILY, conditions, layers)
+    assert run.attention_layers == ["attention." + name for name in layers]
+
+
+def test_generate_holds_the_same_keys_as_a_raw_trace(pipe):
+    run = generate(pipe, "a red circle", steps=2, guidance_scale=3.0)
+    assert set(run) == expected_keys(FAMILY, {"text", "cfg", "alphas", "decoded", "attention"})
+
+
+def test_repr_prints_each_keys_meaning(pipe):
+    run = generate(pipe, "a red circle", steps=2, guidance_scale=3.0)
+    text = repr(run)
+    for key in run:
+        assert describe(key).meaning in text
+    with pytest.raises(KeyError, match="no such key"):
+        run["text_encoder.negative_prompt_embeds_typo"]
+    no_cfg = generate(pipe, "a red circle", steps=2, guidance_scale=1.0)
+    with pytest.raises(KeyError, match="unconditional branch"):
+        no_cfg["text_encoder.negative_prompt_embeds"]
+
+
+def test_table_is_well_formed():
+    names = [k.name for k in KEYS]
+    assert len(names) == len(set(names)) == len(TABLE)
+    for key in KEYS:
+        component, _, output = key.name.partition(".")
+        assert component and output and key.meaning and key.shape
+        assert set(key.when.split("+")) <= {
+            "always",
+            "text",
+            "cfg",
+            "alphas",
+            "sigmas",
+            "decoded",
+            "attention",
+            "layers",
+        }
+    assert "| `denoiser.latents` |" in markdown_table()
+    with pytest.raises(KeyError, match="not a Run key"):
+        describe("unet.latents")
+    with pytest.raises(ValueError, match="unknown family"):
+        expected_keys("no-such-family", ())
