@@ -325,3 +325,17 @@ def test_probes_on_the_test_device(device):
     out = denoise_step(on, noisy.cpu(), timesteps(on, 10)[2], PROMPT, num_inference_steps=10)
     assert out["noise_pred"].device.type == "cpu" and out["noise_pred"].dtype == torch.float32
     assert torch.isfinite(out["prev_sample"]).all()
+
+
+# ---------------------------------------------------------------- psnr
+
+
+def test_psnr_is_the_one_definition():
+    from sdviz.probes import psnr
+
+    a = np.zeros((3, 4, 4))
+    assert psnr(a, a) == float("inf")
+    assert psnr(a, a + 0.1) == pytest.approx(20.0)
+    assert psnr(torch.zeros(2, 2), torch.full((2, 2), 0.2), data_range=2.0) == pytest.approx(
+        10 * np.log10(4 / 0.04)
+    )

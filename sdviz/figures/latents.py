@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..probes import psnr
 from .inputs import image_batch
 from .style import (
     PANEL,
@@ -29,12 +29,6 @@ from .style import (
 )
 
 MAX_CHANNELS = 8  # latent channels drawn (SD has 4)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of two images in [0, 1]."""
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def latent_space(pipe: Any, image: Any, *, fig: Canvas | None = None) -> Figure:
