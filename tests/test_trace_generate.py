@@ -112,3 +112,58 @@ def test_bad_inputs_leave_the_pipeline_untouched(pipe, kwargs, error, message):
     with pytest.raises(error, match=message):
         generate(pipe, kwargs.pop("prompt"), **kwargs)
     assert _untouched(pipe) == before
+
+
+def test_long_prompt_says_so_once_and_readably(pipe, capfd):
+    limit = pipe.tokenizer.model_max_length
+    words = ["red", "circle", "blue", "square"] * (limit // 4) + ["horse", "riding"]
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate(pipe, " ".join(words), steps=1)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    assert "horse riding" in messages[0] and "</w>" not in messages[0]
+    err = capfd.readouterr().err
+    assert "truncated because" not in err  # diffusers' own line is held back meanwhile
+    assert "indexing errors" not in err  # transformers' misleading one is never triggered
+
+
+def test_raw_trace_records_truncation_honestly(pipe):
+    from sdviz.tracing import trace
+
+    limit = pipe.tokenizer.model_max_length
+    long_prompt = " ".join(["red", "circle"] * limit)
+    with trace(pipe) as tr:
+        pipe(long_prompt, num_inference_steps=1)
+        pipe("a red circle", num_inference_steps=1)
+    cut, fits = tr
+    assert cut["tokenizer.n_tokens"] == limit
+    assert cut["tokenizer.truncated"] is None  # filled every position: words may be cut
+    assert fits["tokenizer.truncated"] == []
+
+
+def test_sizes_follow_the_pipelines_own_rule(device):
+    import sdviz
+
+    mini = sdviz.load()  # VAE factor 4, but diffusers' pipeline wants multiples of 8
+    assert mini.vae_scale_factor == 4
+    with pytest.raises(ValueError, match="use 24 or 32"):
+        generate(mini, "a red circle", steps=1, width=30)
+    run = generate(mini, "a red circle", steps=1, width=24, height=32)  # what we suggested
+    assert run["vae.image"].shape == (3, 32, 24)
+
+
+def test_recommended_settings_and_unknown_words(pipe):
+    import sdviz
+
+    mini = sdviz.load()
+    with pytest.warns(UserWarning, match="'astronaut', 'riding', 'horse'") as record:
+        run = generate(mini, "a photo of an astronaut riding a horse", steps=1)
+    assert "never learned" in str(record[0].message)
+    assert run["pipeline.guidance_scale"] == sdviz.pipeline.recommended(mini).guidance_scale
+    assert generate(mini, "a red circle")["pipeline.num_inference_steps"] == 25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model without sdviz.json: no vocabulary notice
+        run = generate(pipe, "a photo of an astronaut", steps=1)
+    assert run["pipeline.guidance_scale"] == 7.5

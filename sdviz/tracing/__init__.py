@@ -126,6 +126,40 @@ def _check_number(name: str, value: Any, low: float, hint: str, integer: bool = 
         raise ValueError(f"{name} must be {hint}, got {value!r}.")
 
 
+def _check_inputs(
+    pipe: Any,
+    prompt: str,
+    negative_prompt: str | None,
+    steps: int | None,
+    guidance_scale: float | None,
+    seed: int | None,
+    height: int | None,
+    width: int | None,
+) -> tuple[int, float, int, int]:
+    """generate's inputs checked, and resolved from the model's recommendations."""
+    check_prompt(prompt)
+    if negative_prompt is not None:
+        check_prompt(negative_prompt, "negative_prompt")
+    advice = recommended(pipe)
+    steps = advice.num_inference_steps if steps is None else steps
+    guidance_scale = advice.guidance_scale if guidance_scale is None else guidance_scale
+    _check_number("steps", steps, 1, "an int >= 1 (denoising steps)", integer=True)
+    _check_number(
+        "guidance_scale",
+        guidance_scale,
+        0,
+        f"a number >= 0 (1 = no guidance; this model recommends {advice.guidance_scale:g})",
+    )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an int or None (random), got {seed!r}.")
+    multiple = generation_size_multiple(pipe)
+    default = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    why = "the VAE's downsampling and the pipeline's own check"
+    height = check_size("height", default if height is None else height, multiple, why)
+    width = check_size("width", default if width is None else width, multiple, why)
+    return steps, guidance_scale, height, width
+
+
 def generate(
     pipe: Any,
     prompt: str,
@@ -147,26 +181,9 @@ def generate(
     (`sdviz.pipeline.recommended`: its folder's sdviz.json; 25 steps and 7.5 for models
     that say nothing; 3.0 for the embedded sdviz-mini, which over-guides at 7.5).
     """
-    check_prompt(prompt)
-    if negative_prompt is not None:
-        check_prompt(negative_prompt, "negative_prompt")
-    advice = recommended(pipe)
-    steps = advice.num_inference_steps if steps is None else steps
-    guidance_scale = advice.guidance_scale if guidance_scale is None else guidance_scale
-    _check_number("steps", steps, 1, "an int >= 1 (denoising steps)", integer=True)
-    _check_number(
-        "guidance_scale",
-        guidance_scale,
-        0,
-        f"a number >= 0 (1 = no guidance; this model recommends {advice.guidance_scale:g})",
+    steps, guidance_scale, height, width = _check_inputs(
+        pipe, prompt, negative_prompt, steps, guidance_scale, seed, height, width
     )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an int or None (random), got {seed!r}.")
-    multiple = generation_size_multiple(pipe)
-    default = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-    why = "the VAE's downsampling and the pipeline's own check"
-    height = check_size("height", default if height is None else height, multiple, why)
-    width = check_size("width", default if width is None else width, multiple, why)
     notice = vocabulary_notice(pipe, prompt)
     if notice:
         warnings.warn(notice, UserWarning, stacklevel=2)
