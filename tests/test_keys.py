@@ -90,3 +90,14 @@ def test_table_is_well_formed():
         describe("unet.latents")
     with pytest.raises(ValueError, match="unknown family"):
         expected_keys("no-such-family", ())
+
+
+def test_readme_shows_the_key_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = "<!-- key table: generated from sdviz.tracing.keys.markdown_table() -->\n"
+    section = readme[readme.index(start) + len(start) : readme.index("<!-- end of key table -->")]
+    assert section.strip() == markdown_table(), (
+        "README's key table differs from sdviz.tracing.keys: paste markdown_table() again"
+    )
