@@ -7,12 +7,13 @@ scheduler, cross-attention, VAE decoder — and draw figures and widgets from th
     import sdviz
     pipe = sdviz.load()                      # the embedded model, offline, on CPU
     run = sdviz.generate(pipe, "a red circle to the left of a blue square")
-    run                                      # lists what was recorded
+    run                                      # lists what was recorded, with meanings
 
-Modules, one per stage: `text` (tokenizer + text encoder), `diffusion` (noising,
-UNet + scheduler steps), `attention` (cross-attention capture), `autoencoder` (VAE),
-`tracing` (the trace context manager), `pipeline` (loading), `figures`, `widgets`.
-Names are imported lazily so that `import sdviz` stays cheap.
+Data flows one way: load (`pipeline`, `schedulers`) -> stages (`text`, `diffusion`,
+`attention`, `autoencoder`) -> trace (`tracing`: hooks -> record -> Run; its `keys`
+table names every value) -> `probes` (computations outside a generation) -> `figures`
+-> `widgets` -> lessons (`course`); the command line (`commands`) sits on top and
+nothing below imports it. Names are imported lazily so that `import sdviz` stays cheap.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _API = {
     "encode": "sdviz.autoencoder",
     "decode": "sdviz.autoencoder",
     "set_scheduler": "sdviz.pipeline",
+    "recommended": "sdviz.pipeline",
     "scheduler_names": "sdviz.schedulers",
     "tiny_pipeline": "sdviz.builder",
     "sd_architecture": "sdviz.builder",
@@ -66,6 +68,7 @@ _MODULES = (
     "diffusion",
     "figures",
     "pipeline",
+    "probes",
     "schedulers",
     "shapes",
     "text",
