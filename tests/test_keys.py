@@ -101,3 +101,12 @@ def test_readme_shows_the_key_table():
     assert section.strip() == markdown_table(), (
         "README's key table differs from sdviz.tracing.keys: paste markdown_table() again"
     )
+
+
+def test_sd2_style_v_prediction_run_holds_the_same_keys(device):
+    v_pipe = tiny_pipeline(seed=0, prediction_type="v_prediction").to(device)
+    with trace(v_pipe) as tr:
+        _call(v_pipe)
+    assert tr.last["denoiser.prediction_type"] == "v_prediction"
+    conditions = {"text", "cfg", "alphas", "decoded", "attention"}
+    assert set(tr.last) == expected_keys(FAMILY, conditions)
