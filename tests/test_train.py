@@ -10,6 +10,8 @@ import dataclasses
 import json
 import re
 import time
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -21,17 +23,26 @@ from sdviz.cli import main as cli_main
 from sdviz.training.recipe import FULL, QUICK, STAGES
 
 
+class QuickRun(NamedTuple):
+    out: Path  # the pipeline folder (its work folder is mini.work beside it)
+    code: int  # what `sdviz train` returned
+    rng_before: torch.Tensor  # torch's global (CPU) RNG state before the run ...
+    rng_after: torch.Tensor  # ... and after it
+
+
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, device):
+def quick_run(tmp_path_factory, device) -> QuickRun:
     out = tmp_path_factory.mktemp("train") / "mini"
     # one lane: the stages run in this process (tests/test_lanes.py runs them in parallel)
     argv = ["train", "--quick", "--out", str(out), "--threads", "1", "--lanes", "1"]
     argv += ["--device", str(device)]
-    return out, cli_main(argv)
+    before = torch.get_rng_state()
+    code = cli_main(argv)
+    return QuickRun(out, code, before, torch.get_rng_state())
 
 
 def test_quick_training_runs_every_stage_and_writes_a_pipeline(quick_run):
-    out, code = quick_run
+    out, code = quick_run.out, quick_run.code
     assert code == 0
     work = json.loads((out.parent / "mini.work" / "record.json").read_text())
     assert all(f"{stage}_seconds" in work for stage in STAGES)  # each stage ran and was timed
@@ -78,15 +89,46 @@ def test_seeded_models_are_built_without_the_global_rng():
         assert all(torch.equal(v, reference[k]) for k, v in weights.items()), name
 
 
+def test_quick_training_leaves_the_global_rng_alone(quick_run):
+    # every stage builds its models from a generator of its own (seeding.drawing_from)
+    # and trains with generators of its own: the global RNG is not reseeded, nor advanced
+    assert quick_run.code == 0
+    assert torch.equal(quick_run.rng_after, quick_run.rng_before)
+
+
+def test_vae_training_draws_from_its_seed_only():
+    # the weights depend on `seed` alone, whatever state the global RNG is in, and the
+    # global RNG is left as it was
+    from sdviz.training.vae import finetune_decoder, train_vae
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+
+    def trained(global_seed: int) -> tuple[dict, bool]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(global_seed)  # a state the training must not read
+            before = torch.get_rng_state()
+            vae = train_vae(_tiny_vae(), images, 2, batch=2, crop=8, seed=1, log=_quiet)
+            vae = finetune_decoder(vae, images, 2, batch=2, seed=1, log=_quiet)
+            return vae.state_dict(), torch.equal(torch.get_rng_state(), before)
+
+    (a, kept_a), (b, kept_b) = trained(5), trained(6)
+    assert kept_a and kept_b
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
 def test_quick_clip_stage_ends_with_hard_negatives(quick_run):
-    out, _ = quick_run
+    out = quick_run.out
     log = (out.parent / f"{out.name}.work" / "train.log").read_text()
     negatives = [int(n) for n in re.findall(r"clip step \d+/\d+ .*\(\+(\d+) negatives\)", log)]
     assert negatives[0] == 0 and max(negatives) > 0, log  # plain CLIP, then with negatives
 
 
 def test_quick_pipeline_loads_and_generates(quick_run):
-    out, _ = quick_run
+    out = quick_run.out
     pipe = StableDiffusionPipeline.from_pretrained(out, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.vae.config.scaling_factor != 0.18215  # measured on the data
@@ -101,7 +143,7 @@ def test_quick_pipeline_loads_and_generates(quick_run):
 
 
 def test_quick_clip_ranks_with_both_towers(quick_run):
-    out, _ = quick_run
+    out = quick_run.out
     clip = CLIPModel.from_pretrained(out / "clip")
     tok = CLIPTokenizer.from_pretrained(out / "clip")
     ids = tok(["a red circle", "a blue square"], padding="max_length", return_tensors="pt")
@@ -111,7 +153,7 @@ def test_quick_clip_ranks_with_both_towers(quick_run):
 
 
 def test_resume_skips_finished_stages(quick_run):
-    out, _ = quick_run
+    out = quick_run.out
     code = cli_main(
         ["train", "--quick", "--out", str(out), "--resume", "--stage", "vae", "--threads", "1"]
     )
@@ -138,7 +180,7 @@ def test_resume_skips_finished_stages(quick_run):
 
 
 def test_the_unet_stage_trains_in_one_process_per_thread(quick_run):
-    out, _ = quick_run
+    out = quick_run.out
     work = out.parent / "mini.work"
     log = (work / "train.log").read_text()
     assert "unet: 1 process, batch 8" in log  # the quick run's --threads 1
@@ -157,7 +199,7 @@ def test_quick_unet_oversamples_captions_that_say_where(quick_run):
     from sdviz.shapes import says_where
     from sdviz.training import data
 
-    out, _ = quick_run
+    out = quick_run.out
     work = out.parent / "mini.work"
     log = (work / "train.log").read_text()
     said, total, rows = map(
@@ -171,7 +213,7 @@ def test_quick_unet_oversamples_captions_that_say_where(quick_run):
 def test_unet_learning_rate_steps_down(quick_run):
     from sdviz.training.data import warmup_lr
 
-    out, _ = quick_run
+    out = quick_run.out
     state = torch.load(out.parent / "mini.work" / "unet_state.pt", weights_only=False)
     (drop_at, dropped), last = QUICK.unet_lr_drops[-1], state["step"] - 1
     assert last >= drop_at, "the quick run must pass its learning-rate drop"
@@ -185,7 +227,7 @@ def test_quick_pipeline_makes_the_latents_its_unet_learned(quick_run):
     from sdviz.autoencoder import encode
     from sdviz.training import data
 
-    out, _ = quick_run
+    out = quick_run.out
     work = out.parent / "mini.work"
     cached = torch.load(work / "latents.pt")
     images, _ = data.make_dataset(work, len(cached["latents"]))
@@ -200,16 +242,17 @@ def test_quick_pipeline_makes_the_latents_its_unet_learned(quick_run):
 
 
 def _tiny_vae():
+    from sdviz.training.seeding import drawing_from
     from sdviz.training.vae import build_vae
 
-    torch.manual_seed(0)
-    return build_vae(16).eval()
+    with drawing_from(torch.Generator().manual_seed(0)):  # the global RNG left alone
+        return build_vae(16).eval()
 
 
 def test_contrastive_loss_is_clips_own_and_hard_negatives_raise_it(quick_run):
     from sdviz.training.clip import contrastive_loss
 
-    clip = CLIPModel.from_pretrained(quick_run[0] / "clip")
+    clip = CLIPModel.from_pretrained(quick_run.out / "clip")
     side = clip.config.vision_config.image_size
     ids, pixels = torch.randint(3, 50, (4, 6)), torch.randn(4, 3, side, side)
     out = clip(input_ids=ids, pixel_values=pixels, return_loss=True)

@@ -69,9 +69,9 @@ def train_clip(
 
     Starts from `clip`'s weights, so it also fine-tunes a trained model: the recipe
     switches `hard_negatives` on for a second run, after plain training (from random
-    weights they did not help within the recipe's 1,000 steps).
+    weights they did not help within the recipe's 1,000 steps). Batches are drawn from
+    `seed + 1` (numpy); nothing is drawn from torch's global RNG.
     """
-    torch.manual_seed(seed + 1)
     params = list(clip.parameters())
     rng = np.random.default_rng(seed + 1)
     return _contrastive_loop(

@@ -4,6 +4,11 @@ Every stage gets the same `_Stage` (the run's settings, the training images, cap
 and tokenizer) and saves its result under the work folder. A stage whose result is
 already there (`RESULT`) is skipped, so that an interrupted run resumes; `data`, `unet`
 (which resumes from its own snapshots) and `assemble` always run.
+
+No stage touches torch's global RNG: the models a stage builds (and those it loads,
+whose constructors may draw initial weights) draw from the stage's own generator,
+seeded with the run's seed (`seeding.drawing_from`), and the training functions draw
+from generators of their own.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .assemble import assemble_pipeline, text_encoder_from_clip
 from .config import RecipeConfig
+from .seeding import drawing_from
 from .workdir import log_to, previous_seconds, record
+
+if TYPE_CHECKING:
+    import torch
 
 # torch, diffusers and transformers are imported inside the functions, so that building
 # the `sdviz` command line (which imports `sdviz.training.recipe`) stays fast.
@@ -30,6 +39,7 @@ class _Stage:
     work: Path
     out: Path
     seed: int
+    generator: torch.Generator  # seeded with `seed`: the stage's models draw from it
     device: str
     deadline: float | None  # wall clock shared by the UNet stage and those run beside it
     cfg: RecipeConfig
@@ -46,8 +56,10 @@ def _stage_data(s: _Stage) -> None:
 def _stage_vae(s: _Stage) -> None:
     from . import vae as vae_mod
 
+    with drawing_from(s.generator):
+        vae = vae_mod.build_vae(s.images.shape[1])
     vae = vae_mod.train_vae(
-        vae_mod.build_vae(s.images.shape[1]),
+        vae,
         s.images,
         s.cfg.vae_steps,
         batch=s.cfg.vae_batch,
@@ -61,7 +73,8 @@ def _stage_clip(s: _Stage) -> None:
     from . import clip as clip_mod
 
     data = (s.tokenizer, s.images, s.captions)
-    clip = clip_mod.build_clip(s.tokenizer, s.images.shape[1])
+    with drawing_from(s.generator):
+        clip = clip_mod.build_clip(s.tokenizer, s.images.shape[1])
     clip = clip_mod.train_clip(
         clip, *data, s.cfg.clip_steps, batch=s.cfg.clip_batch, seed=s.seed, log=s.log
     )
@@ -86,7 +99,8 @@ def _stage_encode(s: _Stage) -> None:
     from . import data
     from . import vae as vae_mod
 
-    vae = AutoencoderKL.from_pretrained(s.work / "vae")
+    with drawing_from(s.generator):
+        vae = AutoencoderKL.from_pretrained(s.work / "vae")
     lat = vae_mod.encode_all(vae, s.images)  # (n, c, h, w) posterior means
     mean, std = vae_mod.channel_stats(lat)
     target = float(lat.float().std())  # keep the overall spread: only balance channels
@@ -124,7 +138,8 @@ def _stage_decoder(s: _Stage) -> None:
 
     from .vae import finetune_decoder
 
-    vae = AutoencoderKL.from_pretrained(s.work / "vae")
+    with drawing_from(s.generator):
+        vae = AutoencoderKL.from_pretrained(s.work / "vae")
     steps, batch = s.cfg.decoder_steps, s.cfg.decoder_batch
     _fine_tune(s, finetune_decoder, vae, (s.images,), steps, batch, "vae_decoder")
 
@@ -134,7 +149,8 @@ def _stage_clip_image(s: _Stage) -> None:
 
     from .clip import finetune_image_tower
 
-    clip = CLIPModel.from_pretrained(s.work / "clip")
+    with drawing_from(s.generator):
+        clip = CLIPModel.from_pretrained(s.work / "clip")
     data = (s.tokenizer, s.images, s.captions)
     steps, batch = s.cfg.clip_image_steps, s.cfg.clip_batch
     _fine_tune(s, finetune_image_tower, clip, data, steps, batch, "clip_image")
@@ -150,8 +166,9 @@ def _stage_unet(s: _Stage) -> None:
 
     cfg, log = s.cfg, s.log
     cached = torch.load(s.work / "latents.pt")
-    text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(s.work / "clip"))
-    unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
+    with drawing_from(s.generator):
+        text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(s.work / "clip"))
+        unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
     where = torch.tensor([i for i, c in enumerate(s.captions) if says_where(c)], dtype=torch.long)
     rows = torch.cat([torch.arange(len(s.captions))] + [where] * cfg.unet_where_oversample)
     log(f"unet: {len(where)} of {len(s.captions)} captions say where; {len(rows)} rows")
@@ -184,7 +201,8 @@ def _stage_unet(s: _Stage) -> None:
 
 
 def _stage_assemble(s: _Stage) -> None:
-    assemble_pipeline(s.work, s.out, s.log)
+    with drawing_from(s.generator):  # the models it builds get the trained weights
+        assemble_pipeline(s.work, s.out, s.log)
 
 
 # in priority order: when two stages could start, the earlier one does (`lanes.run_lanes`)
@@ -217,7 +235,6 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: RecipeConfig, log) -> N
 
     work, seed = Path(args.work), args.seed
     deadline = time.time() + 60 * args.unet_minutes if args.unet_minutes else None
-    torch.manual_seed(seed)  # the stage's models start from seeded weights
     t0, before = time.time(), previous_seconds(work, stage)  # before: a stopped run's time
     images, captions = data.make_dataset(work, cfg.images, seed=seed, workers=args.threads)
     tokenizer = data.make_tokenizer(work, seed=seed)
@@ -229,6 +246,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: RecipeConfig, log) -> N
             work=work,
             out=Path(args.out),
             seed=seed,
+            generator=torch.Generator().manual_seed(seed),  # not the global RNG
             device=args.device,
             deadline=deadline,
             cfg=cfg,

@@ -62,9 +62,13 @@ def train_vae(
     seed: int = 0,
     log=print,
 ) -> AutoencoderKL:
-    """Train on random crops; returns the model in eval mode."""
+    """Train on random crops; returns the model in eval mode.
+
+    Crops are drawn from `seed` (numpy), and the posterior samples from a torch generator
+    of `seed`: torch's global RNG is neither reseeded nor advanced.
+    """
     gen = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+    noise = torch.Generator().manual_seed(seed)  # the posterior samples
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_lr(s, 100) * (0.1 + 0.9 * (1 - s / steps))
@@ -74,7 +78,7 @@ def train_vae(
     for step in range(steps):
         x0 = _crops(gen, images, batch, crop)
         post = vae.encode(x0).latent_dist
-        rec = vae.decode(post.sample()).sample
+        rec = vae.decode(post.sample(generator=noise)).sample
         loss = _reconstruction_loss(rec, x0) + kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,10 +162,13 @@ def finetune_decoder(
 
     On whole images by default (`crop=None`): GroupNorm statistics over a crop differ
     from those over the image the UNet's latents decode to. Latents, and therefore the
-    UNet trained on them, stay valid: this can run while the UNet trains.
+    UNet trained on them, stay valid: this can run while the UNet trains. Crops are drawn
+    from `seed + 2` (numpy), the posterior samples from a torch generator of `seed`: torch's
+    global RNG is neither reseeded nor advanced.
     """
     crop = crop or images.shape[1]
     gen = np.random.default_rng(seed + 2)
+    noise = torch.Generator().manual_seed(seed)  # the posterior samples
     vae.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     for p in params:
@@ -174,7 +181,7 @@ def finetune_decoder(
     for step in range(steps):
         x0 = _crops(gen, images, batch, crop)
         with torch.no_grad():
-            z = vae.encode(x0).latent_dist.sample()
+            z = vae.encode(x0).latent_dist.sample(generator=noise)
         rec = vae.decode(z).sample
         loss = _reconstruction_loss(rec, x0)
         opt.zero_grad(set_to_none=True)
