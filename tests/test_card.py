@@ -38,6 +38,11 @@ def test_card_records_what_the_files_hold(folder):
         status="**Status: every bar met.**",
     )
     assert (folder / "README.md").read_text() == text
+    from sdviz.pipeline import recommended
+
+    settings = recommended(folder)  # what generate, the commands and the lessons will use
+    assert settings.guidance_scale == 3.0 and settings.num_inference_steps == 25
+    assert settings.closed_vocabulary
     assert read_checksums(text) == weight_checksums(folder) and len(read_checksums(text)) == 2
     assert parameter_counts(folder) == {"unet": 17, "vae": 8}
     assert "| unet | 0.00 M |" in text and "guidance scale 3**" in text
@@ -56,3 +61,4 @@ def test_card_refuses_what_is_not_a_pipeline_or_a_guidance(folder, tmp_path_fact
         with pytest.raises(ValueError, match="guidance"):
             write_model_card(folder, guidance=bad, quality_table="")
     assert not (folder / "README.md").exists() and not (empty / "README.md").exists()
+    assert not (folder / "sdviz.json").exists()  # refused before anything was written

@@ -14,6 +14,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..pipeline import RECOMMENDED_FILE
+
 
 def weight_checksums(folder: Path) -> dict[str, str]:
     """sha256 of every `*.safetensors` file under `folder`, keyed by relative path."""
@@ -53,6 +55,7 @@ def write_model_card(
     folder: Path,
     *,
     guidance: float,
+    steps: int = 25,
     quality_table: str,
     sections: Sequence[str] = (),
     status: str = "",
@@ -62,13 +65,23 @@ def write_model_card(
     `quality_table` is `benchmarks/mini_quality.py`'s table, `guidance` the scale it was
     scored at (the one the card recommends), `status` a summary paragraph under the title
     and `sections` whole markdown sections (recipe, cost, ...) in order. The parameter
-    counts, folder size and sha256 checksums are measured here, from the files.
+    counts, folder size and sha256 checksums are measured here, from the files. The
+    recommended guidance and steps also go to `folder/sdviz.json`, which `sdviz.generate`,
+    the commands and the lessons read (`sdviz.pipeline.recommended`).
     """
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json).")
     if not guidance > 0:
         raise ValueError(f"guidance must be a positive scale, not {guidance}.")
+    settings = {
+        "guidance_scale": float(guidance),
+        "num_inference_steps": int(steps),
+        "closed_vocabulary": True,  # its tokenizer holds ShapesWorld's words, letters else
+        "why": "sdviz-mini is small: it over-guides at Stable Diffusion's usual 7.5, and it "
+        "knows only ShapesWorld's words (see README.md, the model card)",
+    }
+    (folder / RECOMMENDED_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     size_mb = (
         sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != "README.md")
         / 2**20
@@ -86,7 +99,7 @@ encoder (the text tower of a contrastively trained `CLIPModel`, shipped whole in
 SD's DDIM scheduler configuration. {shape} Folder size {size_mb:.1f} MB. Loads offline with
 `StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True)` or `sdviz.load()`.
 
-**Use it at guidance scale {guidance:g}** with 25 steps: small models want low guidance;
+**Use it at guidance scale {guidance:g}** with {steps} steps (`sdviz.json`, read by `sdviz.generate`): small models want low guidance;
 at SD's usual 7.5 the images show the classic over-guidance artefacts.""",
         status.strip(),
         """It knows only ShapesWorld: one to three circles, squares, triangles or stars in red,
