@@ -129,6 +129,21 @@ def test_prompt_reports_truncation(pipe):
     assert "cut off" in ex.tokens.value
 
 
+def test_prompt_names_words_a_closed_vocabulary_model_never_learned(tmp_path):
+    (tmp_path / "sdviz.json").write_text('{"closed_vocabulary": true}')
+    closed = sdviz.tiny_pipeline(seed=0)
+    closed.register_to_config(_name_or_path=str(tmp_path))  # as if loaded from that folder
+    ex = PromptExplorer(closed, "a red circle")
+    assert "sdviz-prompt-vocabulary" not in ex.tokens.value  # every word known
+    ex.text.value = "a red giraffe"
+    notice = sdviz.tracing.vocabulary_notice(closed, "a red giraffe")
+    assert notice and "giraffe" in notice
+    assert "sdviz-prompt-vocabulary" in ex.tokens.value and "giraffe" in ex.tokens.value
+    assert ex.tokens.value.index("<sub>") < ex.tokens.value.index("unknown words")
+    ex.text.value = " ".join(["giraffe"] * closed.tokenizer.model_max_length)
+    assert "cut off" in ex.tokens.value and "unknown words" in ex.tokens.value  # side by side
+
+
 def test_prompt_generate_button(pipe):
     ex = PromptExplorer(pipe, "a red circle", steps=3)
     ex.text.value = "a blue square"

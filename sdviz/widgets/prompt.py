@@ -24,8 +24,12 @@ _CHIP = (
 )
 
 
-def tokens_html(tokenized: dict[str, Any]) -> str:
-    """HTML chips for a `sdviz.tokenize` result: real tokens with ids, padding summarised."""
+_NOTICE = '<div class="{cls}" style="color:#b2182b">{text}</div>'
+
+
+def tokens_html(tokenized: dict[str, Any], vocabulary_notice: str | None = None) -> str:
+    """HTML chips for a `sdviz.tokenize` result: real tokens with ids, padding summarised,
+    then what was cut off and `vocabulary_notice` (`sdviz.tracing.vocabulary_notice`)."""
     tokens, ids = tokenized["tokens"], [int(i) for i in tokenized["input_ids"]]
     n = int(tokenized["n_tokens"])
     chips = [
@@ -39,7 +43,12 @@ def tokens_html(tokenized: dict[str, Any]) -> str:
         parts.append(f"<div>+ {len(ids) - n} × padding {pad} (id {ids[n]})</div>")
     if tokenized["truncated"]:
         cut = html.escape(" ".join(tokenized["truncated"]))
-        parts.append(f'<div style="color:#b2182b">cut off (past the limit): {cut}</div>')
+        parts.append(
+            _NOTICE.format(cls="sdviz-prompt-cut", text=f"cut off (past the limit): {cut}")
+        )
+    if vocabulary_notice:
+        text = html.escape(f"unknown words: {vocabulary_notice}")
+        parts.append(_NOTICE.format(cls="sdviz-prompt-vocabulary", text=text))
     return "\n".join(parts)
 
 
@@ -104,13 +113,16 @@ class PromptExplorer(W.VBox):
         self.generate()
 
     def show_tokens(self, prompt: str) -> None:
-        """Tokenize `prompt` (cheap: no model runs) and show the list."""
+        """Tokenize `prompt` (cheap: no model runs) and show the list, with what was cut
+        off and the words a closed-vocabulary model never learned."""
         from ..text import tokenize
+        from ..tracing import vocabulary_notice
 
         try:
-            self.tokens.value = tokens_html(tokenize(self.pipe, prompt))
+            tokenized = tokenize(self.pipe, prompt)
+            self.tokens.value = tokens_html(tokenized, vocabulary_notice(self.pipe, prompt))
         except (ValueError, TypeError) as err:  # e.g. an empty prompt: say why
-            self.tokens.value = f'<div style="color:#b2182b">{html.escape(str(err))}</div>'
+            self.tokens.value = _NOTICE.format(cls="sdviz-prompt-error", text=html.escape(str(err)))
 
     def generate(self) -> Any:
         """Generate from the text box's prompt, show the image, return the Run."""
