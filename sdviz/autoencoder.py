@@ -15,27 +15,33 @@ An unbatched (3, H, W) image gives an unbatched (4, h, w) latent, and back.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 
-def _to_tensor(images: Any) -> tuple[torch.Tensor, bool]:
-    """Images in any accepted form -> ((n, 3, H, W) float32 in [0, 1], unbatched?)."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover
-        Image = None
-    if Image is not None and isinstance(images, Image.Image):
+def _is_pil(x: Any) -> bool:
+    from PIL import Image
+
+    return isinstance(x, Image.Image)
+
+
+def images_to_tensor(images: Any) -> tuple[torch.Tensor, bool]:
+    """Images in any accepted form -> ((n, 3, H, W) float32 CPU tensor in [0, 1], unbatched?).
+
+    The one image conversion of sdviz: a PIL image or a list of them; a tensor or array
+    (n, 3, H, W) / (3, H, W), or channels last (n, H, W, 3) / (H, W, 3) as numpy holds
+    PIL images; float in [0, 1] or uint8. fp16 and CUDA tensors come back float32 on the CPU.
+    """
+    if _is_pil(images):
         images = np.asarray(images.convert("RGB"))  # (H, W, 3) uint8
-        return torch.from_numpy(images.copy()).permute(2, 0, 1)[None].float() / 255, True
-    if isinstance(images, Sequence) and images and Image is not None:
-        if all(isinstance(im, Image.Image) for im in images):
-            return torch.cat([_to_tensor(im)[0] for im in images]), False
+    elif isinstance(images, Sequence) and images and all(_is_pil(im) for im in images):
+        return torch.cat([images_to_tensor(im)[0] for im in images]), False
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
+        images = torch.tensor(images)  # a copy: PIL arrays are read-only
     if not isinstance(images, torch.Tensor):
         raise TypeError(
             "images must be a tensor (n, 3, H, W) / (3, H, W), a PIL image or a list of PIL "
@@ -43,11 +49,14 @@ def _to_tensor(images: Any) -> tuple[torch.Tensor, bool]:
         )
     unbatched = images.ndim == 3
     x = images[None] if unbatched else images
+    if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:  # channels last
+        x = x.permute(0, 3, 1, 2)
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(
             f"images must be shaped (n, 3, H, W) or (3, H, W) (RGB, channels first), got "
             f"{tuple(images.shape)}."
         )
+    x = x.detach().cpu()
     if x.dtype == torch.uint8:
         return x.float() / 255, unbatched
     if not x.dtype.is_floating_point:
@@ -82,13 +91,36 @@ def check_size(name: str, value: Any, multiple: int, why: str) -> int:
     return value
 
 
-def _check_size(pipe: Any, h: int, w: int, what: str) -> None:
+def native_size(pipe: Any) -> int:
+    """The image side the model was built for: its latent sample size × the VAE factor."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def check_image_size(pipe: Any, height: int, width: int) -> None:
+    """Raise a teaching error unless both sides are multiples of the VAE factor."""
     f = int(pipe.vae_scale_factor)
-    if h % f or w % f:
-        raise ValueError(
-            f"{what} height and width must be divisible by the VAE factor {f}, got {h}x{w}; "
-            f"crop or resize to {h // f * f or f}x{w // f * f or f}."
-        )
+    for name, value in (("image height", height), ("image width", width)):
+        check_size(name, int(value), f, f"sides must be divisible by the VAE factor {f}")
+
+
+def image_input(image: Any, pipe: Any) -> torch.Tensor:
+    """One image for the VAE probes: (1, 3, H, W) float32 CPU in [0, 1], sides checked.
+
+    `image` is a traced run (its final image `vae.image`), a PIL image (resized to the
+    model's native size) or anything `images_to_tensor` takes, holding one image.
+    """
+    if isinstance(image, Mapping):
+        if "vae.image" not in image:
+            raise KeyError("This run has no 'vae.image'; trace a generation with sdviz.generate.")
+        image = image["vae.image"]
+    if _is_pil(image):
+        side = native_size(pipe)
+        image = image.convert("RGB").resize((side, side))
+    x, _ = images_to_tensor(image)
+    if x.shape[0] != 1:
+        raise ValueError(f"Expected one RGB image (3, H, W); got {x.shape[0]} images.")
+    check_image_size(pipe, x.shape[2], x.shape[3])
+    return x
 
 
 def _factors(vae: Any) -> tuple[float, float]:
@@ -111,8 +143,8 @@ def encode(
     of them; H and W divisible by ``pipe.vae_scale_factor``. ``sample=True`` draws from
     the posterior instead of taking its mean. Returns CPU float32 (n, c, H/f, W/f).
     """
-    x, unbatched = _to_tensor(images)
-    _check_size(pipe, x.shape[-2], x.shape[-1], "image")
+    x, unbatched = images_to_tensor(images)
+    check_image_size(pipe, x.shape[-2], x.shape[-1])
     vae = pipe.vae
     scale, shift = _factors(vae)
     out = []
@@ -155,3 +187,23 @@ def decode(pipe: Any, latents: torch.Tensor, *, batch_size: int = 8) -> torch.Te
         out.append((image.float() / 2 + 0.5).clamp(0, 1).cpu())
     images = torch.cat(out)
     return images[0] if unbatched else images
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """An image through the VAE and back (figure 6): what the compression keeps."""
+
+    image: torch.Tensor  # (3, H, W) in [0, 1]
+    latents: torch.Tensor  # (c, h, w), scaled as the UNet sees them
+    reconstruction: torch.Tensor  # (3, H, W) in [0, 1]: decode(encode(image))
+    psnr: float  # dB, reconstruction against image
+
+
+def reconstruct(pipe: Any, image: Any) -> Reconstruction:
+    """encode then decode one image (a run, a (3, H, W) tensor in [0, 1] or a PIL image)."""
+    from .probes import psnr
+
+    x = image_input(image, pipe)[0]  # (3, H, W)
+    z = encode(pipe, x)  # (c, h, w)
+    rebuilt = decode(pipe, z)  # (3, H, W)
+    return Reconstruction(x, z, rebuilt, psnr(x, rebuilt))

@@ -14,6 +14,10 @@ classes with random weights:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -42,6 +46,23 @@ TINY_WORDS = (
     "triangle star small big large left right top bottom of to and on with photo "
     "painting of cat dog astronaut horse riding"
 )
+
+
+def count_parameters(module: Any) -> int:
+    """Number of parameters of a torch module (0 for None): the one parameter count."""
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Draw from torch's global RNG seeded with `seed`, then give the caller's state back.
+
+    diffusers and transformers initialise weights from the global RNG, so building is
+    seeded there, inside `torch.random.fork_rng` (CPU only: building happens on the CPU).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _text_encoder(tokenizer: CLIPTokenizer, **config) -> CLIPTextModel:
@@ -95,7 +116,11 @@ def tiny_pipeline(
         raise ValueError(
             f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}."
         )
-    torch.manual_seed(seed)
+    with _seeded(seed):  # the caller's global RNG state is left as it was
+        return _tiny(prediction_type, model_max_length)
+
+
+def _tiny(prediction_type: str, model_max_length: int) -> StableDiffusionPipeline:
     tokenizer = build_tokenizer([TINY_WORDS], model_max_length=model_max_length)
     text_encoder = _text_encoder(
         tokenizer,
@@ -144,9 +169,13 @@ def sd_architecture(
     """
     if version not in ("1.5", "2.1"):
         raise ValueError(f"version must be '1.5' or '2.1', got {version!r}.")
-    torch.manual_seed(0)
+    with _seeded(0):  # the caller's global RNG state is left as it was
+        pipe = _sd(version == "2.1")
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+
+
+def _sd(sd2: bool) -> StableDiffusionPipeline:
     tokenizer = build_tokenizer([TINY_WORDS], model_max_length=77)
-    sd2 = version == "2.1"
     text_encoder = _text_encoder(
         tokenizer,
         vocab_size=49408,
@@ -179,5 +208,4 @@ def sd_architecture(
     else:
         kwargs.pop("clip_sample")
         kwargs["skip_prk_steps"] = True
-    pipe = assemble(tokenizer, text_encoder, unet, vae, scheduler_cls(**kwargs))
-    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+    return assemble(tokenizer, text_encoder, unet, vae, scheduler_cls(**kwargs))

@@ -66,43 +66,47 @@ def _bcast(a: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return a.reshape(-1, *([1] * (like.ndim - 1))) if a.ndim == 1 else a
 
 
-def _check_kind(prediction_type: str) -> None:
+Tensor = torch.Tensor
+Level = float | torch.Tensor  # alpha_bar: one value, or one per sample
+
+
+def _signal_and_noise(prediction_type: str, alpha_bar: Level, like: Tensor) -> tuple:
+    """(sqrt(alpha_bar), sqrt(1 - alpha_bar)) broadcast to `like`, the kind checked."""
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(
             f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}."
         )
+    a = _bcast(alpha_bar, like)
+    return a.sqrt(), (1 - a).sqrt()
 
 
-def predicted_x0(
-    x_t: torch.Tensor,
-    model_output: torch.Tensor,
-    alpha_bar: float | torch.Tensor,
-    prediction_type: str = "epsilon",
-) -> torch.Tensor:
+def predicted_x0(x_t: Tensor, model_output: Tensor, alpha_bar: Level, prediction_type="epsilon"):
     """The clean sample x0_hat implied by a model output at noise level alpha_bar."""
-    _check_kind(prediction_type)
-    a = _bcast(alpha_bar, x_t)
+    signal, noise = _signal_and_noise(prediction_type, alpha_bar, x_t)
     if prediction_type == "epsilon":
-        return (x_t - (1 - a).sqrt() * model_output) / a.sqrt()
+        return (x_t - noise * model_output) / signal
     if prediction_type == "v_prediction":
-        return a.sqrt() * x_t - (1 - a).sqrt() * model_output
+        return signal * x_t - noise * model_output
     return model_output
 
 
-def to_epsilon(
-    x_t: torch.Tensor,
-    model_output: torch.Tensor,
-    alpha_bar: float | torch.Tensor,
-    prediction_type: str = "epsilon",
-) -> torch.Tensor:
+def to_epsilon(x_t: Tensor, model_output: Tensor, alpha_bar: Level, prediction_type="epsilon"):
     """The noise eps_hat implied by a model output (identity for epsilon models)."""
-    _check_kind(prediction_type)
-    a = _bcast(alpha_bar, x_t)
+    signal, noise = _signal_and_noise(prediction_type, alpha_bar, x_t)
     if prediction_type == "epsilon":
         return model_output
     if prediction_type == "v_prediction":
-        return a.sqrt() * model_output + (1 - a).sqrt() * x_t
-    return (x_t - a.sqrt() * model_output) / (1 - a).sqrt()
+        return signal * model_output + noise * x_t
+    return (x_t - signal * model_output) / noise
+
+
+def alpha_bar_from_sigma(sigma: Level) -> Level:
+    """alpha_bar of a noise level sigma (Karras et al. 2022): 1 / (1 + sigma^2).
+
+    Sigma schedulers (Euler, LMS, ...) keep x / sqrt(alpha_bar) with
+    sigma = sqrt((1 - alpha_bar) / alpha_bar); this is its inverse.
+    """
+    return 1 / (1 + sigma**2)
 
 
 def add_noise(
@@ -221,7 +225,7 @@ def denoise_step(
     index = getattr(sched, "step_index", None)
     sigmas = getattr(sched, "sigmas", None)
     if index is not None and sigmas is not None:
-        abar = float(1 / (1 + sigmas[index].double() ** 2))
+        abar = float(alpha_bar_from_sigma(sigmas[index].double()))
     else:
         abar = float(sched.alphas_cumprod[t])
     model_in = torch.cat([x, x]).to(dtype)  # (2n, c, h, w): uncond half, then text half

@@ -122,3 +122,18 @@ def embed(pipe: Any, prompt: str) -> torch.Tensor:
         prompt, pipe.device, num_images_per_prompt=1, do_classifier_free_guidance=False
     )  # (1, L, d)
     return embeds[0].detach().float().cpu()
+
+
+def prompt_record(pipe: Any, prompt: str) -> dict[str, Any]:
+    """The text keys of a Run, computed without a generation (what figure 7 draws).
+
+    ``pipeline.prompt``, ``tokenizer.input_ids`` / ``tokens`` / ``n_tokens`` /
+    ``truncated`` and ``text_encoder.prompt_embeds`` (L, d), as `sdviz.generate` records
+    them: `sdviz.figures.tokens_and_embeddings` takes either.
+    """
+    tok = tokenize(pipe, prompt)
+    return (
+        {"pipeline.prompt": prompt}
+        | {f"tokenizer.{k}": v for k, v in tok.items()}
+        | {"text_encoder.prompt_embeds": embed(pipe, prompt)}
+    )

@@ -13,9 +13,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import sdviz
-from sdviz import figures
-from sdviz.builder import tiny_pipeline
+from sdviz import figures, probes
+from sdviz.attention import cross_attention_layers
+from sdviz.autoencoder import reconstruct
+from sdviz.builder import count_parameters, tiny_pipeline
 from sdviz.figures.style import iter_axes, render, to_png
+from sdviz.figures.unet import unet_structure
+from sdviz.text import prompt_record
 
 MIN_PIXEL_STD = 8.0  # rendered RGB std (0..255) above which a figure is not blank
 
@@ -90,7 +94,7 @@ def test_components_reads_sizes_from_the_pipeline(pipe):
     assert f"{L}×{d}" in text
     assert f"{pipe.unet.config.in_channels}×{side}×{side}" in text
     assert f"3×{side * pipe.vae_scale_factor}×{side * pipe.vae_scale_factor}" in text
-    n_unet = sum(p.numel() for p in pipe.unet.parameters())
+    n_unet = count_parameters(pipe.unet)
     assert f"{n_unet / 1e6:.3g}m params" in text
     assert "text encoder" in text and "vae decoder" in text
 
@@ -125,14 +129,39 @@ def test_unet_diagram_places_every_cross_attention_layer(pipe):
     fig = figures.unet_diagram(pipe)
     assert_drawn(fig, 1)
     text = texts(fig)
-    attn2 = [n for n, _ in pipe.unet.named_modules() if n.endswith("attn2")]
-    assert f"{len(attn2)} cross-attention layers" in text
+    assert f"{len(cross_attention_layers(pipe.unet))} cross-attention layers" in text
     for i, ch in enumerate(pipe.unet.config.block_out_channels):
         side = pipe.unet.config.sample_size // 2**i
         assert f"{ch} ch @ {side}×{side}" in text
     assert "skip" in text and "mid_block" in text
     with pytest.raises(TypeError, match="UNet"):
         figures.unet_diagram(object())
+
+
+def test_unet_diagram_counts_attn1_of_only_cross_attention_blocks():
+    """sdviz-mini's first block is built with only_cross_attention=True: its attn1 takes
+    its keys from the text too, so the figure counts it as the traces do."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        only_cross_attention=(True, False),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    layers = cross_attention_layers(unet)
+    attn2 = [n for n, _ in unet.named_modules() if n.endswith("attn2")]
+    assert len(layers) > len(attn2)  # the attn1 layers of the only-cross blocks
+    text = texts(figures.unet_diagram(unet))
+    assert f"{len(layers)} cross-attention layers" in text
+    first = next(b for b in unet_structure(unet) if b["name"] == "down_blocks.0")
+    assert first["cross_attention"] == 2  # attn1 and attn2 of its one transformer block
+    assert "down_blocks.0\ncrossattndownblock2d\n32 ch @ 8×8, 2× cross-attn" in text
 
 
 # ----------------------------------------------------------------- from a traced run
@@ -146,16 +175,21 @@ def test_tokens_and_embeddings_from_run_and_from_pipe(run, pipe):
     assert f"l = {L}" in text and f"d = {d}" in text
     for word in ("red", "circle", "blue", "square", "embedding dimension", "token"):
         assert word in text
-    again = figures.tokens_and_embeddings(pipe, PROMPT)  # the probe path: same tokens, vectors
+    record = prompt_record(pipe, PROMPT)  # the probe: same tokens, same vectors
+    again = figures.tokens_and_embeddings(record)
     assert again.get_suptitle() == fig.get_suptitle()
     a, b = (list(iter_axes(f))[2].images[0].get_array() for f in (fig, again))
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
-    with pytest.raises(ValueError, match="prompt"):
+    with pytest.raises(TypeError, match="prompt_record"):
         figures.tokens_and_embeddings(pipe)
+    with pytest.raises(KeyError, match="prompt_embeds"):
+        figures.tokens_and_embeddings({"pipeline.prompt": PROMPT})
 
 
 def test_denoising_filmstrip_decoded_and_previewed(run, pipe):
-    fig = figures.denoising_filmstrip(run, pipe, steps=[0, 2, -1])
+    images = probes.step_images(run, pipe)
+    assert images.decoded and images.steps == list(range(STEPS))
+    fig = figures.denoising_filmstrip(run, [0, 2, -1], images=images)
     assert_drawn(fig, 6)
     text = texts(fig)
     assert "x_t (decoded)" in text and "x̂0 (decoded)" in text
@@ -163,19 +197,29 @@ def test_denoising_filmstrip_decoded_and_previewed(run, pipe):
     assert f"step 0, t={int(t[0])}" in text and f"step {STEPS - 1}, t={int(t[-1])}" in text
     decoded = list(iter_axes(fig))[0].images[0].get_array()
     assert decoded.shape[:2] == tuple(run["vae.image"].shape[1:])  # VAE output size
-    preview = figures.denoising_filmstrip(run)  # no pipe: the cheap preview, 5 default steps
+    preview = figures.denoising_filmstrip(run)  # no images: the cheap preview, 5 steps
     assert_drawn(preview, 10)
     assert "linear preview" in texts(preview)
+    few = probes.step_images(run, pipe, steps=[1, 3])  # a chosen few: all of them drawn
+    assert_drawn(figures.denoising_filmstrip(run, images=few), 4)
+    with pytest.raises(ValueError, match="not among the decoded"):
+        figures.denoising_filmstrip(run, [0], images=few)
     with pytest.raises(IndexError, match="out of range"):
         figures.denoising_filmstrip(run, steps=[STEPS])
+    with pytest.raises(TypeError, match="step_images"):
+        figures.denoising_filmstrip(run, images=pipe)
 
 
-def test_denoising_animation_writes_one_gif_frame_per_step(run, tmp_path):
+def test_denoising_animation_writes_one_gif_frame_per_step(run, pipe, tmp_path):
     path = figures.denoising_animation(run, tmp_path / "run.gif")
     with Image.open(path) as gif:
         assert gif.n_frames == STEPS
         gif.seek(STEPS - 1)
         assert np.asarray(gif.convert("RGB")).std() > MIN_PIXEL_STD
+    images = probes.step_images(run, pipe, steps=[0, 2, 4])
+    path = figures.denoising_animation(run, tmp_path / "decoded.gif", images=images)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3
     with pytest.raises(ValueError, match=".gif or .mp4"):
         figures.denoising_animation(run, tmp_path / "run.avi")
     from sdviz.figures.animation import mp4_available
@@ -187,7 +231,7 @@ def test_denoising_animation_writes_one_gif_frame_per_step(run, tmp_path):
 
 
 def test_forward_noising_labels_t_and_alpha_bar(run, pipe):
-    fig = figures.forward_noising(pipe, run, timesteps=[0, 500, 999])
+    fig = figures.forward_noising(probes.noised_images(pipe, run, timesteps=[0, 500, 999]))
     assert_drawn(fig, 6)
     text = texts(fig)
     abar = pipe.scheduler.alphas_cumprod
@@ -200,11 +244,14 @@ def test_forward_noising_labels_t_and_alpha_bar(run, pipe):
     errors = [np.abs(np.asarray(x) - clean).mean() for x in top]
     assert errors[0] < errors[1] < errors[2]
     with pytest.raises(ValueError, match="0..999"):
-        figures.forward_noising(pipe, run, timesteps=[1000])
+        probes.noised_images(pipe, run, timesteps=[1000])
+    with pytest.raises(TypeError, match="noised_images"):
+        figures.forward_noising(pipe)
 
 
 def test_training_example_predicts_and_scores_noise(run, pipe):
-    fig = figures.training_example(pipe, run, t=300, timesteps=[0, 300, 600, 999])
+    example = probes.noise_predictions(pipe, run, t=300, timesteps=[0, 300, 600, 999])
+    fig = figures.training_example(example)
     assert_drawn(fig, 6)
     text = texts(fig)
     for word in ("true noise ε", "predicted ε̂", "error ε̂ − ε", "mse", "timestep t", "t=300"):
@@ -213,13 +260,15 @@ def test_training_example_predicts_and_scores_noise(run, pipe):
     assert list(curve.get_xdata()) == [0, 300, 600, 999]
     assert np.all(np.asarray(curve.get_ydata()) > 0)
     with pytest.raises(IndexError, match="channel"):
-        figures.training_example(pipe, run, channel=99)
+        figures.training_example(example, channel=99)
     with pytest.raises(ValueError, match="caption"):
-        figures.training_example(pipe, run["vae.image"])
+        probes.noise_predictions(pipe, run["vae.image"])
+    with pytest.raises(TypeError, match="noise_predictions"):
+        figures.training_example(pipe)
 
 
 def test_latent_space_channels_and_compression(run, pipe):
-    fig = figures.latent_space(pipe, run)
+    fig = figures.latent_space(reconstruct(pipe, run))
     c = pipe.unet.config.in_channels
     assert_drawn(fig, c + 2)
     text = texts(fig)
@@ -228,7 +277,7 @@ def test_latent_space_channels_and_compression(run, pipe):
     assert f"{3 * H * W / (c * h * w):.0f}× fewer" in text
     assert "latent channel 0" in text and "reconstruction" in text and "psnr" in text
     with pytest.raises(ValueError, match="divisible"):
-        figures.latent_space(pipe, torch.rand(3, 60, 60))
+        reconstruct(pipe, torch.rand(3, 60, 60))
 
 
 def test_cross_attention_one_map_per_word(run):
@@ -292,8 +341,8 @@ def test_figures_accept_half_precision_tensors(run):
     assert_drawn(figures.cross_attention(half, ["red"]), 2)
 
 
-def test_guidance_sweep_from_pipe_and_from_runs(pipe, run, plain_run):
-    fig = figures.guidance_sweep(pipe, "a red circle", scales=[1, 5], steps=2)
+def test_guidance_sweep_from_probe_and_from_runs(pipe, run, plain_run):
+    fig = figures.guidance_sweep(probes.guidance_runs(pipe, "a red circle", [1, 5], steps=2))
     assert_drawn(fig, 2)
     text = texts(fig)
     assert "guidance g = 1 (no guidance)" in text and "guidance g = 5" in text
@@ -301,7 +350,9 @@ def test_guidance_sweep_from_pipe_and_from_runs(pipe, run, plain_run):
     from_runs = figures.guidance_sweep([plain_run, run])
     assert_drawn(from_runs, 2)
     with pytest.raises(ValueError, match="numbers >= 0"):
-        figures.guidance_sweep(pipe, "a red circle", scales=[-1])
+        probes.guidance_runs(pipe, "a red circle", scales=[-1])
+    with pytest.raises(TypeError, match="guidance_runs"):
+        figures.guidance_sweep(pipe)
 
 
 def test_clip_similarity_with_a_model_and_with_embeddings(run, pipe):
@@ -320,21 +371,25 @@ def test_clip_similarity_with_a_model_and_with_embeddings(run, pipe):
     )
     captions = [PROMPT, "a green triangle", "a photo of a cat"]
     images = [run, torch.rand(3, 64, 64), torch.zeros(3, 64, 64) + 0.5]
-    fig = figures.clip_similarity(images, captions, model=clip, tokenizer=tok)
+    embeddings = probes.clip_embeddings(images, captions, model=clip, tokenizer=tok)
+    fig = figures.clip_similarity(embeddings)
     assert_drawn(fig, 1)
     text = texts(fig)
     assert "cosine similarity" in text and "green triangle" in text
     sim = np.asarray(list(iter_axes(fig))[0].images[0].get_array())
     assert sim.shape == (3, 3) and np.all(np.abs(sim) <= 1 + 1e-6) and np.ptp(sim) > 0
     img, txt = torch.randn(2, 8), torch.randn(3, 8)
-    fig = figures.clip_similarity(None, ["a", "b", "c"], image_embeds=img, text_embeds=txt)
+    fig = figures.clip_similarity(probes.ClipEmbeddings([], ["a", "b", "c"], img, txt))
     got = np.asarray(list(iter_axes(fig))[0].images[0].get_array())
     unit = lambda x: x / x.norm(dim=1, keepdim=True)  # noqa: E731
     np.testing.assert_allclose(got, (unit(img) @ unit(txt).T).numpy(), rtol=1e-5)
-    with pytest.raises(ValueError, match="CLIP model"):
-        figures.clip_similarity(images, captions)
-    with pytest.raises(ValueError, match="tokenizer"):
-        figures.clip_similarity(images, captions, model=clip)
+    assert "image 1" in texts(fig)  # no thumbnails: rows are numbered
+    with pytest.raises(ValueError, match="width"):
+        probes.ClipEmbeddings([], ["a"], img, torch.randn(1, 4))
+    with pytest.raises(ValueError, match="captions"):
+        probes.clip_embeddings(images, model=clip, tokenizer=tok)  # tensors carry no prompt
+    with pytest.raises(TypeError, match="clip_embeddings"):
+        figures.clip_similarity(images)
 
 
 # ----------------------------------------------------------------- determinism, no pyplot
@@ -343,7 +398,9 @@ def test_clip_similarity_with_a_model_and_with_embeddings(run, pipe):
 def test_same_seed_same_bytes(pipe, run):
     again = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=0, attention_layers="attn2")
     for make in (
-        lambda r: figures.denoising_filmstrip(r, pipe, steps=[0, -1]),
+        lambda r: figures.denoising_filmstrip(
+            r, images=probes.step_images(r, pipe, [0, STEPS - 1])
+        ),
         lambda r: figures.cross_attention(r, ["red"]),
     ):
         assert to_png(make(run)) == to_png(make(again))
@@ -368,6 +425,43 @@ def test_figures_leave_pyplot_alone(run):
     assert matplotlib.rcParams["image.cmap"] == matplotlib.rcParamsDefault["image.cmap"]
 
 
+def test_figures_only_draw_no_network_runs(run, pipe):
+    """Every figure drawn from a run or a probe's record: the networks are never called."""
+    noised = probes.noised_images(pipe, run, [0, 999])
+    example = probes.noise_predictions(pipe, run, timesteps=[0, 999])
+    rec = reconstruct(pipe, run)
+    images = probes.step_images(run, pipe, [0, STEPS - 1])
+    text = prompt_record(pipe, PROMPT)
+    calls = []
+    nets = (pipe.unet, pipe.vae, pipe.text_encoder)
+    handles = [m.register_forward_hook(lambda *_: calls.append(1)) for m in nets]
+    try:
+        figures.forward_noising(noised)
+        figures.training_example(example)
+        figures.latent_space(rec)
+        figures.denoising_filmstrip(run, images=images)
+        figures.tokens_and_embeddings(text)
+        figures.guidance_sweep([run])
+        figures.components(pipe, run)
+        figures.unet_diagram(pipe)
+    finally:
+        for h in handles:
+            h.remove()
+    assert not calls
+
+
+def test_figure_and_widget_sources_use_no_pyplot():
+    from pathlib import Path
+
+    import sdviz.widgets
+
+    for folder in (Path(figures.__file__).parent, Path(sdviz.widgets.__file__).parent):
+        for path in folder.glob("*.py"):
+            source = path.read_text()
+            assert "import pyplot" not in source and "matplotlib.pyplot" not in source, path
+            assert "plt." not in source, path.name
+
+
 def test_public_names_stay_functions_after_submodule_imports():
     import importlib
     import pkgutil
@@ -384,8 +478,10 @@ def test_low_precision_pipeline(pipe):
     """A bfloat16 pipeline (as fp16 on CUDA): inputs are cast to it, results drawn in fp32."""
     low = tiny_pipeline(seed=0).to(dtype=torch.bfloat16)
     image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
-    assert_drawn(figures.training_example(low, image, prompt="a red circle", timesteps=[0, 999]), 6)
-    assert_drawn(figures.latent_space(low, image), low.unet.config.in_channels + 2)
+    example = probes.noise_predictions(low, image, prompt="a red circle", timesteps=[0, 999])
+    assert example.predicted.dtype == torch.float32
+    assert_drawn(figures.training_example(example), 6)
+    assert_drawn(figures.latent_space(reconstruct(low, image)), low.unet.config.in_channels + 2)
 
 
 def test_drawing_into_a_given_figure_or_axes(run, pipe):

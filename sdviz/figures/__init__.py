@@ -1,23 +1,40 @@
 """sdviz.figures — the explanatory figures of "The Illustrated Stable Diffusion", from real runs.
 
-Every function is pure: it takes a traced run (see `sdviz.trace`) or a pipeline,
+Figures only draw. Each takes a traced run (see `sdviz.trace`) or the record a probe
+computed (`sdviz.probes`, `sdviz.autoencoder.reconstruct`, `sdviz.text.prompt_record`),
 draws on a new `matplotlib.figure.Figure` (or the `fig=` / `ax=` you pass) inside a
-local style context, and returns the figure; global matplotlib state is never touched.
+local style context, and returns the figure; no figure runs a network, and global
+matplotlib state is never touched. (`components`, `unet_diagram` and `noise_schedule`
+read a pipeline's configuration, never its weights' outputs.)
 
     run = sdviz.generate(pipe, "a red circle", attention_layers="attn2")
-    sdviz.figures.denoising_filmstrip(run, pipe).savefig("filmstrip.png")
+    images = sdviz.probes.step_images(run, pipe)          # the VAE runs here
+    sdviz.figures.denoising_filmstrip(run, images=images).savefig("filmstrip.png")
 
-Figures (numbers as in the seed article): 1 `components`, 2 `forward_noising`,
-3 `noise_schedule`, 4 `training_example`, 5 `denoising_filmstrip` /
-`denoising_animation`, 6 `latent_space`, 7 `tokens_and_embeddings`,
-8 `clip_similarity`, 9 `unet_diagram`, 10 `cross_attention` / `attention_drilldown`,
-11 `guidance_terms` / `guidance_sweep`. `save` writes reproducible files;
-`sdviz figures` (gallery.py) writes them all plus an HTML gallery.
+Figures (numbers as in the seed article) and what they draw:
+
+     1 `components(pipe, run=None)`           the pipeline's configuration
+     2 `forward_noising(noised)`               sdviz.probes.noised_images(pipe, image)
+     3 `noise_schedule(*sources)`              runs, pipelines or schedulers
+     4 `training_example(example)`             sdviz.probes.noise_predictions(pipe, image)
+     5 `denoising_filmstrip(run, images=)`     sdviz.probes.step_images(run, pipe)
+       `denoising_animation(run, path, images=)`
+     6 `latent_space(reconstruction)`          sdviz.autoencoder.reconstruct(pipe, image)
+     7 `tokens_and_embeddings(run)`            a run or sdviz.text.prompt_record(pipe, prompt)
+     8 `clip_similarity(embeddings)`           sdviz.probes.clip_embeddings(images, ...)
+     9 `unet_diagram(pipe)`                    the UNet's configuration and module tree
+    10 `cross_attention(run)` / `attention_drilldown(run, word)`
+    11 `guidance_terms(run)` / `guidance_sweep(runs)`   sdviz.probes.guidance_runs(...)
+
+`filmstrip(images, titles)` draws a plain row of images. `save` writes reproducible
+files; `sdviz figures` writes them all plus an HTML gallery.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 # public name -> module (imported lazily: matplotlib and torch load only when used)
@@ -36,11 +53,24 @@ _API = {
     "attention_drilldown": "attention",
     "guidance_terms": "guidance",
     "guidance_sweep": "guidance",
+    "filmstrip": "filmstrip",
     "save": "style",
     "to_png": "style",
 }
 
 __all__ = sorted(_API)
+
+
+class _Figures(types.ModuleType):
+    """This package, whose public names stay functions: importing the submodule
+    `sdviz.figures.filmstrip` would otherwise rebind `sdviz.figures.filmstrip` to it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not (name in _API and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Figures
 
 
 def __getattr__(name: str) -> Any:

@@ -14,8 +14,9 @@ from typing import Any
 from matplotlib import animation
 from matplotlib.figure import Figure
 
-from .denoising import ROWS, frames, step_label
-from .style import DPI, PANEL, check_steps, image_hwc, new_figure, require, style, to_numpy
+from ..probes import StepImages
+from .denoising import ROWS, pick_images, run_steps, step_label
+from .style import DPI, PANEL, image_hwc, new_figure, style
 
 DEFAULT_FPS = 4  # frames per second: a 20-step run plays in 5 s
 
@@ -28,20 +29,23 @@ def mp4_available() -> bool:
 def denoising_animation(
     run: Any,
     path: str | Path,
-    pipe: Any = None,
     *,
+    images: StepImages | None = None,
     steps: list[int] | None = None,
     fps: int = DEFAULT_FPS,
 ) -> Path:
-    """Write x_t and x̂0 (decoded with `pipe`, else previewed) for every step to a GIF or MP4.
+    """Write x_t and x̂0 (`images` from `sdviz.probes.step_images(run, pipe)`, else the run's
+    preview) for every step to a GIF or MP4.
 
     The format follows the file suffix: ".gif" (Pillow, always) or ".mp4" (needs
-    ffmpeg; check `mp4_available()`). `steps` restricts the frames (default: all).
+    ffmpeg; check `mp4_available()`). `steps` restricts the frames (default: all, or
+    all of `images`).
     Returns the path written.
 
     Example:
         >>> run = sdviz.generate(pipe, "a red circle")
-        >>> sdviz.figures.denoising_animation(run, "denoising.gif", pipe)
+        >>> images = sdviz.probes.step_images(run, pipe)
+        >>> sdviz.figures.denoising_animation(run, "denoising.gif", images=images)
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -54,15 +58,14 @@ def denoising_animation(
         )
     if not isinstance(fps, int) or fps < 1:
         raise ValueError(f"fps must be a positive integer, got {fps!r}.")
-    require(run, "denoiser.latents", "denoiser.pred_original_sample", "scheduler.step_timestep")
-    n_steps = int(to_numpy(run["scheduler.step_timestep"]).shape[0])
-    chosen = check_steps(list(range(n_steps)) if steps is None else steps, n_steps)
-    images = [frames(run, which, chosen, pipe) for which, _ in ROWS]
+    picked = pick_images(run, steps, images, default=0)  # 0: every step
+    chosen, n_steps = picked.steps, run_steps(run)
+    stacks = [getattr(picked, which) for which, _ in ROWS]
     with style():
         fig: Figure = new_figure(None, 2 * PANEL, PANEL + 0.7)
         axes = fig.subplots(1, 2)
         artists = []
-        for ax, (_, label), stack in zip(axes, ROWS, images, strict=True):
+        for ax, (_, label), stack in zip(axes, ROWS, stacks, strict=True):
             artists.append(ax.imshow(image_hwc(stack[0]), interpolation="nearest"))
             ax.set_title(label)
             ax.set_xticks([])
@@ -77,7 +80,7 @@ def denoising_animation(
         )
         with writer.saving(fig, str(path), dpi=DPI):
             for k, i in enumerate(chosen):
-                for artist, stack in zip(artists, images, strict=True):
+                for artist, stack in zip(artists, stacks, strict=True):
                     artist.set_data(image_hwc(stack[k]))
                 title.set_text(f"{step_label(run, i)} of {n_steps}")
                 writer.grab_frame()

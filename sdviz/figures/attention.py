@@ -29,6 +29,7 @@ from .style import (
     require,
     show_image,
     show_map,
+    step_timesteps,
     style,
     to_numpy,
 )
@@ -191,11 +192,7 @@ def attention_drilldown(
             m = m.mean(axis=1)
         rows.append((f"{short_layer(name)}\n{m.shape[-2]}×{m.shape[-1]}", m[chosen, i]))
     rows.append(("all layers\n(aggregate)", to_numpy(run["attention.maps"])[chosen, i]))
-    t = (
-        to_numpy(run["scheduler.step_timestep"])
-        if "scheduler.step_timestep" in run
-        else np.arange(n_steps)
-    )
+    t = step_timesteps(run, n_steps)
     with style():
         fig = new_figure(
             fig,

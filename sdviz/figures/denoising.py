@@ -15,12 +15,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..probes import STEP_IMAGES, StepImages, step_images
 from .style import PANEL, Canvas, check_steps, new_figure, require, show_image, style, to_numpy
 
-ROWS = (
-    ("latents", "x_t (decoded)"),
-    ("pred_original_sample", "predicted x̂0 (decoded)"),
-)
+ROWS = tuple(zip(STEP_IMAGES, ("x_t (decoded)", "predicted x̂0 (decoded)"), strict=True))
 
 
 def step_label(run: Mapping[str, Any], i: int) -> str:
@@ -28,45 +26,72 @@ def step_label(run: Mapping[str, Any], i: int) -> str:
     return f"step {i}, t={int(round(float(to_numpy(run['scheduler.step_timestep'])[i])))}"
 
 
-def frames(run: Any, which: str, steps: Sequence[int], pipe: Any = None) -> np.ndarray:
-    """(n, 3, H, W) images in [0, 1]: VAE-decoded with `pipe`, else the run's cheap preview."""
-    if pipe is not None:
-        return to_numpy(run.decode(pipe, which=which, steps=list(steps)))
-    return to_numpy(run.preview(which, steps=list(steps)))
+def run_steps(run: Mapping[str, Any]) -> int:
+    """How many sampling steps a run recorded."""
+    return int(to_numpy(run["scheduler.step_timestep"]).shape[0])
+
+
+def pick_images(
+    run: Any, steps: int | Sequence[int] | None, images: StepImages | None, default: int
+) -> StepImages:
+    """The images to draw at `steps`: taken from `images` (a `step_images` record), else
+    the run's linear preview. `steps` None: `default` evenly spaced steps (None: all),
+    or all of `images` when it holds a chosen few."""
+    require(run, "denoiser.latents", "denoiser.pred_original_sample", "scheduler.step_timestep")
+    n_steps = run_steps(run)
+    if images is not None and not isinstance(images, StepImages):
+        raise TypeError(
+            f"images must come from sdviz.probes.step_images(run, pipe), got "
+            f"{type(images).__name__}; figures draw, they decode nothing themselves."
+        )
+    if images is not None and steps is None and len(images.steps) < n_steps:
+        return images
+    chosen = check_steps(steps, n_steps, default or n_steps)
+    if images is None:
+        return step_images(run, None, chosen)  # the preview: no network
+    missing = [s for s in chosen if s not in images.steps]
+    if missing:
+        raise ValueError(
+            f"Steps {missing} are not among the decoded ones {images.steps}: decode them with "
+            "sdviz.probes.step_images(run, pipe, steps=...)."
+        )
+    idx = [images.steps.index(s) for s in chosen]
+    x_t, x0 = (getattr(images, which)[idx] for which in STEP_IMAGES)
+    return StepImages(chosen, x_t, x0, images.decoded)
 
 
 def denoising_filmstrip(
     run: Any,
-    pipe: Any = None,
     steps: int | Sequence[int] | None = None,
     *,
+    images: StepImages | None = None,
     fig: Canvas | None = None,
 ) -> Figure:
     """Two rows over the chosen steps: x_t decoded (top) and x̂0 decoded (bottom).
 
-    With `pipe` the latents go through the VAE decoder (cached by the run); without
-    it the run's linear latent->RGB preview is used (instant, approximate). `steps`
-    are step indices (default: 5 evenly spaced, first and last included).
+    `images` from `sdviz.probes.step_images(run, pipe)` are VAE-decoded (cached by the
+    run); without them the run's linear latent->RGB preview is drawn (instant,
+    approximate). `steps` are step indices (default: 5 evenly spaced, first and last
+    included).
 
     Example:
         >>> run = sdviz.generate(pipe, "a red circle", steps=20)
-        >>> fig = sdviz.figures.denoising_filmstrip(run, pipe, steps=[0, 5, 10, 19])
+        >>> images = sdviz.probes.step_images(run, pipe, steps=[0, 5, 10, 19])
+        >>> fig = sdviz.figures.denoising_filmstrip(run, images=images)
     """
-    require(run, "denoiser.latents", "denoiser.pred_original_sample", "scheduler.step_timestep")
-    n_steps = int(to_numpy(run["scheduler.step_timestep"]).shape[0])
-    chosen = check_steps(steps, n_steps)
-    how = "VAE-decoded" if pipe is not None else "linear preview (pass pipe to decode)"
+    picked = pick_images(run, steps, images, default=5)
+    n_steps = run_steps(run)
+    how = "VAE-decoded" if picked.decoded else "linear preview (pass images= to decode)"
     with style():
         fig = new_figure(
             fig,
-            PANEL * len(chosen) + 0.4,
+            PANEL * len(picked.steps) + 0.4,
             2 * PANEL + 0.9,
             suptitle=f"Denoising {run.get('pipeline.prompt', '')!r}: {n_steps} steps, {how}",
         )
-        axes = np.atleast_2d(fig.subplots(2, len(chosen), squeeze=False))
+        axes = np.atleast_2d(fig.subplots(2, len(picked.steps), squeeze=False))
         for row, (which, label) in enumerate(ROWS):
-            images = frames(run, which, chosen, pipe)
-            for col, i in enumerate(chosen):
-                show_image(axes[row, col], images[col], step_label(run, i))
+            for col, i in enumerate(picked.steps):
+                show_image(axes[row, col], getattr(picked, which)[col], step_label(run, i))
             axes[row, 0].set_ylabel(label)
     return fig

@@ -4,7 +4,7 @@ Classifier-free guidance (Ho & Salimans 2022) runs the UNet twice per step, with
 prompt (ε_text) and with an empty or negative prompt (ε_uncond), and extrapolates:
 ε = ε_uncond + g·(ε_text - ε_uncond). The difference is the direction the text adds;
 the guidance scale g (7.5 in Stable Diffusion) sets how far to push along it. The
-sweep renders one prompt and seed at several scales.
+sweep draws one prompt and seed at several scales (`sdviz.probes.guidance_runs`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from .style import (
     require,
     show_image,
     show_map,
+    step_timesteps,
     style,
     symmetric_limit,
     to_numpy,
 )
-
-DEFAULT_SCALES = (1.0, 3.0, 7.5, 12.0)
 
 
 def uses_guidance(run: Mapping[str, Any]) -> bool:
@@ -85,11 +84,7 @@ def guidance_terms(
     rel = np.linalg.norm(diff.reshape(n_steps, -1), axis=1) / np.linalg.norm(
         uncond.reshape(n_steps, -1), axis=1
     )
-    t = (
-        to_numpy(run["scheduler.step_timestep"])
-        if "scheduler.step_timestep" in run
-        else np.arange(n_steps)
-    )
+    t = step_timesteps(run, n_steps)
     with style():
         fig, axes = maps_and_plot(
             fig,
@@ -125,48 +120,26 @@ def guidance_terms(
     return fig
 
 
-def guidance_sweep(
-    source: Any,
-    prompt: str | None = None,
-    scales: Sequence[float] = DEFAULT_SCALES,
-    *,
-    seed: int = 0,
-    steps: int | None = None,
-    fig: Canvas | None = None,
-) -> Figure:
-    """The same prompt and seed generated at several guidance scales, side by side.
+def guidance_sweep(runs: Sequence[Mapping[str, Any]], *, fig: Canvas | None = None) -> Figure:
+    """Runs of the same prompt and seed at several guidance scales, side by side.
 
-    `source` is a list of traced runs (their `guidance_scale` labels the panels), or a
-    pipeline with a `prompt`: then `sdviz.generate` runs once per scale in `scales`
-    (with `seed` and `steps`; attention is not recorded).
+    `runs` are traced runs (their `guidance_scale` labels the panels), e.g. from
+    `sdviz.probes.guidance_runs(pipe, prompt, scales, seed=...)`.
 
     Example:
-        >>> fig = sdviz.figures.guidance_sweep(pipe, "a red circle", scales=[1, 2, 4, 8])
+        >>> runs = sdviz.probes.guidance_runs(pipe, "a red circle", scales=[1, 2, 4, 8])
+        >>> fig = sdviz.figures.guidance_sweep(runs)
         >>> fig = sdviz.figures.guidance_sweep([run_a, run_b])   # runs you already have
     """
-    if isinstance(source, Sequence) and not isinstance(source, str):
-        runs = list(source)
-        if prompt is not None:
-            raise ValueError("Runs carry their own prompt; pass `prompt` only with a pipeline.")
-        if not runs:
-            raise ValueError("Pass at least one run.")
-        for r in runs:
-            require(r, "vae.image", "pipeline.guidance_scale")
-    else:
-        if not isinstance(prompt, str):
-            raise ValueError("Pass a prompt with a pipeline: guidance_sweep(pipe, 'a red cat').")
-        if not scales:
-            raise ValueError("Pass at least one guidance scale.")
-        bad = [g for g in scales if not isinstance(g, (int, float)) or g < 0]
-        if bad:
-            raise ValueError(f"Guidance scales must be numbers >= 0; got {bad}.")
-        from ..tracing import generate
-
-        kwargs = {} if steps is None else {"steps": steps}
-        runs = [
-            generate(source, prompt, guidance_scale=float(g), seed=seed, attention=None, **kwargs)
-            for g in scales
-        ]
+    if isinstance(runs, Mapping) or not isinstance(runs, Sequence) or isinstance(runs, str):
+        raise TypeError(
+            "Pass a list of runs, e.g. sdviz.probes.guidance_runs(pipe, prompt, scales); "
+            f"got {type(runs).__name__}."
+        )
+    if not runs:
+        raise ValueError("Pass at least one run.")
+    for r in runs:
+        require(r, "vae.image", "pipeline.guidance_scale")
     prompts = {r.get("pipeline.prompt") for r in runs}
     label = repr(runs[0].get("pipeline.prompt")) if len(prompts) == 1 else "several prompts"
     seeds = {r.get("pipeline.seed") for r in runs}

@@ -16,12 +16,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from ..autoencoder import native_size
+from ..builder import count_parameters
 from .style import LINE_COLORS, WIDE, figure_of, new_figure, style
-
-
-def count_parameters(module: Any) -> int:
-    """Number of parameters of a torch module (0 for None)."""
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
 def human(n: float) -> str:
@@ -41,7 +38,7 @@ def model_sizes(pipe: Any, run: Any = None) -> dict[str, Any]:
     if run is not None:
         height, width = int(run["pipeline.height"]), int(run["pipeline.width"])
     else:
-        height = width = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        height = width = native_size(pipe)
     factor = int(pipe.vae_scale_factor)
     vae = pipe.vae
     return {

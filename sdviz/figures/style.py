@@ -2,11 +2,13 @@
 
 One place for sizes, fonts and colormaps so that all figures line up on a slide:
 `PANEL` inches per image panel, fonts readable when a figure is shown full-width,
-colour-blind-safe colormaps (viridis / cividis / magma, and "RdBu_r" for signed
-quantities such as noise). Figures are built on `matplotlib.figure.Figure` inside a
-local `rc_context` (`style()`), never through pyplot, so nothing global changes.
+colour-blind-safe colormaps (viridis / cividis / magma, and `SIGNED_CMAP` "RdBu_r" for
+signed quantities such as noise: the one signed palette, the widgets use it too).
+Figures are built on `matplotlib.figure.Figure` inside a local `rc_context` (`style()`),
+never through pyplot, so nothing global changes.
 
-Also here: tensor -> array conversion that accepts fp16 / CUDA tensors, input
+Also here: tensor -> array conversion that accepts fp16 / CUDA tensors (images go
+through `sdviz.autoencoder.images_to_tensor`, the one image conversion), input
 validation shared by the modules (steps, runs), and `save`, which writes
 byte-identical PNG / SVG / PDF files for identical figures (no dates, fixed SVG ids).
 """
@@ -102,21 +104,37 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def image_hwc(image: Any) -> np.ndarray:
-    """An (H, W, 3) float array in [0, 1] from a (3, H, W) tensor, an (H, W, 3) array or a PIL image."""
-    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    arr = to_numpy(image)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 3:
-        raise ValueError(f"Expected one image (3, H, W) or (H, W, 3); got shape {arr.shape}.")
-    if arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(1, 2, 0)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    if arr.max() > 1.5:  # 0..255 images
-        arr = arr / 255.0
-    return np.clip(arr, 0.0, 1.0)
+    """An (H, W, 3) float32 array in [0, 1] from one image in any form
+    `sdviz.autoencoder.images_to_tensor` takes: (3, H, W) tensor, (H, W, 3) array, PIL."""
+    from ..autoencoder import images_to_tensor
+
+    x, _ = images_to_tensor(image)
+    if x.shape[0] != 1:
+        raise ValueError(f"Expected one image (3, H, W) or (H, W, 3); got {x.shape[0]} images.")
+    return x[0].permute(1, 2, 0).numpy()
+
+
+def to_pil(rgb: np.ndarray) -> Any:
+    """An (H, W, 3) float array in [0, 1] as an 8-bit PIL image."""
+    from PIL import Image
+
+    return Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8))
+
+
+def step_timesteps(run: Mapping[str, Any], n_steps: int) -> np.ndarray:
+    """The timestep of each sampling step (`scheduler.step_timestep`), else 0..n_steps-1."""
+    if "scheduler.step_timestep" in run:
+        return to_numpy(run["scheduler.step_timestep"])
+    return np.arange(n_steps)
+
+
+def expect(record: Any, kind: type, probe: str) -> None:
+    """Raise a TypeError saying which probe makes the `kind` record a figure draws."""
+    if not isinstance(record, kind):
+        raise TypeError(
+            f"This figure draws a {kind.__name__} (from {probe}), got {type(record).__name__}: "
+            "figures only draw, the probes run the models."
+        )
 
 
 def show_image(ax: Axes, image: Any, title: str | None = None) -> None:

@@ -15,7 +15,16 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import SIGNED_CMAP, WIDE, Canvas, new_figure, style, symmetric_limit, to_numpy
+from .style import (
+    SIGNED_CMAP,
+    WIDE,
+    Canvas,
+    new_figure,
+    require,
+    style,
+    symmetric_limit,
+    to_numpy,
+)
 
 PADDING_ROWS_SHOWN = 2  # padding tokens listed after the real ones in the token table
 MAX_TICKS = 24  # at most this many token labels on the embedding matrix
@@ -26,54 +35,42 @@ def readable(token: str) -> str:
     return token.replace("</w>", "")
 
 
-def text_data(source: Any, prompt: str | None = None) -> dict[str, Any]:
-    """tokens (L), input ids (L), n_tokens and the (L, d) embeddings from a run or pipe+prompt."""
-    if isinstance(source, Mapping):
-        if prompt is not None:
-            raise ValueError("A run has its own prompt; pass `prompt` only with a pipeline.")
-        keys = (
-            "tokenizer.tokens",
-            "tokenizer.input_ids",
-            "tokenizer.n_tokens",
-            "text_encoder.prompt_embeds",
-        )
-        missing = [k for k in keys if k not in source]
-        if missing:
-            raise KeyError(f"This run has no {', '.join(missing)}; trace it with sdviz.trace.")
-        return {
-            "prompt": source.get("pipeline.prompt", ""),
-            "tokens": list(source["tokenizer.tokens"]),
-            "ids": [int(i) for i in to_numpy(source["tokenizer.input_ids"]).astype(np.int64)],
-            "n_tokens": int(source["tokenizer.n_tokens"]),
-            "embeds": to_numpy(source["text_encoder.prompt_embeds"]),
-        }
-    if prompt is None:
-        raise ValueError("Pass a prompt with a pipeline: tokens_and_embeddings(pipe, 'a red cat').")
-    from ..text import embed, tokenize
+TEXT_KEYS = (
+    "tokenizer.tokens",
+    "tokenizer.input_ids",
+    "tokenizer.n_tokens",
+    "text_encoder.prompt_embeds",
+)
 
-    tok = tokenize(source, prompt)
+
+def text_data(run: Mapping[str, Any]) -> dict[str, Any]:
+    """tokens (L), input ids (L), n_tokens and the (L, d) embeddings of a Run's text keys."""
+    if not isinstance(run, Mapping):
+        raise TypeError(
+            f"Pass a traced run or sdviz.text.prompt_record(pipe, prompt), got {type(run).__name__}."
+        )
+    require(run, *TEXT_KEYS, hint="Trace it with sdviz.generate, or use sdviz.text.prompt_record.")
     return {
-        "prompt": prompt,
-        "tokens": list(tok["tokens"]),
-        "ids": [int(i) for i in to_numpy(tok["input_ids"]).astype(np.int64)],
-        "n_tokens": int(tok["n_tokens"]),
-        "embeds": to_numpy(embed(source, prompt)),
+        "prompt": run.get("pipeline.prompt", ""),
+        "tokens": list(run["tokenizer.tokens"]),
+        "ids": [int(i) for i in to_numpy(run["tokenizer.input_ids"]).astype(np.int64)],
+        "n_tokens": int(run["tokenizer.n_tokens"]),
+        "embeds": to_numpy(run["text_encoder.prompt_embeds"]),
     }
 
 
-def tokens_and_embeddings(
-    source: Any, prompt: str | None = None, *, fig: Canvas | None = None
-) -> Figure:
+def tokens_and_embeddings(run: Mapping[str, Any], *, fig: Canvas | None = None) -> Figure:
     """The padded token list next to the embedding matrix (tokens × dimensions).
 
-    `source` is a traced run, or a pipeline with a `prompt`.
+    `run` is a traced run, or `sdviz.text.prompt_record(pipe, prompt)` (the same keys,
+    without a generation).
 
     Example:
         >>> run = sdviz.generate(pipe, "a red circle")
         >>> fig = sdviz.figures.tokens_and_embeddings(run)
-        >>> fig = sdviz.figures.tokens_and_embeddings(pipe, "a photo of a cat")
+        >>> fig = sdviz.figures.tokens_and_embeddings(sdviz.text.prompt_record(pipe, "a cat"))
     """
-    data = text_data(source, prompt)
+    data = text_data(run)
     tokens, ids, n, emb = data["tokens"], data["ids"], data["n_tokens"], data["embeds"]
     L, d = emb.shape
     shown = min(L, n + PADDING_ROWS_SHOWN)

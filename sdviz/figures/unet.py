@@ -4,9 +4,12 @@ The denoiser of Stable Diffusion is a UNet (Ronneberger et al. 2015) as used in 
 (Ho et al. 2020): down blocks halve the latent resolution and widen the channels, a
 mid block works at the coarsest resolution, up blocks climb back while concatenating
 the skip connections saved on the way down. Transformer blocks inside the "CrossAttn"
-blocks hold the cross-attention layers (`attn2`) where the text embeddings enter
-(Rombach et al. 2022, Sec. 3.3). Everything drawn is read from `unet.config` and the
-module tree (`named_modules`), so the diagram is the loaded model's.
+blocks hold the cross-attention layers where the text embeddings enter (Rombach et al.
+2022, Sec. 3.3): every `attn2`, and `attn1` too in blocks built with
+`only_cross_attention` (sdviz-mini's first block). Which layers those are is
+`sdviz.attention.cross_attention_layers`, the one definition the traces use too.
+Everything drawn is read from `unet.config` and the module tree, so the diagram is the
+loaded model's.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from ..attention import cross_attention_layers
 from .style import LINE_COLORS, WIDE, figure_of, new_figure, style
 
 
 def unet_structure(pipe_or_unet: Any, latent_size: int | None = None) -> list[dict[str, Any]]:
-    """One dict per block (down..., mid, up...): name, type, level, resolution, channels, attn2.
+    """One dict per block (down..., mid, up...): name, kind, level, resolution, channels,
+    cross_attention (how many of `cross_attention_layers(unet)` it holds), layers.
 
     `latent_size` is the side of the latent the UNet sees (default `unet.config.sample_size`).
     """
@@ -36,12 +41,11 @@ def unet_structure(pipe_or_unet: Any, latent_size: int | None = None) -> list[di
     n = len(channels)
     lpb = config.layers_per_block
     lpb = list(lpb) if isinstance(lpb, (list, tuple)) else [lpb] * n
-    attn2: dict[str, int] = {}
-    for name, _ in unet.named_modules():
-        if name.endswith("attn2"):
-            parts = name.split(".")
-            block = ".".join(parts[:2]) if parts[0] != "mid_block" else "mid_block"
-            attn2[block] = attn2.get(block, 0) + 1
+    cross: dict[str, int] = {}
+    for name in cross_attention_layers(unet):
+        parts = name.split(".")
+        block = ".".join(parts[:2]) if parts[0] != "mid_block" else "mid_block"
+        cross[block] = cross.get(block, 0) + 1
 
     def block(name: str, kind: str, level: int, layers: int) -> dict[str, Any]:
         return dict(
@@ -50,7 +54,7 @@ def unet_structure(pipe_or_unet: Any, latent_size: int | None = None) -> list[di
             level=level,
             resolution=max(size // 2**level, 1),
             channels=channels[level],
-            attn2=attn2.get(name, 0),
+            cross_attention=cross.get(name, 0),
             layers=layers,
         )
 
@@ -65,7 +69,7 @@ def unet_structure(pipe_or_unet: Any, latent_size: int | None = None) -> list[di
 
 
 def _label(b: dict[str, Any]) -> str:
-    attn = f"{b['attn2']}× cross-attn" if b["attn2"] else "no cross-attn"
+    attn = f"{b['cross_attention']}× cross-attn" if b["cross_attention"] else "no cross-attn"
     res = f"{b['resolution']}×{b['resolution']}"
     return f"{b['name']}\n{b['kind']}\n{b['channels']} ch @ {res}, {attn}"
 
@@ -73,7 +77,7 @@ def _label(b: dict[str, Any]) -> str:
 def unet_diagram(
     pipe_or_unet: Any, *, latent_size: int | None = None, ax: Axes | None = None
 ) -> Figure:
-    """Draw the UNet as a U: down blocks, mid block, up blocks, skips, where attn2 sits.
+    """Draw the UNet as a U: down blocks, mid block, up blocks, skips, where the text enters.
 
     Blocks with cross-attention are filled orange; arrows across the U are the skip
     connections (with how many tensors each up block takes from its level).
@@ -87,7 +91,7 @@ def unet_diagram(
     unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
     n = len(unet.config.block_out_channels)
     in_ch, out_ch = unet.config.in_channels, unet.config.out_channels
-    total_attn2 = sum(b["attn2"] for b in blocks)
+    total = sum(b["cross_attention"] for b in blocks)
     with style():
         if ax is None:
             fig = new_figure(None, 3.4 * WIDE, 2.0 + 1.35 * (n + 1))
@@ -107,7 +111,7 @@ def unet_diagram(
             else:
                 x, y = 13.8 - b["level"] * step_x, -b["level"]
             pos[b["name"]] = (x, y)
-            color = LINE_COLORS[1] if b["attn2"] else LINE_COLORS[0]
+            color = LINE_COLORS[1] if b["cross_attention"] else LINE_COLORS[0]
             ax.add_patch(
                 FancyBboxPatch(
                     (x - box_w / 2, y - box_h / 2),
@@ -115,7 +119,7 @@ def unet_diagram(
                     box_h,
                     boxstyle="round,pad=0.03",
                     facecolor=color,
-                    alpha=0.25 if b["attn2"] else 0.12,
+                    alpha=0.25 if b["cross_attention"] else 0.12,
                     edgecolor=color,
                     linewidth=2,
                 )
@@ -163,7 +167,7 @@ def unet_diagram(
         ax.text(x_in, 0.75, f"noisy latent x_t ({in_ch} ch) + t", ha="center", fontsize=10)
         ax.text(x_out, 0.75, f"predicted noise ({out_ch} ch)", ha="center", fontsize=10)
         ax.set_title(
-            f"Inside the UNet: {len(blocks)} blocks, {total_attn2} cross-attention layers "
+            f"Inside the UNet: {len(blocks)} blocks, {total} cross-attention layers "
             "(orange) where the text enters"
         )
     return fig

@@ -2,8 +2,8 @@
 
 The widgets show pictures that must redraw instantly while a slider moves, so they are
 rendered once with PIL (no matplotlib figure per frame) and cached by the widgets.
-Colormaps are matplotlib's colour-blind-safe ones: magma for attention (sequential),
-PuOr for signed latent values (diverging, symmetric around 0).
+Colormaps are the figures' own (`sdviz.figures.style`): `HEAT_CMAP` for attention
+(sequential), `SIGNED_CMAP` for signed latent values (diverging, symmetric around 0).
 """
 
 from __future__ import annotations
@@ -18,18 +18,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-
-def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    # fp16 / GPU tensors would break numpy and PIL: always float32 on the CPU
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float32).numpy()
-    return np.asarray(x, dtype=np.float32)
+from ..figures.style import HEAT_CMAP, SIGNED_CMAP, image_hwc, to_numpy, to_pil
 
 
 def png(rgb: np.ndarray) -> bytes:
     """(H, W, 3) floats in [0, 1] -> PNG bytes."""
     buf = io.BytesIO()
-    Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)).save(buf, "png")
+    to_pil(rgb).save(buf, "png")
     return buf.getvalue()
 
 
@@ -38,15 +33,13 @@ def _resize(rgb: np.ndarray, size: int, smooth: bool) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     new = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
-    img = img.resize(new, Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST)
+    img = to_pil(rgb).resize(new, Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST)
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
 def image_png(image: torch.Tensor, size: int = 192) -> bytes:
     """(3, H, W) image in [0, 1] -> PNG of longer side `size`."""
-    rgb = _as_numpy(image).transpose(1, 2, 0)  # (H, W, 3)
-    return png(_resize(rgb, size, smooth=False))
+    return png(_resize(image_hwc(image), size, smooth=False))
 
 
 def colormap(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndarray:
@@ -56,20 +49,20 @@ def colormap(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndar
 
 
 def heat_png(amap: torch.Tensor, size: int = 96, vmax: float | None = None) -> bytes:
-    """(h, w) non-negative map (attention) -> magma heat map PNG."""
-    values = _as_numpy(amap)
+    """(h, w) non-negative map (attention) -> heat map PNG (`HEAT_CMAP`)."""
+    values = to_numpy(amap)
     top = float(values.max()) if vmax is None else vmax
-    return png(_resize(colormap(values, "magma", 0.0, top), size, smooth=False))
+    return png(_resize(colormap(values, HEAT_CMAP, 0.0, top), size, smooth=False))
 
 
 def channels_png(latents: torch.Tensor, size: int = 96, gap: int = 4) -> bytes:
-    """(c, h, w) latent-space tensor -> its channels side by side, PuOr, 0 = white.
+    """(c, h, w) latent-space tensor -> its channels side by side, `SIGNED_CMAP`, 0 = white.
 
     Each channel is `size` pixels wide; the colour scale is shared and symmetric.
     """
-    values = _as_numpy(latents)
+    values = to_numpy(latents)
     lim = float(np.abs(values).max()) or 1.0
-    tiles = [_resize(colormap(ch, "PuOr_r", -lim, lim), size, smooth=False) for ch in values]
+    tiles = [_resize(colormap(ch, SIGNED_CMAP, -lim, lim), size, smooth=False) for ch in values]
     spacer = np.ones((tiles[0].shape[0], gap, 3), dtype=np.float32)
     row = [t for tile in tiles for t in (tile, spacer)][:-1]
     return png(np.concatenate(row, axis=1))
@@ -79,9 +72,9 @@ def overlay_png(
     image: torch.Tensor, amap: torch.Tensor, size: int = 192, alpha: float = 0.6
 ) -> bytes:
     """(3, H, W) image with an (h, w) attention map laid over it (smoothly upsampled)."""
-    rgb = _resize(_as_numpy(image).transpose(1, 2, 0), size, smooth=True)
-    values = _as_numpy(amap)
-    heat = colormap(values, "magma", 0.0, float(values.max()) or 1.0)
+    rgb = _resize(image_hwc(image), size, smooth=True)
+    values = to_numpy(amap)
+    heat = colormap(values, HEAT_CMAP, 0.0, float(values.max()) or 1.0)
     heat = _resize(heat, max(rgb.shape[:2]), smooth=True)[: rgb.shape[0], : rgb.shape[1]]
     return png((1 - alpha) * rgb + alpha * heat)
 

@@ -14,20 +14,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
-import torch
 
+from ..probes import step_images
 from . import _images
 
 if TYPE_CHECKING:
     from ..tracing import Run
 from ._common import image_widget, labelled, resolve_words, set_tagged
-
-
-def _decoded(run: Any, pipe: Any, which: str, steps: list[int]) -> torch.Tensor:
-    """(n, 3, H, W) images of recorded latents: the VAE when given a pipe, else the preview."""
-    if pipe is None:
-        return run.preview(which, steps=steps)
-    return run.decode(pipe, which=which, steps=steps)
 
 
 class DenoisingExplorer(W.VBox):
@@ -57,10 +50,9 @@ class DenoisingExplorer(W.VBox):
         self.n_steps = int(run["denoiser.noise_pred"].shape[0])
         self.words = resolve_words(run, words) if "attention.maps" in run else []
         self.size = size
-        steps = list(range(self.n_steps))
-        # decoded once, batched; the slider only indexes into these
-        self._xt = _decoded(run, pipe, "latents", steps)  # (S, 3, H, W)
-        self._x0 = _decoded(run, pipe, "pred_original_sample", steps)  # (S, 3, H, W)
+        # decoded once, batched (sdviz.probes.step_images); the slider only indexes into these
+        images = step_images(run, pipe, range(self.n_steps))
+        self._xt, self._x0 = images.latents, images.pred_original_sample  # (S, 3, H, W) each
         self._schedule: _images.MarkedFigure | None = None
 
         self.slider = W.IntSlider(
