@@ -1,0 +1,44 @@
+"""A row of decoded images with a title over each: the filmstrip `sdviz trace` writes.
+
+    steps = filmstrip_steps(run.n_steps, 6)
+    images = run.decode(pipe, "pred_original_sample", steps=steps)  # (6, 3, H, W)
+    filmstrip(images, [f"step {i + 1}" for i in steps], "x0-hat").savefig("filmstrip.png")
+
+The predicted clean image x0_hat decoded at a few steps is DDIM's view of the denoising
+(Song et al. 2021): blurry and average at first, sharp at the end. `denoising_filmstrip`
+(figure 5) shows the same with x_t beside it; this is the lighter one-row version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .style import check_steps, image_hwc, style
+
+PANEL_WIDTH, STRIP_HEIGHT = 1.9, 2.3  # inches: one small panel, and the row with its titles
+
+
+def filmstrip_steps(n_steps: int, frames: int) -> list[int]:
+    """`frames` step indices spread evenly from the first step to the last one."""
+    if min(frames, n_steps) == 1:
+        return [n_steps - 1]  # one frame: the finished image
+    return check_steps(None, n_steps, default=frames)
+
+
+def filmstrip(images: Any, titles: Sequence[str], title: str = "") -> Figure:
+    """Images (n, 3, H, W) in [0, 1] side by side, `titles[i]` over image i."""
+    if len(images) != len(titles):
+        raise ValueError(f"Pass one title per image: {len(images)} images, {len(titles)} titles.")
+    with style():
+        fig = Figure(figsize=(PANEL_WIDTH * len(images), STRIP_HEIGHT), layout="constrained")
+        axes = fig.subplots(1, len(images), squeeze=False)[0]
+        for ax, image, text in zip(axes, images, titles, strict=True):
+            ax.imshow(image_hwc(image))
+            ax.set_title(text, fontsize=8)
+            ax.set_axis_off()
+        if title:
+            fig.suptitle(title, fontsize=9)
+    return fig
