@@ -147,12 +147,77 @@ def add_noise(
     return (a.sqrt() * x32 + (1 - a).sqrt() * noise).to(x.dtype)
 
 
+def _fresh_scheduler(pipe: Any, num_inference_steps: int) -> Any:
+    """A copy of the pipeline's scheduler with its timesteps set (the original untouched)."""
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    sched.set_timesteps(num_inference_steps)
+    return sched
+
+
 def timesteps(pipe: Any, num_inference_steps: int = 50) -> list[int]:
     """The timesteps the pipeline's scheduler visits for `num_inference_steps` steps
     (computed on a copy; the pipeline's scheduler is not changed)."""
-    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    sched.set_timesteps(num_inference_steps)
-    return [int(v) for v in sched.timesteps]
+    return [int(v) for v in _fresh_scheduler(pipe, num_inference_steps).timesteps]
+
+
+def _check_step_inputs(
+    pipe: Any, latents: Any, prompt: Any, guidance_scale: Any, negative_prompt: Any
+) -> None:
+    """Teaching errors for `denoise_step`'s prompt, guidance scale and latents."""
+    check_prompt(prompt)
+    if negative_prompt not in (None, ""):  # "" and None: the unconditional prompt
+        check_prompt(negative_prompt, "negative_prompt")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, int | float):
+        raise TypeError(f"guidance_scale must be a number (SD uses 7.5), got {guidance_scale!r}.")
+    if not isinstance(latents, torch.Tensor) or latents.ndim not in (3, 4):
+        raise ValueError("latents must be a (c, h, w) or (n, c, h, w) tensor.")
+    channels = pipe.unet.config.in_channels
+    if latents.shape[-3] != channels:
+        raise ValueError(
+            f"latents have {latents.shape[-3]} channels, the UNet takes {channels}: pass VAE "
+            "latents (sdviz.encode), not pixels."
+        )
+
+
+def _check_timestep(t: Any, grid: list[int], num_inference_steps: int) -> None:
+    if isinstance(t, bool) or not isinstance(t, int | torch.Tensor) or int(t) not in grid:
+        near = sorted(grid, key=lambda v: abs(v - int(t)))[:2] if isinstance(t, int) else []
+        raise ValueError(
+            f"t={t!r} is not a timestep of this scheduler at {num_inference_steps} steps "
+            f"(nearest: {near}); pick one of sdviz.diffusion.timesteps(pipe, "
+            f"{num_inference_steps}) or change num_inference_steps."
+        )
+
+
+def _step_alpha_bar(sched: Any, t: int) -> float:
+    """alpha_bar at the scheduler's current step: from its sigma where it keeps sigmas."""
+    index = getattr(sched, "step_index", None)
+    sigmas = getattr(sched, "sigmas", None)
+    if index is not None and sigmas is not None:
+        return float(alpha_bar_from_sigma(sigmas[index].double()))
+    return float(sched.alphas_cumprod[t])
+
+
+def _unet_halves(pipe: Any, x: Tensor, t_sched: Any, prompt: str, negative_prompt: Any):
+    """The UNet's raw outputs for `x` without and with the prompt: (uncond, text), float32."""
+    cond, uncond = pipe.encode_prompt(
+        prompt,
+        pipe.device,
+        num_images_per_prompt=x.shape[0],
+        do_classifier_free_guidance=True,
+        negative_prompt=negative_prompt or None,
+    )  # (n, L, d) each
+    model_in = torch.cat([x, x]).to(pipe.unet.dtype)  # (2n, c, h, w): uncond, then text
+    embeds = torch.cat([uncond, cond])  # (2n, L, d)
+    raw = pipe.unet(model_in, t_sched, encoder_hidden_states=embeds).sample.float()
+    return raw.chunk(2)
+
+
+def _scheduler_step(sched: Any, output: Tensor, t_sched: Any, sample: Tensor, generator: Any):
+    """`sched.step(...).prev_sample`, passing `generator` to schedulers that draw noise."""
+    takes = "generator" in inspect.signature(sched.step).parameters
+    extra = {"generator": generator} if takes else {}
+    return sched.step(output, t_sched, sample, **extra).prev_sample
 
 
 @torch.no_grad()
@@ -181,62 +246,24 @@ def denoise_step(
     here, not the one they would take mid-run with history; stochastic ones (DDPM, Euler
     ancestral) draw their noise from `generator`. DDIM and Euler match the pipeline.
     """
-    check_prompt(prompt)
-    if negative_prompt not in (None, ""):  # "" and None: the unconditional prompt
-        check_prompt(negative_prompt, "negative_prompt")
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, int | float):
-        raise TypeError(f"guidance_scale must be a number (SD uses 7.5), got {guidance_scale!r}.")
-    if not isinstance(latents, torch.Tensor) or latents.ndim not in (3, 4):
-        raise ValueError("latents must be a (c, h, w) or (n, c, h, w) tensor.")
-    channels = pipe.unet.config.in_channels
-    if latents.shape[-3] != channels:
-        raise ValueError(
-            f"latents have {latents.shape[-3]} channels, the UNet takes {channels}: pass VAE "
-            "latents (sdviz.encode), not pixels."
-        )
-    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    sched.set_timesteps(num_inference_steps)
+    _check_step_inputs(pipe, latents, prompt, guidance_scale, negative_prompt)
+    sched = _fresh_scheduler(pipe, num_inference_steps)
     grid = [int(v) for v in sched.timesteps]
-    if isinstance(t, bool) or not isinstance(t, int | torch.Tensor) or int(t) not in grid:
-        near = sorted(grid, key=lambda v: abs(v - int(t)))[:2] if isinstance(t, int) else []
-        raise ValueError(
-            f"t={t!r} is not a timestep of this scheduler at {num_inference_steps} steps "
-            f"(nearest: {near}); pick one of sdviz.diffusion.timesteps(pipe, "
-            f"{num_inference_steps}) or change num_inference_steps."
-        )
+    _check_timestep(t, grid, num_inference_steps)
     t = int(t)
     t_sched = sched.timesteps[grid.index(t)]  # the scheduler's own value (float for Euler)
     kind = sched.config.prediction_type
     unbatched = latents.ndim == 3
-    device, dtype = pipe.device, pipe.unet.dtype
-    x = (latents[None] if unbatched else latents).to(device, torch.float32)  # (n, c, h, w)
+    x = (latents[None] if unbatched else latents).to(pipe.device, torch.float32)  # (n, c, h, w)
     ones = torch.ones_like(x)
 
-    cond, uncond = pipe.encode_prompt(
-        prompt,
-        device,
-        num_images_per_prompt=x.shape[0],
-        do_classifier_free_guidance=True,
-        negative_prompt=negative_prompt or None,
-    )  # (n, L, d) each
     # Sigma schedulers (Euler, LMS, Heun...) keep x / sqrt(abar): scale_model_input maps
     # their sample to the UNet's (VP) input; for the others it is the identity.
     sample = x / sched.scale_model_input(ones, t_sched)
-    index = getattr(sched, "step_index", None)
-    sigmas = getattr(sched, "sigmas", None)
-    if index is not None and sigmas is not None:
-        abar = float(alpha_bar_from_sigma(sigmas[index].double()))
-    else:
-        abar = float(sched.alphas_cumprod[t])
-    model_in = torch.cat([x, x]).to(dtype)  # (2n, c, h, w): uncond half, then text half
-    embeds = torch.cat([uncond, cond])  # (2n, L, d)
-    raw = pipe.unet(model_in, t_sched, encoder_hidden_states=embeds).sample.float()
-    raw_u, raw_c = raw.chunk(2)
+    abar = _step_alpha_bar(sched, t)
+    raw_u, raw_c = _unet_halves(pipe, x, t_sched, prompt, negative_prompt)
     raw_g = raw_u + guidance_scale * (raw_c - raw_u)
-    extra = (
-        {"generator": generator} if "generator" in inspect.signature(sched.step).parameters else {}
-    )
-    prev = sched.step(raw_g, t_sched, sample, **extra).prev_sample
+    prev = _scheduler_step(sched, raw_g, t_sched, sample, generator)
     prev = prev * sched.scale_model_input(ones, t_sched)  # VP scale at the next level
     nxt = getattr(sched, "step_index", None)
     nxt = grid.index(t) + 1 if nxt is None else nxt

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from ..probes import StepImages
 from .denoising import ROWS, pick_images, run_steps, step_label
-from .style import DPI, PANEL, image_hwc, new_figure, style
+from .style import DPI, PANEL, bare, image_hwc, new_figure, style
 
 DEFAULT_FPS = 4  # frames per second: a 20-step run plays in 5 s
 
@@ -67,9 +67,7 @@ def denoising_animation(
         artists = []
         for ax, (_, label), stack in zip(axes, ROWS, stacks, strict=True):
             artists.append(ax.imshow(image_hwc(stack[0]), interpolation="nearest"))
-            ax.set_title(label)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            bare(ax, label)
         title = fig.suptitle(f"{step_label(run, chosen[0])} of {n_steps}")
         fig.draw_without_rendering()  # lay out once (constrained), then freeze the layout
         fig.set_layout_engine("none")

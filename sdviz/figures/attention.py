@@ -141,11 +141,31 @@ def layer_keys(run: Mapping[str, Any]) -> list[str]:
 
 
 def short_layer(name: str) -> str:
-    """'attention.down_blocks.0.attentions.1.transformer_blocks.0.attn2' -> 'down 0.1'."""
+    """'attention.down_blocks.0.attentions.1.transformer_blocks.0.attn2' -> 'down 0.1'
+    (an `attn1` that is cross-attention, in `only_cross_attention` blocks: 'down 0.1 attn1')."""
     parts = name.removeprefix(LAYER_PREFIX).split(".")
+    kind = "" if parts[-1] == "attn2" else f" {parts[-1]}"
     if parts[0] == "mid_block":
-        return f"mid {parts[2]}"
-    return f"{parts[0].split('_')[0]} {parts[1]}.{parts[3]}"
+        return f"mid {parts[2]}{kind}"
+    return f"{parts[0].split('_')[0]} {parts[1]}.{parts[3]}{kind}"
+
+
+def _pick_layers(recorded: list[str], layers: Sequence[str] | None) -> list[str]:
+    """The layer keys to draw: `layers` checked against the recorded ones, else at most
+    MAX_LAYER_ROWS of them spread over the UNet."""
+    if not recorded:
+        raise KeyError(
+            "This run has no per-layer attention maps. Trace with attention_layers='attn2' "
+            "(all cross-attention layers) or a filter such as attention_layers='up_blocks'."
+        )
+    if layers is None:
+        picks = np.linspace(0, len(recorded) - 1, min(len(recorded), MAX_LAYER_ROWS))
+        return [recorded[i] for i in sorted({int(round(p)) for p in picks})]
+    layers = [n if n.startswith(LAYER_PREFIX) else LAYER_PREFIX + n for n in layers]
+    unknown = [name for name in layers if name not in recorded]
+    if unknown:
+        raise KeyError(f"No maps for layers {unknown}; recorded: {recorded}.")
+    return layers
 
 
 def attention_drilldown(
@@ -168,18 +188,7 @@ def attention_drilldown(
         >>> fig = sdviz.figures.attention_drilldown(run, "circle", steps=[0, 10, 19])
     """
     recorded = layer_keys(run)
-    if not recorded:
-        raise KeyError(
-            "This run has no per-layer attention maps. Trace with attention_layers='attn2' "
-            "(all cross-attention layers) or a filter such as attention_layers='up_blocks'."
-        )
-    if layers is None:
-        picks = np.linspace(0, len(recorded) - 1, min(len(recorded), MAX_LAYER_ROWS))
-        layers = [recorded[i] for i in sorted({int(round(p)) for p in picks})]
-    layers = [n if n.startswith(LAYER_PREFIX) else LAYER_PREFIX + n for n in layers]
-    unknown = [name for name in layers if name not in recorded]
-    if unknown:
-        raise KeyError(f"No maps for layers {unknown}; recorded: {recorded}.")
+    layers = _pick_layers(recorded, layers)
     require(run, "attention.maps")
     i = token_indices(run, [word])[0]
     token = readable(run["tokenizer.tokens"][i])

@@ -20,6 +20,7 @@ from .style import (
     PANEL,
     SIGNED_CMAP,
     Canvas,
+    check_channel,
     check_steps,
     maps_and_plot,
     new_figure,
@@ -41,6 +42,20 @@ def uses_guidance(run: Mapping[str, Any]) -> bool:
             "pipeline.do_classifier_free_guidance", float(run.get("pipeline.guidance_scale", 0)) > 1
         )
     )
+
+
+def _draw_maps(fig: Canvas, axes: Any, uncond: Any, text: Any, guided: Any, g: float) -> None:
+    """ε_uncond, ε_text, their difference (own scale) and the guided ε of one channel."""
+    lim = symmetric_limit(uncond, text, guided)
+    kw = dict(cmap=SIGNED_CMAP, vmin=-lim, vmax=lim)
+    show_map(axes[0], uncond, title="ε_uncond (empty prompt)", **kw)
+    show_map(axes[1], text, title="ε_text (prompt)", **kw)
+    dlim = symmetric_limit(text - uncond)
+    kw_d = dict(cmap=SIGNED_CMAP, vmin=-dlim, vmax=dlim)
+    im_d = show_map(axes[2], text - uncond, title="ε_text − ε_uncond", **kw_d)
+    im = show_map(axes[3], guided, title=f"guided ε (g = {g:g})", **kw)
+    fig.colorbar(im, ax=[axes[0], axes[1], axes[3]], label="noise value", shrink=0.8)
+    fig.colorbar(im_d, ax=axes[2], label="difference", shrink=0.8)
 
 
 def guidance_terms(
@@ -78,8 +93,7 @@ def guidance_terms(
     guided = to_numpy(run["denoiser.noise_pred"])
     n_steps, c = uncond.shape[:2]
     s = check_steps(n_steps // 2 if step is None else step, n_steps)[0]
-    if not isinstance(channel, (int, np.integer)) or not 0 <= channel < c:
-        raise IndexError(f"channel {channel!r} is out of range: the latents have {c} channels.")
+    check_channel(channel, c)
     diff = text - uncond
     rel = np.linalg.norm(diff.reshape(n_steps, -1), axis=1) / np.linalg.norm(
         uncond.reshape(n_steps, -1), axis=1
@@ -92,22 +106,7 @@ def guidance_terms(
             f"Classifier-free guidance at {step_label(run, s)}, latent channel {channel}: "
             f"ε = ε_uncond + {g:g}·(ε_text − ε_uncond)",
         )
-        lim = symmetric_limit(uncond[s, channel], text[s, channel], guided[s, channel])
-        kw = dict(cmap=SIGNED_CMAP, vmin=-lim, vmax=lim)
-        show_map(axes[0], uncond[s, channel], title="ε_uncond (empty prompt)", **kw)
-        show_map(axes[1], text[s, channel], title="ε_text (prompt)", **kw)
-        dlim = symmetric_limit(diff[s, channel])
-        im_d = show_map(
-            axes[2],
-            diff[s, channel],
-            cmap=SIGNED_CMAP,
-            vmin=-dlim,
-            vmax=dlim,
-            title="ε_text − ε_uncond",
-        )
-        im = show_map(axes[3], guided[s, channel], title=f"guided ε (g = {g:g})", **kw)
-        fig.colorbar(im, ax=[axes[0], axes[1], axes[3]], label="noise value", shrink=0.8)
-        fig.colorbar(im_d, ax=axes[2], label="difference", shrink=0.8)
+        _draw_maps(fig, axes[:4], uncond[s, channel], text[s, channel], guided[s, channel], g)
         plot_over_t(
             axes[4],
             t,

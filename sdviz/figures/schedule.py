@@ -59,11 +59,17 @@ def schedule_curves(source: Any, steps: int | None = None) -> dict[str, Any]:
         "schedule": config.get("beta_schedule", ""),
         "t": t,
         "alpha_bar": abar,
-        "sigma": np.sqrt((1 - abar) / abar),
+        "sigma": sigma(abar),
         "snr": abar / (1 - abar),
         "timesteps": timesteps,
         "sampled_alpha_bar": sampled_abar,
     }
+
+
+def sigma(alpha_bar: np.ndarray) -> np.ndarray:
+    """The noise level σ = √((1-ᾱ)/ᾱ) (Karras et al. 2022); `diffusion.alpha_bar_from_sigma`
+    inverts it."""
+    return np.sqrt((1 - alpha_bar) / alpha_bar)
 
 
 def noise_schedule(
@@ -84,6 +90,30 @@ def noise_schedule(
         >>> fig = sdviz.figures.noise_schedule(pipe)                      # its own scheduler
         >>> fig = sdviz.figures.noise_schedule(pipe, "euler", "dpm++", steps=[20, 20, 10])
     """
+    curves = _curves_of(sources, steps, labels)
+    with style():
+        fig = new_figure(
+            fig,
+            4 * WIDE,
+            max(3.8, 2.6 + 0.3 * len(curves)),
+            suptitle="Noise schedule over training timesteps t",
+        )
+        axes = fig.subplots(1, 4)
+        _draw_curves(axes, curves, labels)
+        _draw_strip(axes[3], curves, axes[0].get_xlim())
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            names,
+            loc="outside lower center",
+            ncols=min(len(curves), 3),
+            title="markers: the sampled timesteps",
+        )
+    return fig
+
+
+def _curves_of(sources: tuple, steps: Any, labels: Sequence[str] | None) -> list[dict]:
+    """`schedule_curves` of each source, scheduler names built from the first real one."""
     if not sources:
         raise ValueError("Pass at least one run, pipeline or scheduler.")
     per_source = list(steps) if isinstance(steps, (list, tuple)) else [steps] * len(sources)
@@ -104,59 +134,51 @@ def noise_schedule(
         else:
             config = getattr(getattr(base, "scheduler", base), "config", None)
         resolved = [make_scheduler(s, config) if isinstance(s, str) else s for s in sources]
-    curves = [schedule_curves(s, n) for s, n in zip(resolved, per_source, strict=True)]
-    with style():
-        fig = new_figure(
-            fig,
-            4 * WIDE,
-            max(3.8, 2.6 + 0.3 * len(curves)),
-            suptitle="Noise schedule over training timesteps t",
+    return [schedule_curves(s, n) for s, n in zip(resolved, per_source, strict=True)]
+
+
+def _draw_curves(axes: Any, curves: list[dict], labels: Sequence[str] | None) -> None:
+    """ᾱ_t, σ_t and SNR(t) per source on the first three axes, sampled timesteps marked."""
+    for i, c in enumerate(curves):
+        color = LINE_COLORS[i % len(LINE_COLORS)]
+        marker = MARKERS[i % len(MARKERS)]
+        label = labels[i] if labels else f"{c['name']} ({c['schedule']})".replace(" ()", "")
+        label += f", {len(c['timesteps'])} steps"
+        abar_s = c["sampled_alpha_bar"]
+        ys = (
+            (c["alpha_bar"], abar_s),
+            (c["sigma"], sigma(abar_s)),
+            (c["snr"], abar_s / (1 - abar_s)),
         )
-        axes = fig.subplots(1, 4)
-        for i, c in enumerate(curves):
-            color = LINE_COLORS[i % len(LINE_COLORS)]
-            marker = MARKERS[i % len(MARKERS)]
-            label = labels[i] if labels else f"{c['name']} ({c['schedule']})".replace(" ()", "")
-            label += f", {len(c['timesteps'])} steps"
-            abar_s = c["sampled_alpha_bar"]
-            ys = (
-                (c["alpha_bar"], abar_s),
-                (c["sigma"], np.sqrt((1 - abar_s) / abar_s)),
-                (c["snr"], abar_s / (1 - abar_s)),
-            )
-            for ax, (y, y_s) in zip(axes[:3], ys, strict=True):
-                ax.plot(c["t"], y, color=color, linewidth=2, label=label)
-                ax.plot(c["timesteps"], y_s, marker, color=color, markersize=5)
-            row = np.full(len(c["timesteps"]), len(curves) - 1 - i)
-            axes[3].plot(c["timesteps"], row, marker, color=color, markersize=7)
-        titles = (
-            "ᾱ_t: fraction of signal variance",
-            "σ_t = √((1-ᾱ_t)/ᾱ_t): noise level",
-            "SNR(t) = ᾱ_t / (1-ᾱ_t)",
-        )
-        for ax, title, ylabel in zip(axes[:3], titles, ("ᾱ_t", "σ_t", "SNR"), strict=True):
-            ax.set_title(title)
-            ax.set_xlabel("timestep t")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-        axes[1].set_yscale("log")
-        axes[2].set_yscale("log")
-        strip = axes[3]
-        strip.set_title("Timesteps each sampler visits")
-        strip.set_xlabel("timestep t")
-        strip.set_yticks(
-            range(len(curves)),
-            [str(len(c["timesteps"])) + " steps" for c in reversed(curves)],
-        )
-        strip.set_ylim(-0.7, len(curves) - 0.3)
-        strip.set_xlim(axes[0].get_xlim())
-        strip.grid(axis="x", alpha=0.3)
-        handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(
-            handles,
-            names,
-            loc="outside lower center",
-            ncols=min(len(curves), 3),
-            title="markers: the sampled timesteps",
-        )
-    return fig
+        for ax, (y, y_s) in zip(axes[:3], ys, strict=True):
+            ax.plot(c["t"], y, color=color, linewidth=2, label=label)
+            ax.plot(c["timesteps"], y_s, marker, color=color, markersize=5)
+    titles = (
+        "ᾱ_t: fraction of signal variance",
+        "σ_t = √((1-ᾱ_t)/ᾱ_t): noise level",
+        "SNR(t) = ᾱ_t / (1-ᾱ_t)",
+    )
+    for ax, title, ylabel in zip(axes[:3], titles, ("ᾱ_t", "σ_t", "SNR"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("timestep t")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[2].set_yscale("log")
+
+
+def _draw_strip(strip: Any, curves: list[dict], xlim: tuple[float, float]) -> None:
+    """One row of markers per source: the timesteps its sampler visits."""
+    for i, c in enumerate(curves):
+        row = np.full(len(c["timesteps"]), len(curves) - 1 - i)
+        color, marker = LINE_COLORS[i % len(LINE_COLORS)], MARKERS[i % len(MARKERS)]
+        strip.plot(c["timesteps"], row, marker, color=color, markersize=7)
+    strip.set_title("Timesteps each sampler visits")
+    strip.set_xlabel("timestep t")
+    strip.set_yticks(
+        range(len(curves)),
+        [str(len(c["timesteps"])) + " steps" for c in reversed(curves)],
+    )
+    strip.set_ylim(-0.7, len(curves) - 0.3)
+    strip.set_xlim(xlim)
+    strip.grid(axis="x", alpha=0.3)

@@ -137,13 +137,18 @@ def expect(record: Any, kind: type, probe: str) -> None:
         )
 
 
-def show_image(ax: Axes, image: Any, title: str | None = None) -> None:
-    """Draw an RGB image without ticks, with an optional title."""
-    ax.imshow(image_hwc(image), interpolation="nearest")
+def bare(ax: Axes, title: str | None = None) -> None:
+    """No ticks on an image panel, and an optional title."""
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
         ax.set_title(title)
+
+
+def show_image(ax: Axes, image: Any, title: str | None = None) -> None:
+    """Draw an RGB image without ticks, with an optional title."""
+    ax.imshow(image_hwc(image), interpolation="nearest")
+    bare(ax, title)
 
 
 def show_map(
@@ -157,10 +162,7 @@ def show_map(
 ):
     """Draw a 2-D map without ticks; returns the image artist (for a colorbar)."""
     im = ax.imshow(to_numpy(values), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title)
+    bare(ax, title)
     return im
 
 
@@ -178,6 +180,15 @@ def require(run: Mapping[str, Any], *keys: str, hint: str = "") -> None:
             f"This run has no {', '.join(repr(k) for k in missing)}. {hint}".strip()
             + f" Recorded keys: {', '.join(sorted(run.keys()))}."
         )
+
+
+def check_channel(channel: Any, n_channels: int) -> int:
+    """Validate a latent channel index in [0, n_channels)."""
+    if not isinstance(channel, (int, np.integer)) or not 0 <= channel < n_channels:
+        raise IndexError(
+            f"channel {channel!r} is out of range: the latents have {n_channels} channels."
+        )
+    return int(channel)
 
 
 def check_steps(steps: int | Sequence[int] | None, n_steps: int, default: int = 5) -> list[int]:

@@ -59,6 +59,31 @@ def text_data(run: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _token_table(
+    ax_tok: Any, tokens: list[str], ids: list[int], n: int, shown: int, L: int
+) -> None:
+    """The first `shown` tokens as a table (position, token, id), padding greyed."""
+    ax_tok.axis("off")
+    ax_tok.set_title("Tokens (position, token, id)")
+    rows = [
+        (str(i), tokens[i] + ("   (padding)" if i >= n else ""), str(ids[i])) for i in range(shown)
+    ]
+    if shown < L:
+        rows.append(("…", f"{L - shown} more padding tokens", ""))
+    table = ax_tok.table(
+        cellText=rows,
+        colLabels=["pos", "token", "id"],
+        colWidths=[0.15, 0.65, 0.2],
+        loc="upper center",
+        cellLoc="left",
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(10)
+    for (r, _), cell in table.get_celld().items():
+        if 0 < r <= shown and r - 1 >= n:
+            cell.set_facecolor("#eeeeee")
+
+
 def tokens_and_embeddings(run: Mapping[str, Any], *, fig: Canvas | None = None) -> Figure:
     """The padded token list next to the embedding matrix (tokens × dimensions).
 
@@ -82,26 +107,7 @@ def tokens_and_embeddings(run: Mapping[str, Any], *, fig: Canvas | None = None) 
             suptitle=f"Prompt {data['prompt']!r}: {n} tokens padded to L = {L}, embedded in d = {d}",
         )
         ax_tok, ax_emb, ax_all = fig.subplots(1, 3, width_ratios=[1.1, 1.6, 1])
-        ax_tok.axis("off")
-        ax_tok.set_title("Tokens (position, token, id)")
-        rows = [
-            (str(i), tokens[i] + ("   (padding)" if i >= n else ""), str(ids[i]))
-            for i in range(shown)
-        ]
-        if shown < L:
-            rows.append(("…", f"{L - shown} more padding tokens", ""))
-        table = ax_tok.table(
-            cellText=rows,
-            colLabels=["pos", "token", "id"],
-            colWidths=[0.15, 0.65, 0.2],
-            loc="upper center",
-            cellLoc="left",
-        )
-        table.auto_set_font_size(False)
-        table.set_fontsize(10)
-        for (r, _), cell in table.get_celld().items():
-            if 0 < r <= shown and r - 1 >= n:
-                cell.set_facecolor("#eeeeee")
+        _token_table(ax_tok, tokens, ids, n, shown, L)
         lim = symmetric_limit(emb)
         kw = dict(aspect="auto", cmap=SIGNED_CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
         ax_emb.imshow(emb[:shown], **kw)

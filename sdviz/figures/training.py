@@ -10,13 +10,13 @@ Ho 2022); this figure draws it.
 
 from __future__ import annotations
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from ..probes import NoisePredictions
 from .style import (
     SIGNED_CMAP,
     Canvas,
+    check_channel,
     expect,
     maps_and_plot,
     plot_over_t,
@@ -42,8 +42,7 @@ def training_example(
     """
     expect(example, NoisePredictions, "sdviz.probes.noise_predictions(pipe, image)")
     c = example.clean.shape[0]
-    if not isinstance(channel, (int, np.integer)) or not 0 <= channel < c:
-        raise IndexError(f"channel {channel!r} is out of range: the latents have {c} channels.")
+    check_channel(channel, c)
     t, k = example.t, example.index
     z = (example.clean, example.noise, example.noisy[k], example.predicted[k])
     maps = [to_numpy(x[channel]) for x in z]

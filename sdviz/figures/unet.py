@@ -74,13 +74,65 @@ def _label(b: dict[str, Any]) -> str:
     return f"{b['name']}\n{b['kind']}\n{b['channels']} ch @ {res}, {attn}"
 
 
+BOX_W, BOX_H = 3.6, 0.78  # a block's box, in axis units
+ARROW = dict(arrowstyle="-|>", mutation_scale=16, linewidth=1.5)
+
+
+def _draw_blocks(ax: Axes, blocks: list[dict[str, Any]], n: int) -> dict[str, tuple]:
+    """One box per block along a U; returns each block's centre."""
+    step_x = min(1.3, 3.4 / max(n - 1, 1))  # keeps a gap at the bottom level
+    pos = {}
+    for b in blocks:
+        if b["name"] == "mid_block":
+            x, y = 8.0, -n
+        elif b["name"].startswith("down"):
+            x, y = 2.2 + b["level"] * step_x, -b["level"]
+        else:
+            x, y = 13.8 - b["level"] * step_x, -b["level"]
+        pos[b["name"]] = (x, y)
+        color = LINE_COLORS[1] if b["cross_attention"] else LINE_COLORS[0]
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - BOX_W / 2, y - BOX_H / 2),
+                BOX_W,
+                BOX_H,
+                boxstyle="round,pad=0.03",
+                facecolor=color,
+                alpha=0.25 if b["cross_attention"] else 0.12,
+                edgecolor=color,
+                linewidth=2,
+            )
+        )
+        ax.text(x, y, _label(b), ha="center", va="center", fontsize=10.5)
+    return pos
+
+
+def _draw_flow(ax: Axes, blocks: list[dict[str, Any]], pos: dict[str, tuple]) -> None:
+    """Arrows from block to block, and the dashed skip connections across the U."""
+    order = [b["name"] for b in blocks]
+    for a, b in zip(order, order[1:], strict=False):
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        start = (x0, y0 - BOX_H / 2) if y1 < y0 else (x0, y0 + BOX_H / 2)
+        end = (x1, y1 + BOX_H / 2) if y1 < y0 else (x1, y1 - BOX_H / 2)
+        ax.add_patch(FancyArrowPatch(start, end, color="#444444", **ARROW))
+    for b in blocks:
+        if b["name"].startswith("up"):
+            (x0, y0), (x1, y1) = pos[f"down_blocks.{b['level']}"], pos[b["name"]]
+            start, end = (x0 + BOX_W / 2, y0), (x1 - BOX_W / 2, y1)
+            ax.add_patch(FancyArrowPatch(start, end, linestyle="--", color=LINE_COLORS[2], **ARROW))
+            label = f"skip ×{b['layers']}"
+            kw = dict(ha="center", va="bottom", fontsize=10, color=LINE_COLORS[2])
+            ax.text((x0 + x1) / 2, y0 + 0.08, label, **kw)
+
+
 def unet_diagram(
     pipe_or_unet: Any, *, latent_size: int | None = None, ax: Axes | None = None
 ) -> Figure:
     """Draw the UNet as a U: down blocks, mid block, up blocks, skips, where the text enters.
 
-    Blocks with cross-attention are filled orange; arrows across the U are the skip
-    connections (with how many tensors each up block takes from its level).
+    Blocks with cross-attention (`sdviz.attention.cross_attention_layers`) are filled
+    orange; arrows across the U are the skip connections (with how many tensors each up
+    block takes from its level).
 
     Example:
         >>> pipe = sdviz.load()
@@ -100,69 +152,9 @@ def unet_diagram(
         ax.set_xlim(0, 16)
         ax.set_ylim(-(n + 0.7), 1.0)
         ax.axis("off")
-        box_w, box_h = 3.6, 0.78
-        step_x = min(1.3, 3.4 / max(n - 1, 1))  # keeps a gap at the bottom level
-        pos = {}
-        for b in blocks:
-            if b["name"] == "mid_block":
-                x, y = 8.0, -n
-            elif b["name"].startswith("down"):
-                x, y = 2.2 + b["level"] * step_x, -b["level"]
-            else:
-                x, y = 13.8 - b["level"] * step_x, -b["level"]
-            pos[b["name"]] = (x, y)
-            color = LINE_COLORS[1] if b["cross_attention"] else LINE_COLORS[0]
-            ax.add_patch(
-                FancyBboxPatch(
-                    (x - box_w / 2, y - box_h / 2),
-                    box_w,
-                    box_h,
-                    boxstyle="round,pad=0.03",
-                    facecolor=color,
-                    alpha=0.25 if b["cross_attention"] else 0.12,
-                    edgecolor=color,
-                    linewidth=2,
-                )
-            )
-            ax.text(x, y, _label(b), ha="center", va="center", fontsize=10.5)
-        order = [b["name"] for b in blocks]
-        for a, b in zip(order, order[1:], strict=False):
-            (x0, y0), (x1, y1) = pos[a], pos[b]
-            ax.add_patch(
-                FancyArrowPatch(
-                    (x0, y0 - box_h / 2) if y1 < y0 else (x0, y0 + box_h / 2),
-                    (x1, y1 + box_h / 2) if y1 < y0 else (x1, y1 - box_h / 2),
-                    arrowstyle="-|>",
-                    mutation_scale=16,
-                    linewidth=1.5,
-                    color="#444444",
-                )
-            )
-        for b in blocks:
-            if b["name"].startswith("up"):
-                down = f"down_blocks.{b['level']}"
-                (x0, y0), (x1, y1) = pos[down], pos[b["name"]]
-                ax.add_patch(
-                    FancyArrowPatch(
-                        (x0 + box_w / 2, y0),
-                        (x1 - box_w / 2, y1),
-                        arrowstyle="-|>",
-                        mutation_scale=16,
-                        linewidth=1.5,
-                        linestyle="--",
-                        color=LINE_COLORS[2],
-                    )
-                )
-                ax.text(
-                    (x0 + x1) / 2,
-                    y0 + 0.08,
-                    f"skip ×{b['layers']}",
-                    ha="center",
-                    va="bottom",
-                    fontsize=10,
-                    color=LINE_COLORS[2],
-                )
-        x_in, y_in = pos["down_blocks.0"]
+        pos = _draw_blocks(ax, blocks, n)
+        _draw_flow(ax, blocks, pos)
+        x_in, _ = pos["down_blocks.0"]
         x_out, _ = pos[f"up_blocks.{len(unet.config.up_block_types) - 1}"]
         ax.text(x_in, 0.75, f"noisy latent x_t ({in_ch} ch) + t", ha="center", fontsize=10)
         ax.text(x_out, 0.75, f"predicted noise ({out_ch} ch)", ha="center", fontsize=10)

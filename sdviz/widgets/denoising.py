@@ -70,12 +70,19 @@ class DenoisingExplorer(W.VBox):
         self.state = W.HTML()
         self.state.add_class("sdviz-denoise-state")
 
+        super().__init__(self._pictures())
+        self.add_class("sdviz-denoise")
+
+        self.slider.observe(self._on_step, names="value")
+        self.show(0)
+
+    def _pictures(self) -> list[W.Widget]:
+        """The image widgets (empty until `show`), laid out under the controls."""
         self.xt_image = image_widget("sdviz-denoise-image", "sdviz-denoise-xt")
         self.x0_image = image_widget("sdviz-denoise-x0")
         self.noise_image = image_widget("sdviz-denoise-noise")
         self.attention_images = [image_widget("sdviz-denoise-attention") for _ in self.words]
         self.schedule_image = image_widget("sdviz-denoise-schedule")
-
         pictures = W.HBox(
             [
                 labelled("x_t (decoded)", self.xt_image),
@@ -92,12 +99,7 @@ class DenoisingExplorer(W.VBox):
         parts = [W.HBox([self.play, self.slider, self.state]), pictures]
         if self.words:
             parts.append(labelled("cross-attention per word", attention))
-        parts.append(self.schedule_image)
-        super().__init__(parts)
-        self.add_class("sdviz-denoise")
-
-        self.slider.observe(self._on_step, names="value")
-        self.show(0)
+        return [*parts, self.schedule_image]
 
     def _on_step(self, change: dict) -> None:
         self.show(int(change["new"]))
