@@ -11,6 +11,7 @@ config with `from_config`, so the betas, timestep spacing and prediction type ca
 
     make_scheduler("euler a", pipe.scheduler.config)   # -> EulerAncestralDiscreteScheduler
     scheduler_names()                                  # the canonical names
+    with using_scheduler(pipe, "dpm++"): ...           # sample with it, then restore
 
 Names are case-, space-, dash- and underscore-insensitive; diffusers class names
 ("DDIMScheduler") are accepted too.
@@ -18,7 +19,8 @@ Names are case-, space-, dash- and underscore-insensitive; diffusers class names
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import diffusers
@@ -125,3 +127,23 @@ def make_scheduler(name: str, config: Mapping[str, Any] | Any):
             f"{type(config).__name__}."
         )
     return cls.from_config(dict(config))
+
+
+@contextmanager
+def using_scheduler(pipe: Any, name: str) -> Iterator[Any]:
+    """Sample with the scheduler called `name` inside a with-block, then put the old one back.
+
+    The new scheduler is built from the pipeline's own scheduler config (`make_scheduler`),
+    so the training schedule carries over; the previous scheduler object is restored in
+    a `finally`, also when the block raises. Yields the new scheduler.
+
+        with using_scheduler(pipe, "euler"):
+            run = sdviz.generate(pipe, "a red circle")
+    """
+    previous = pipe.scheduler
+    new = make_scheduler(name, previous.config)
+    pipe.scheduler = new
+    try:
+        yield new
+    finally:
+        pipe.scheduler = previous
