@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..autoencoder import check_size, generation_size_multiple
+from ..autoencoder import check_size, generation_size_multiple, native_size
 from ..pipeline import recommended
 from ..text import check_prompt, truncated_tokens, truncation_notice, unknown_words
 from .hooks import TraceBudgetError, Tracer
@@ -153,7 +153,7 @@ def _check_inputs(
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be an int or None (random), got {seed!r}.")
     multiple = generation_size_multiple(pipe)
-    default = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    default = native_size(pipe)
     why = "the VAE's downsampling and the pipeline's own check"
     height = check_size("height", default if height is None else height, multiple, why)
     width = check_size("width", default if width is None else width, multiple, why)

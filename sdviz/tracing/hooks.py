@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..attention import AttentionCapture, check_layer_filter, cross_attention_layers
-from ..diffusion import predicted_x0, to_epsilon
+from ..diffusion import alpha_bar_from_sigma, predicted_x0, to_epsilon
 from .record import RunState, build_run
 from .run import Trace
 
@@ -186,7 +186,7 @@ class Tracer:
         sigmas = getattr(sched, "sigmas", None)
         if sigmas is not None and len(sigmas) == len(timesteps) + 1:
             sigmas = torch.as_tensor(sigmas).detach().float().cpu()
-            abar = 1.0 / (1.0 + sigmas[:-1] ** 2)
+            abar = alpha_bar_from_sigma(sigmas[:-1])
         else:
             sigmas = None
             abar = sched.alphas_cumprod.detach().float().cpu()[timesteps.round().long()]
