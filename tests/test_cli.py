@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from PIL import Image
 
-from sdviz.cli import SUBCOMMANDS, build_parser, filmstrip_steps, main
+from sdviz.commands import SUBCOMMANDS, build_parser, main
+from sdviz.figures.filmstrip import filmstrip_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["trace", "--model", "sdviz-tiny", "--steps", "4", "--frames", "3"]
@@ -59,6 +63,10 @@ def test_trace_with_scheduler_into_existing_folder(tmp_path):
         (["--scheduler", "warp"], "Valid names: ddpm, ddim"),
         (["--prompt", "   "], "the prompt is empty"),
         (["--frames", "0"], "--frames"),
+        (["--height", "60"], "not a multiple of 8"),
+        (["--height", "100"], "height=100 is not a multiple of 8"),
+        (["--width", "wide"], "expected a whole number of pixels"),
+        (["--threads", "0"], "--threads: expected a whole number >= 1"),
         (["--bogus"], "unrecognized arguments"),
     ],
 )
@@ -73,7 +81,6 @@ def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message)
     "args,message",
     [
         (["--model", "./no-such-folder"], "No such model folder"),
-        (["--height", "60"], "not a multiple of 8"),
         (["--device", "gpu"], "Unknown device"),
     ],
 )
@@ -100,9 +107,76 @@ def test_no_command_and_help(capsys):
 
 
 def test_subcommands_come_from_the_registry():
-    assert SUBCOMMANDS[0] == "sdviz.cli:add_trace_command"
+    assert SUBCOMMANDS[0] == "sdviz.commands.trace:add_parser"
     parser = build_parser()
     assert parser.parse_args(["trace"]).command == "trace"
+
+
+@pytest.fixture(scope="module")
+def folder_model(tmp_path_factory):
+    """The tiny pipeline as a folder whose sdviz.json recommends settings (as sdviz-mini's)."""
+    from sdviz.builder import tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_pipeline(seed=0).save_pretrained(folder)
+    advice = {"guidance_scale": 2.0, "num_inference_steps": 2, "closed_vocabulary": True}
+    (folder / "sdviz.json").write_text(json.dumps(advice))
+    return folder
+
+
+def _settings(summary: str) -> dict[str, str]:
+    """summary.txt's settings block: {name: value}."""
+    block = summary.split("timings (s)")[0]
+    return dict(line.strip().split(": ", 1) for line in block.splitlines() if ": " in line)
+
+
+def test_summary_says_what_the_run_used(folder_model, tmp_path):
+    out = tmp_path / "run"
+    argv = ["trace", "--model", str(folder_model), "--frames", "2", "--prompt", "a red circle"]
+    assert main([*argv, "--out", str(out)]) == 0
+    text = (out / "summary.txt").read_text(encoding="utf-8")
+    rows = _settings(text)
+    source = str(folder_model / "sdviz.json")
+    assert "None" not in "".join(rows.values())  # resolved values, not raw arguments
+    assert rows["model"] == str(folder_model)
+    assert rows["scheduler"] == "DDIMScheduler (the model's own)"
+    assert rows["image"] == "64×64 pixels (height×width)"
+    assert rows["guidance"] == f"2, from {source}" and rows["steps"] == f"2, from {source}"
+    assert rows["CPU threads"].endswith("from sdviz.threads' default")
+    assert "Run('a red circle', 2 steps" in text
+    assert text.rstrip().endswith("the meaning of each key is in sdviz.tracing.keys.")
+
+    before = torch.get_num_threads()
+    flags = ["--guidance", "5", "--steps", "3", "--threads", "2", "--scheduler", "euler"]
+    assert main([*argv, *flags, "--out", str(out)]) == 0
+    rows = _settings((out / "summary.txt").read_text(encoding="utf-8"))
+    assert rows["guidance"] == "5, from --guidance" and rows["steps"] == "3, from --steps"
+    assert rows["scheduler"] == "EulerDiscreteScheduler (--scheduler euler)"
+    assert rows["CPU threads"] == "2, from --threads"
+    assert torch.get_num_threads() == before  # restored after the command
+
+
+def test_model_description():
+    from sdviz.commands.common import model_description
+    from sdviz.pipeline import EMBEDDED_MODEL
+
+    embedded = SimpleNamespace(config={"_name_or_path": str(EMBEDDED_MODEL)})
+    assert model_description(None, embedded).startswith("embedded sdviz-mini (")
+    assert model_description("sdviz-tiny", SimpleNamespace(config={})).startswith("sdviz-tiny")
+
+
+def test_prompt_notices_are_one_note_each(folder_model, tmp_path, capfd, recwarn):
+    out = tmp_path / "run"
+    prompt = "a red zebra " + "circle " * 80  # an unknown word, and too long
+    argv = ["trace", "--model", str(folder_model), "--frames", "1", "--prompt", prompt]
+    assert main([*argv, "--out", str(out)]) == 0  # the generation still runs
+    err = capfd.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2, err
+    assert "'zebra'" in notes[0] and "more than the text encoder's 77" in notes[1]
+    assert "Warning" not in err and "Token indices" not in err  # no Python warning, no log
+    assert not [w for w in recwarn if "zebra" in str(w.message) or "cut off" in str(w.message)]
+    assert (out / "image.png").is_file()
 
 
 def test_filmstrip_steps():

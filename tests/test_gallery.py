@@ -6,13 +6,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from sdviz.cli import main
+from sdviz.commands import main
 
 MODEL = "sdviz-tiny"  # the tiny pipeline built in code: fast, always available
 ARGS = ["--model", MODEL, "--steps", "2", "--seed", "0"]
@@ -41,15 +42,80 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+# the tiny pipeline saved as a folder whose sdviz.json recommends its own settings, as
+# sdviz-mini's does: `sdviz figures` must use them when --steps and --guidance are absent
+RECOMMENDED = {"guidance_scale": 2.0, "num_inference_steps": 2, "closed_vocabulary": True}
+
+
 @pytest.fixture(scope="module")
-def galleries(tmp_path_factory):
-    """The same command run twice into two folders (the second writes PNG only)."""
-    outs = []
-    for name, formats in (("a", "png,svg"), ("b", "png")):
-        out = tmp_path_factory.mktemp("gallery") / name
-        assert main(["figures", *ARGS, "--out", str(out), "--format", formats]) == 0
-        outs.append(out)
-    return outs
+def tiny_folder(tmp_path_factory):
+    from sdviz.builder import tiny_pipeline
+
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_pipeline(seed=0).save_pretrained(folder)
+    (folder / "sdviz.json").write_text(json.dumps(RECOMMENDED))
+    return folder
+
+
+class Recorded:
+    """What the gallery runs did: progress bars, sdviz.generate calls, thread settings."""
+
+    def __init__(self):
+        self.bars, self.generate_calls, self.threads = [], [], []
+
+    def install(self, mp: pytest.MonkeyPatch) -> None:
+        import tqdm.auto
+
+        import sdviz.threads
+        import sdviz.tracing
+
+        bars, calls, threads = self.bars, self.generate_calls, self.threads
+
+        class Bar(tqdm.auto.tqdm):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.totals = [self.total]
+                bars.append(self)
+
+            def update(self, n=1):
+                done = super().update(n)
+                self.totals.append(self.total)
+                return done
+
+        generate, configure = sdviz.tracing.generate, sdviz.threads.configure_threads
+
+        def recording_generate(pipe, prompt, **kwargs):
+            calls.append(dict(kwargs, prompt=prompt))
+            return generate(pipe, prompt, **kwargs)
+
+        def recording_configure(n=None, **kwargs):
+            threads.append(n)
+            return configure(n, **kwargs)
+
+        mp.setattr(tqdm.auto, "tqdm", Bar)
+        mp.setattr(sdviz.tracing, "generate", recording_generate)
+        mp.setattr(sdviz.threads, "configure_threads", recording_configure)
+
+
+@pytest.fixture(scope="module")
+def recorded(tiny_folder, tmp_path_factory):
+    """The same command run twice into two folders (the second writes PNG only), on the
+    folder model with its recommended settings (no --steps, no --guidance)."""
+    record = Recorded()
+    record.outs = []
+    with pytest.MonkeyPatch.context() as mp:
+        record.install(mp)
+        for name, formats in (("a", "png,svg"), ("b", "png")):
+            out = tmp_path_factory.mktemp("gallery") / name
+            argv = ["figures", "--model", str(tiny_folder), "--seed", "0", "--out", str(out)]
+            assert main([*argv, "--format", formats]) == 0
+            record.outs.append(out)
+    return record
+
+
+@pytest.fixture(scope="module")
+def galleries(recorded):
+    return recorded.outs
 
 
 def leftovers(parent: Path) -> list[str]:
@@ -109,7 +175,8 @@ def test_prompt_the_model_cannot_take(tmp_path, capsys):
     assert "prompt is empty" in capsys.readouterr().err
     long_prompt = " ".join(["a red circle"] * 40)
     assert main(["figures", *ARGS, "--out", str(out), "--prompt", long_prompt]) == 1
-    assert "longer than" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "more than the text encoder's" in err and "shorten the prompt" in err  # too long
     assert not out.exists() and not leftovers(tmp_path)
 
 
@@ -121,7 +188,7 @@ def test_clip_figure_uses_a_clip_model_shipped_beside_the_model(tmp_path):
 
     import sdviz
     from sdviz.builder import tiny_pipeline
-    from sdviz.figures.gallery import CLIP_CAPTIONS, find_clip, plan
+    from sdviz.commands.figures import CLIP_CAPTIONS, find_clip, plan
 
     folder = tmp_path / "model"
     tiny = tiny_pipeline(seed=0)
@@ -157,3 +224,45 @@ def test_clip_figure_uses_a_clip_model_shipped_beside_the_model(tmp_path):
     entry, make = entries["11_guidance_terms"]
     assert make is None and "no guidance" in entry.note
     assert entries["11b_guidance_sweep"][1] is not None
+
+
+def test_progress_bar_total_is_right_from_the_start(recorded):
+    bars = [b for b in recorded.bars if b.desc == "sdviz figures"]
+    assert len(bars) == 2
+    for bar in bars:
+        assert len(set(bar.totals)) == 1, bar.totals  # never raised along the way
+        assert bar.n == bar.total == bar.totals[0]  # ends at total/total
+
+
+def test_uses_the_models_recommended_steps_and_guidance_everywhere(recorded, tiny_folder):
+    from sdviz.commands.figures import SWEEP_SCALES
+
+    steps, guidance = RECOMMENDED["num_inference_steps"], RECOMMENDED["guidance_scale"]
+    calls = recorded.generate_calls
+    main_runs = [c for c in calls if c.get("attention_layers") == "attn2"]
+    assert len(main_runs) == 2
+    assert all(c["guidance_scale"] == guidance for c in main_runs)
+    assert all(c["steps"] == steps for c in calls)  # the sweep's runs too
+    assert {c["guidance_scale"] for c in calls} == {guidance, *SWEEP_SCALES}
+    html = (recorded.outs[0] / "index.html").read_text(encoding="utf-8")
+    source = str(tiny_folder / "sdviz.json")
+    assert f"{steps} steps (from {source})" in html
+    assert f"guidance {guidance:g} (from {source})" in html
+
+
+def test_threads_follow_sdviz_threads(recorded, tmp_path, capsys):
+    assert recorded.threads == [None, None]  # sdviz.threads' default, no ad-hoc rule
+    before = torch.get_num_threads()
+    assert main(["figures", *ARGS, "--threads", "0", "--out", str(tmp_path / "g")]) == 2
+    assert "--threads: expected a whole number >= 1" in capsys.readouterr().err
+    assert torch.get_num_threads() == before
+
+
+def test_out_of_vocabulary_words_get_a_note(tiny_folder, tmp_path, capfd):
+    prompt = "a zebra " + "circle " * 80  # one unknown word, and too long: refused after
+    argv = ["figures", "--model", str(tiny_folder), "--prompt", prompt]
+    assert main([*argv, "--out", str(tmp_path / "g")]) == 1
+    err = capfd.readouterr().err
+    notes = [line for line in err.splitlines() if "note: " in line]  # tqdm.write's lines
+    assert len(notes) == 1 and "'zebra'" in notes[0]
+    assert "more than the text encoder's" in err

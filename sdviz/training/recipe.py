@@ -47,7 +47,11 @@ def _device(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from ..cli import positive_int  # the command line's argument types
+    def positive_int(text: str) -> int:  # argparse type (training sits below sdviz.commands)
+        value = int(text)  # a ValueError is argparse's "invalid positive_int value"
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+        return value
 
     parser.add_argument("--out", default="sdviz-mini", help="pipeline folder to write")
     parser.add_argument("--work", default=None, help="checkpoints folder (default: OUT.work)")

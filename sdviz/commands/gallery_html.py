@@ -1,0 +1,60 @@
+"""The `index.html` of `sdviz figures`: every figure with its caption and links to its files."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}"
+    "figure{margin:2em 0;border-bottom:1px solid #ddd;padding-bottom:1em}"
+    "img{max-width:100%}figcaption{font-size:1.05em;margin-top:.5em}"
+)
+SHOWN = (".png", ".svg", ".gif")  # the first of these a figure has is shown inline
+
+
+@dataclass
+class Entry:
+    """One gallery item: a figure (or animation) and the files written for it."""
+
+    name: str
+    title: str
+    caption: str
+    files: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def figure_html(e: Entry) -> str:
+    """One <figure>: the image (when one was written), title, caption, note and links."""
+    esc = html.escape
+    shown = next((f for f in e.files if f.endswith(SHOWN)), None)
+    parts = [f'<figure id="{esc(e.name)}">']
+    if shown:
+        parts.append(f'<img src="{esc(shown)}" alt="{esc(e.title)}">')
+    caption = f"<b>{esc(e.title)}.</b> {esc(e.caption)}"
+    if e.note:
+        caption += f" <i>{esc(e.note)}</i>"
+    if e.files:
+        caption += "<br>Files: " + " · ".join(f'<a href="{esc(f)}">{esc(f)}</a>' for f in e.files)
+    parts.append(f"<figcaption>{caption}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def write_index(folder: Path, entries: list[Entry], about: str) -> Path:
+    """Write `folder/index.html`: the title, `about` (plain text: the run's settings) and
+    every entry in order."""
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>sdviz figures</title>",
+        f"<style>{STYLE}</style>",
+        "</head><body>",
+        "<h1>The Illustrated Stable Diffusion — figures from a real run</h1>",
+        f"<p>{html.escape(about)}</p>",
+        *(figure_html(e) for e in entries),
+        "</body></html>\n",
+    ]
+    path = folder / "index.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
