@@ -189,6 +189,17 @@ def decode(pipe: Any, latents: torch.Tensor, *, batch_size: int = 8) -> torch.Te
     return images[0] if unbatched else images
 
 
+def psnr(a: Any, b: Any, *, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of two images (arrays or tensors) of the same shape.
+
+    `data_range` is the span of the values: 1 for images in [0, 1], 2 for [-1, 1].
+    Identical images give infinity.
+    """
+    a, b = (np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, np.float64) for x in (a, b))
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+
+
 @dataclass(frozen=True)
 class Reconstruction:
     """An image through the VAE and back (figure 6): what the compression keeps."""
@@ -201,7 +212,6 @@ class Reconstruction:
 
 def reconstruct(pipe: Any, image: Any) -> Reconstruction:
     """encode then decode one image (a run, a (3, H, W) tensor in [0, 1] or a PIL image)."""
-    from .probes import psnr
 
     x = image_input(image, pipe)[0]  # (3, H, W)
     z = encode(pipe, x)  # (c, h, w)

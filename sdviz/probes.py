@@ -15,21 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .autoencoder import decode, encode, image_input, images_to_tensor
+from .autoencoder import decode, encode, image_input, images_to_tensor, psnr
 from .diffusion import add_noise, alpha_bar, to_epsilon
 from .figures.style import image_hwc, to_numpy, to_pil
 from .text import embed
-
-
-def psnr(a: Any, b: Any, *, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB of two images (arrays or tensors) of the same shape.
-
-    `data_range` is the span of the values: 1 for images in [0, 1], 2 for [-1, 1].
-    Identical images give infinity.
-    """
-    a, b = (np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, np.float64) for x in (a, b))
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
 
 
 def check_timesteps(timesteps: Any, pipe: Any, default_count: int) -> list[int]:

@@ -19,7 +19,7 @@ import sys
 import pytest
 import torch
 
-from sdviz.cli import main as cli_main
+from sdviz.commands import main as cli_main
 from sdviz.training import recipe, workdir
 from sdviz.training.lanes import (
     NEEDS,

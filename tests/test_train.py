@@ -19,7 +19,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPModel, CLIPTokenizer
 
-from sdviz.cli import main as cli_main
+from sdviz.commands import main as cli_main
 from sdviz.training.recipe import FULL, QUICK, STAGES
 
 

@@ -34,7 +34,6 @@ from .common import (
 # transformers logs "Token indices sequence length is longer than ..." once per tokenizer
 # when diffusers tokenizes a long prompt untruncated; marked as said under this key, it is
 # left out: the truncation note says it once, readably
-TRANSFORMERS_TOO_LONG = "sequence-length-is-longer-than-the-specified-maximum"
 KEYS_LINE = (
     "The keys above are the recorded values; the meaning of each key is in sdviz.tracing.keys."
 )
@@ -74,8 +73,6 @@ def run_trace(args: argparse.Namespace) -> int:
         times["load"] = time.perf_counter() - t0
         used = settings(args, pipe)
         too_long = truncation_notice(pipe.tokenizer, args.prompt)
-        if too_long and isinstance(getattr(pipe.tokenizer, "deprecation_warnings", None), dict):
-            pipe.tokenizer.deprecation_warnings[TRANSFORMERS_TOO_LONG] = True
         with (
             cpu_threads(args.threads, pipe) as threads,
             notes(vocabulary_notice(pipe, args.prompt), too_long),

@@ -95,22 +95,32 @@ def vocabulary_notice(pipe: Any, prompt: str) -> str | None:
     )
 
 
-class _DropDiffusersTruncationWarning(logging.Filter):
+# the libraries' own lines about a prompt that is too long: diffusers' list of cut words
+# (raw BPE pieces) and transformers' "... will result in indexing errors" (wrong here: the
+# pipeline truncates before the text encoder sees the ids)
+_LIBRARY_TRUNCATION_LINES = ("was truncated because", "will result in indexing errors")
+
+
+class _DropLibraryTruncationLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "was truncated because" not in record.getMessage()
+        message = record.getMessage()
+        return not any(line in message for line in _LIBRARY_TRUNCATION_LINES)
 
 
 @contextmanager
 def _one_truncation_message(notice: str | None) -> Iterator[None]:
-    """Say a cut prompt once, readably: diffusers' own log line is held back meanwhile."""
+    """Say a cut prompt once, readably: the libraries' own log lines are held back meanwhile."""
     if notice is None:
         yield
         return
     warnings.warn(notice, UserWarning, stacklevel=4)
-    # diffusers logs through the handler on its root logger; child loggers' records reach
-    # it by propagation, so a filter on that handler (removed in `finally`) is enough
-    drop = _DropDiffusersTruncationWarning()
-    handlers = list(logging.getLogger("diffusers").handlers)
+    # diffusers and transformers log through the handler on their root loggers; child
+    # loggers' records reach it by propagation, so a filter on those handlers (removed in
+    # `finally`) is enough
+    drop = _DropLibraryTruncationLines()
+    handlers = [
+        h for name in ("diffusers", "transformers") for h in logging.getLogger(name).handlers
+    ]
     for h in handlers:
         h.addFilter(drop)
     try:

@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `train` on an argparse subparsers object (used by sdviz.cli)."""
+    """Register `train` on an argparse subparsers object (used by sdviz.commands.train)."""
     p = subparsers.add_parser("train", help="train sdviz-mini (CLIP, VAE, UNet) from scratch")
     add_arguments(p)
     p.set_defaults(func=lambda args: run(args))
