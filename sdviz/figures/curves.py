@@ -1,0 +1,72 @@
+"""Training curves: a loss over training steps, and an accuracy beside it when there is one.
+
+The lessons train small networks live (`sdviz.training.live`): a noise predictor
+(lesson 3, loss MSE(ε̂, ε), Ho et al. 2020) and a small CLIP (lesson 6, the contrastive
+loss and the share of images whose best caption in the batch is their own, Radford et
+al. 2021). This draws what such a run recorded, one value per training step.
+
+    live = sdviz.training.live.train_noise_predictor(pipe, steps=60)
+    training_curves(live.loss, loss_label="MSE(ε̂, ε)", references={"always ε̂ = 0": 1.0})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ..autoencoder import to_numpy
+from .style import WIDE, Canvas, new_figure, style
+
+Curves = Sequence[float] | Mapping[str, Sequence[float]]
+
+
+def _named(curves: Curves, what: str) -> dict[str, Sequence[float]]:
+    named = dict(curves) if isinstance(curves, Mapping) else {"": curves}
+    if not named or any(len(to_numpy(v).reshape(-1)) == 0 for v in named.values()):
+        raise ValueError(f"{what} needs at least one value per curve; got {curves!r}.")
+    return named
+
+
+def _plot(ax: Axes, curves: dict[str, Sequence[float]], ylabel: str, title: str | None) -> None:
+    for label, values in curves.items():
+        y = to_numpy(values).reshape(-1)
+        ax.plot(range(1, len(y) + 1), y, "o-" if len(y) <= 20 else "-", label=label or None)
+    ax.set(xlabel="training step", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def training_curves(
+    loss: Curves,
+    accuracy: Curves | None = None,
+    *,
+    loss_label: str = "training loss",
+    accuracy_label: str = "accuracy",
+    references: Mapping[str, float] | None = None,
+    title: str | None = None,
+    fig: Canvas | None = None,
+) -> Figure:
+    """The loss per training step (several runs: a mapping label -> values, one line each),
+    dashed reference levels on it (`references`: label -> value, say what a network that
+    learned nothing scores), and the accuracy per step in a second panel (0-100 %)."""
+    losses = _named(loss, "loss")
+    accuracies = None if accuracy is None else _named(accuracy, "accuracy")
+    panels = 1 if accuracies is None else 2
+    with style():
+        fig = new_figure(fig, panels * (WIDE + 0.6), 3.2, suptitle=title)
+        axes = fig.subplots(1, panels, squeeze=False)[0]
+        _plot(axes[0], losses, loss_label, None if panels == 1 else loss_label)
+        for i, (label, level) in enumerate((references or {}).items()):
+            axes[0].axhline(level, color="gray", linestyle=("--", ":", "-.")[i % 3], label=label)
+        if references or len(losses) > 1:
+            axes[0].legend()
+        if accuracies is not None:
+            _plot(axes[1], accuracies, "share of the batch", accuracy_label)
+            axes[1].set_ylim(0, 1)
+            axes[1].yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+            if len(accuracies) > 1:
+                axes[1].legend()
+    return fig
