@@ -34,48 +34,36 @@
 # %% [markdown]
 # ## Setup
 #
-# One cell chooses the model and the device. By default it is **sdviz-mini**, a miniature
-# Stable Diffusion that ships inside sdviz: the same three kinds of networks and the same
-# classes as the real one, trained from scratch on *ShapesWorld* (coloured shapes with
-# captions), small enough to run on a laptop CPU.
+# One cell chooses the model. By default it is **sdviz-mini**, a miniature Stable
+# Diffusion that ships inside sdviz: the same three kinds of networks and the same classes
+# as the real one, trained from scratch on *ShapesWorld* (coloured shapes with captions),
+# small enough to run on a laptop CPU. `sdviz.course.setup` loads it and returns the
+# settings every later cell uses: how many denoising steps, the seed of the starting
+# noise, the prompt, and the guidance scale the model recommends (lesson 7 explains it).
 
 # %%
-# Setup — the only cell you need to edit: which model, and the test switch.
-# %matplotlib inline
-import os
-
-import sdviz
-
-# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
-# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
-# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
+# (or the one the SDVIZ_MODEL environment variable names): offline, a few MB, about a
+# second per image on a laptop CPU. A hub id loads the real thing (online the first time,
+# ~4 GB; use a CUDA GPU: sdviz then picks float16 by itself), a path a local diffusers folder:
 # MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-MODEL = os.environ.get("SDVIZ_MODEL")
-SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+# %matplotlib inline
+import sdviz.course
 
-pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
-pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
-STEPS = 8 if SMOKE else 25
-SEED = 0
-PROMPT = "a red circle to the left of a blue square"
-GUIDANCE = 7.5 if MODEL else 3.0  # lesson 7: 7.5 for SD 1.5, 3 for sdviz-mini (model card)
-print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+MODEL = None
+lesson = sdviz.course.setup(MODEL)  # the pipeline; the steps, seed, prompt and guidance
+pipe = lesson.pipe  # the diffusers pipeline every cell below uses
+lesson
 
 # %% [markdown]
 # ## Three models and a scheduler
 #
 # A diffusers pipeline is a container: its `components` are the parts. Some are neural
 # networks (with parameters learned in training), some are not (the tokenizer is a fixed
-# vocabulary; the scheduler is a formula).
+# vocabulary; the scheduler is a formula). Each part, its class and its parameter count:
 
 # %%
-{name: type(part).__name__ for name, part in pipe.components.items() if part is not None}
-
-# %%
-{
-    name: f"{sum(p.numel() for p in getattr(pipe, name).parameters()):,} parameters"
-    for name in ("text_encoder", "unet", "vae")
-}
+sdviz.course.components_table(pipe)
 
 # %% [markdown]
 # The UNet is by far the biggest network — in Stable Diffusion 1.5 it has 860 million of the
@@ -96,7 +84,9 @@ sdviz.figures.components(pipe)
 # tensors; printing it lists everything that was recorded, with shapes.
 
 # %%
-run = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE)
+run = sdviz.generate(
+    pipe, lesson.prompt, steps=lesson.steps, seed=lesson.seed, guidance_scale=lesson.guidance
+)
 run
 
 # %% [markdown]
@@ -158,10 +148,11 @@ print(
 # %% [markdown]
 # Here is the generation as a film strip: the top row decodes the noisy latents x_t at a
 # few steps, the bottom row the UNet's guess of the finished picture at that step (x̂0,
-# lesson 4).
+# lesson 4). `sdviz.probes.step_images` runs the VAE decoder on them; the figure draws.
 
 # %%
-sdviz.figures.denoising_filmstrip(run, pipe)
+images = sdviz.probes.step_images(run, pipe)
+sdviz.figures.denoising_filmstrip(run, images=images)
 
 # %% [markdown]
 # ## Your turn
@@ -173,7 +164,7 @@ sdviz.figures.denoising_filmstrip(run, pipe)
 
 # %%
 explorer = sdviz.widgets.PromptExplorer(
-    pipe, "a small yellow star at the top", steps=STEPS, guidance_scale=GUIDANCE
+    pipe, "a small yellow star at the top", steps=lesson.steps, guidance_scale=lesson.guidance
 )
 explorer.generate()
 explorer
@@ -189,8 +180,9 @@ explorer
 #
 # ### Exercises
 #
-# 1. Change `PROMPT` in the setup cell and rerun: which printed shapes change, and which
-#    stay fixed? Why is the token list always the same length?
+# 1. Generate with a prompt of your own (`sdviz.generate(pipe, "a small green star",
+#    steps=lesson.steps)`) and print the same shapes: which change, and which stay fixed?
+#    Why is the token list always the same length?
 # 2. Generate with `steps=5` and then `steps=50`. How does the number of UNet calls change,
 #    and how does the image change?
 # 3. If you have a GPU and internet, set `MODEL` to the Stable Diffusion 1.5 hub id and

@@ -37,27 +37,18 @@
 # ## Setup
 
 # %%
-# Setup — the only cell you need to edit: which model, and the test switch.
-# %matplotlib inline
-import os
-
-import torch
-
-import sdviz
-
-# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
-# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
-# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
+# (or the one the SDVIZ_MODEL environment variable names): offline, a few MB, about a
+# second per image on a laptop CPU. A hub id loads the real thing (online the first time,
+# ~4 GB; use a CUDA GPU: sdviz then picks float16 by itself), a path a local diffusers folder:
 # MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-MODEL = os.environ.get("SDVIZ_MODEL")
-SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+# %matplotlib inline
+import sdviz.course
 
-pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
-pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
-STEPS = 8 if SMOKE else 25
-SEED = 0
-PROMPT = "a red circle to the left of a blue square"
-print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+MODEL = None
+lesson = sdviz.course.setup(MODEL)  # the pipeline; the steps, seed, prompt and guidance
+pipe = lesson.pipe  # the diffusers pipeline every cell below uses
+lesson
 
 # %% [markdown]
 # ## A real photograph
@@ -69,12 +60,13 @@ print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising
 
 # %%
 import numpy as np
+import torch
 from matplotlib.cbook import get_sample_data
 from PIL import Image
 
 side = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the model's image size
 photo = Image.open(get_sample_data("grace_hopper.jpg")).convert("RGB").resize((side, side))
-x0 = torch.from_numpy(np.asarray(photo)).permute(2, 0, 1).float() / 127.5 - 1  # (3, H, W)
+x0 = torch.from_numpy(np.array(photo)).permute(2, 0, 1).float() / 127.5 - 1  # (3, H, W)
 print("image tensor", tuple(x0.shape), f"values in [{x0.min():.0f}, {x0.max():.0f}]")
 photo
 
@@ -89,15 +81,24 @@ T = pipe.scheduler.config.num_train_timesteps
 timesteps = [0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1]
 abar = sdviz.diffusion.alpha_bar(pipe.scheduler, timesteps)
 noisy = sdviz.add_noise(
-    x0, timesteps, pipe.scheduler, generator=torch.Generator().manual_seed(SEED)
+    x0, timesteps, pipe.scheduler, generator=torch.Generator().manual_seed(lesson.seed)
 )
-print(f"{T} training timesteps; noisy batch {tuple(noisy.shape)}")
-print(
-    *[
-        f"t={t:4d}  ᾱ_t={a:.4f}  signal ×{a.sqrt():.3f}  noise ×{(1 - a).sqrt():.3f}  std(x_t)={x.std():.2f}"
-        for t, a, x in zip(timesteps, abar, noisy, strict=True)
-    ],
-    sep="\n",
+print(f"{T} training timesteps; noisy batch {tuple(noisy.shape)} (one image per t)")
+sdviz.course.table(
+    {
+        "t": timesteps,
+        "ᾱ_t": abar,
+        "signal weight √ᾱ_t": abar.sqrt(),
+        "noise weight √(1−ᾱ_t)": (1 - abar).sqrt(),
+        "std(x_t)": noisy.std(dim=(1, 2, 3)),
+    },
+    formats={
+        "ᾱ_t": ".4f",
+        "signal weight √ᾱ_t": ".3f",
+        "noise weight √(1−ᾱ_t)": ".3f",
+        "std(x_t)": ".2f",
+    },
+    notes="ᾱ_t: the share of the signal's variance left; std(x_t): the spread of the noisy values",
 )
 
 # %% [markdown]
@@ -113,15 +114,18 @@ print(
 noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
 by_hand = abar[3].sqrt() * x0 + (1 - abar[3]).sqrt() * noise
 by_sdviz = sdviz.add_noise(x0, timesteps[3], pipe.scheduler, noise=noise)
-print("largest difference:", float((by_hand - by_sdviz).abs().max()))
+print("by hand vs sdviz.add_noise, largest difference:", float((by_hand - by_sdviz).abs().max()))
 
 # %% [markdown]
 # Here is the photo at those noise levels. The top row adds noise to the pixels. Stable
 # Diffusion, however, adds noise to the *latents* of the autoencoder (lesson 5): the bottom
 # row noises the photo's latents and decodes them back to see what that looks like.
+# `sdviz.probes.noised_images` does the noising (and the VAE's encoding and decoding);
+# the figure draws what it returns.
 
 # %%
-sdviz.figures.forward_noising(pipe, photo, timesteps=timesteps, seed=SEED)
+noised_photo = sdviz.probes.noised_images(pipe, photo, timesteps, seed=lesson.seed)
+sdviz.figures.forward_noising(noised_photo)
 
 # %% [markdown]
 # ## The training images: ShapesWorld
@@ -132,16 +136,16 @@ sdviz.figures.forward_noising(pipe, photo, timesteps=timesteps, seed=SEED)
 
 # %%
 world = sdviz.shapes.ShapesWorld(size=side)
-samples = [world[i] for i in range(6)]
-print(*[f"{i}: {s.caption}" for i, s in enumerate(samples)], sep="\n")
-Image.fromarray(np.concatenate([s.image for s in samples], axis=1))
+samples = sdviz.course.examples(world, 6)  # the first six pictures, with their captions
+print(samples)
+samples.strip()
 
 # %% [markdown]
 # A training example is one of these pictures, noised to a random timestep:
 
 # %%
 sdviz.figures.forward_noising(
-    pipe, Image.fromarray(samples[0].image), timesteps=timesteps, seed=SEED
+    sdviz.probes.noised_images(pipe, samples.images[0], timesteps, seed=lesson.seed)
 )
 
 # %% [markdown]
@@ -150,16 +154,15 @@ sdviz.figures.forward_noising(
 # How fast ᾱ_t falls is a design choice. Stable Diffusion uses a "scaled linear" schedule
 # of the per-step noise β_t from 0.00085 to 0.012 over 1000 steps. The plot shows ᾱ_t, the
 # noise level σ_t = √((1−ᾱ_t)/ᾱ_t) and the signal-to-noise ratio; the dots are the
-# timesteps a sampler with `STEPS` steps visits on its way back (lesson 4).
+# timesteps a sampler with `lesson.steps` steps visits on its way back (lesson 4).
 
 # %%
-print(
-    {
-        k: pipe.scheduler.config[k]
-        for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
-    }
-)
-sdviz.figures.noise_schedule(pipe, steps=STEPS)
+config = pipe.scheduler.config
+print("training timesteps T:         ", config.num_train_timesteps)
+print("β at the first timestep:      ", config.beta_start)
+print("β at the last timestep:       ", config.beta_end)
+print("how β goes from one to other: ", config.beta_schedule)
+sdviz.figures.noise_schedule(pipe, steps=lesson.steps)
 
 # %% [markdown]
 # ## Recap

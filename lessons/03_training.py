@@ -32,28 +32,18 @@
 # ## Setup
 
 # %%
-# Setup — the only cell you need to edit: which model, and the test switch.
-# %matplotlib inline
-import os
-
-import torch
-
-import sdviz
-
-# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
-# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
-# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
+# (or the one the SDVIZ_MODEL environment variable names): offline, a few MB, about a
+# second per image on a laptop CPU. A hub id loads the real thing (online the first time,
+# ~4 GB; use a CUDA GPU: sdviz then picks float16 by itself), a path a local diffusers folder:
 # MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-MODEL = os.environ.get("SDVIZ_MODEL")
-SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+# %matplotlib inline
+import sdviz.course
 
-pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
-pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
-STEPS = 8 if SMOKE else 25
-SEED = 0
-TRAIN_STEPS, TRAIN_IMAGES = (5, 32) if SMOKE else (60, 256)  # the live training run below
-PROMPT = "a red circle to the left of a blue square"
-print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+MODEL = None
+lesson = sdviz.course.setup(MODEL)  # the pipeline; the steps, seed, prompt and guidance
+pipe = lesson.pipe  # the diffusers pipeline every cell below uses
+lesson
 
 # %% [markdown]
 # ## Making training examples
@@ -62,28 +52,28 @@ print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising
 # random timestep with its own noise:
 
 # %%
-from PIL import Image
+import torch
 
 side = pipe.unet.config.sample_size * pipe.vae_scale_factor
 world = sdviz.shapes.ShapesWorld(size=side)
-samples = [world[i] for i in range(8)]
-z0 = sdviz.encode(pipe, [Image.fromarray(s.image) for s in samples])  # (8, c, h, w)
-gen = torch.Generator().manual_seed(SEED)
+samples = sdviz.course.examples(world, 8)  # 8 pictures with their captions
+z0 = sdviz.encode(pipe, samples.images)  # (8, c, h, w): the clean latents
+gen = torch.Generator().manual_seed(lesson.seed)
 t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (len(samples),), generator=gen)
 noise = torch.randn(z0.shape, generator=gen)  # the labels
 z_t = sdviz.add_noise(z0, t, pipe.scheduler, noise=noise)  # the inputs
-print("inputs", tuple(z_t.shape), "labels", tuple(noise.shape))
-print(*[f"t={int(ti):4d}  “{s.caption}”" for ti, s in zip(t, samples, strict=True)], sep="\n")
+print("inputs z_t", tuple(z_t.shape), "labels ε", tuple(noise.shape), "(examples, c, h, w)")
+sdviz.course.table({"t (random amount of noise)": t, "caption": samples.captions})
 
 # %% [markdown]
 # One example, in detail: the clean latent z_0, the noise ε (the label), the noisy latent
 # z_t (the input), what the loaded model predicts for it, and the error. The plot on the
-# right measures the prediction error of this model across timesteps:
+# right measures the prediction error of this model across timesteps.
+# `sdviz.probes.noise_predictions` runs the UNet on the example; the figure draws it:
 
 # %%
-sdviz.figures.training_example(
-    pipe, Image.fromarray(samples[0].image), t=500, prompt=samples[0].caption
-)
+first = sdviz.probes.noise_predictions(pipe, samples.images[0], 500, prompt=samples.captions[0])
+sdviz.figures.training_example(first)
 
 # %% [markdown]
 # ## A short live training run
@@ -94,29 +84,32 @@ sdviz.figures.training_example(
 # model's took about two); a minute shows how the loss starts to fall.
 
 # %%
-from matplotlib.figure import Figure
-
+import sdviz.figures.curves
 import sdviz.training.live
 
 live = sdviz.training.live.train_noise_predictor(
-    pipe, steps=TRAIN_STEPS, n_images=TRAIN_IMAGES, seed=SEED
+    pipe,
+    steps=lesson.pick(full=60, smoke=5),  # training steps (5 in the tests' smoke mode)
+    n_images=lesson.pick(full=256, smoke=32),  # distinct ShapesWorld pictures it sees
+    seed=lesson.seed,
 )
 print(
-    f"{sum(p.numel() for p in live.model.parameters()):,}-parameter UNet, {len(live.loss)} steps "
-    f"in {live.seconds:.0f} s: loss {live.loss[0]:.3f} → {live.loss[-1]:.3f}"
+    f"a {sdviz.course.count_parameters(live.model):,}-parameter UNet trained {len(live.loss)} "
+    f"steps in {live.seconds:.1f} s: loss {live.loss[0]:.3f} at the first step, "
+    f"{live.loss[-1]:.3f} at the last"
 )
-fig = Figure(figsize=(7, 3), layout="constrained")
-ax = fig.add_subplot(
-    title="Live training: noise-prediction loss", xlabel="training step", ylabel="MSE(ε̂, ε)"
+sdviz.figures.curves.training_curves(
+    live.loss,
+    loss_label="noise-prediction loss MSE(ε̂, ε)",
+    references={"a UNet that always answers ε̂ = 0": 1.0},
+    title="Live training of a UNet from random weights",
 )
-ax.plot(live.loss)
-fig
 
 # %% [markdown]
 # A network that always answered "zero noise" would score about 1 (the noise has
-# variance 1); the loss falls well below that within a few dozen steps, because the noisy
-# latent itself says a lot about its noise. Getting from there to a model that paints
-# shapes takes thousands of steps more.
+# variance 1: the dashed line); the loss falls well below that within a few dozen steps,
+# because the noisy latent itself says a lot about its noise. Getting from there to a
+# model that paints shapes takes thousands of steps more.
 #
 # ## The trained model's predictions against the truth
 #
@@ -125,12 +118,17 @@ fig
 # plot measures the error at every noise level.
 
 # %%
-live_pipe = type(pipe)(**{**pipe.components, "unet": live.model}, requires_safety_checker=False)
-example = Image.fromarray(samples[1].image)
-sdviz.figures.training_example(live_pipe, example, t=500, prompt=samples[1].caption)
+live_pipe = sdviz.course.pipeline_with(pipe, unet=live.model)  # the same parts, the new UNet
+example, caption = samples.images[1], samples.captions[1]
+sdviz.figures.training_example(
+    sdviz.probes.noise_predictions(live_pipe, example, 500, prompt=caption)
+)
+
+# %% [markdown]
+# And the loaded model's fully trained UNet on the same example:
 
 # %%
-sdviz.figures.training_example(pipe, example, t=500, prompt=samples[1].caption)
+sdviz.figures.training_example(sdviz.probes.noise_predictions(pipe, example, 500, prompt=caption))
 
 # %% [markdown]
 # ## Recap
@@ -146,6 +144,7 @@ sdviz.figures.training_example(pipe, example, t=500, prompt=samples[1].caption)
 #
 # 1. Run `sdviz.figures.training_example` at t = 50, 500 and 950. At which one does the
 #    prediction look most like the true noise, and why?
-# 2. Train twice as long: by how much does the final loss drop? Plot both curves.
+# 2. Train twice as long: by how much does the final loss drop? Plot both curves in one
+#    panel: `sdviz.figures.curves.training_curves({"60 steps": live.loss, "120 steps": ...})`.
 # 3. The loaded model was trained with 10% of the captions replaced by an empty one. Why is
 #    that needed for classifier-free guidance (lesson 7)?

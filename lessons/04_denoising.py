@@ -34,26 +34,18 @@
 # ## Setup
 
 # %%
-# Setup — the only cell you need to edit: which model, and the test switch.
-# %matplotlib inline
-import os
-
-import sdviz
-
-# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
-# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
-# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
+# (or the one the SDVIZ_MODEL environment variable names): offline, a few MB, about a
+# second per image on a laptop CPU. A hub id loads the real thing (online the first time,
+# ~4 GB; use a CUDA GPU: sdviz then picks float16 by itself), a path a local diffusers folder:
 # MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-MODEL = os.environ.get("SDVIZ_MODEL")
-SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+# %matplotlib inline
+import sdviz.course
 
-pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
-pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
-STEPS = 8 if SMOKE else 25
-SEED = 0
-PROMPT = "a red circle to the left of a blue square"
-GUIDANCE = 7.5 if MODEL else 3.0  # lesson 7: 7.5 for SD 1.5, 3 for sdviz-mini (model card)
-print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+MODEL = None
+lesson = sdviz.course.setup(MODEL)  # the pipeline; the steps, seed, prompt and guidance
+pipe = lesson.pipe  # the diffusers pipeline every cell below uses
+lesson
 
 # %% [markdown]
 # ## One generation, traced
@@ -62,17 +54,26 @@ print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising
 # x̂0 implied, the timestep and its ᾱ_t.
 
 # %%
-run = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE)
-print(run["scheduler.name"], "visited t =", run["scheduler.step_timestep"].int().tolist())
-print("ᾱ_t at those steps:", [round(a, 3) for a in run["scheduler.step_alpha_bar"].tolist()])
+run = sdviz.generate(
+    pipe, lesson.prompt, steps=lesson.steps, seed=lesson.seed, guidance_scale=lesson.guidance
+)
+print("scheduler:", run["scheduler.name"])
+sdviz.course.table(
+    {
+        "step": range(run.n_steps),
+        "t (timestep)": run["scheduler.step_timestep"].int(),
+        "ᾱ_t (signal share)": run["scheduler.step_alpha_bar"],
+    },
+    formats={"ᾱ_t (signal share)": ".3f"},
+)
 
 # %% [markdown]
 # The film strip decodes x_t (top) and x̂0 (bottom) at a few steps. Early on, x_t is noise
 # but x̂0 already shows a blurry guess of the layout; later, the guess sharpens and x_t
-# converges to it.
+# converges to it. (`sdviz.probes.step_images` decodes them with the VAE; the figure draws.)
 
 # %%
-sdviz.figures.denoising_filmstrip(run, pipe)
+sdviz.figures.denoising_filmstrip(run, images=sdviz.probes.step_images(run, pipe))
 
 # %% [markdown]
 # ## Explore every step
@@ -93,10 +94,15 @@ sdviz.widgets.DenoisingExplorer(run, pipe)
 # reproduce what the pipeline did at that step.
 
 # %%
-k = STEPS // 2
+k = lesson.steps // 2
 x_t, t = run["denoiser.latents"][k], int(run["scheduler.step_timestep"][k])
 step = sdviz.denoise_step(
-    pipe, x_t, t, PROMPT, guidance_scale=run["pipeline.guidance_scale"], num_inference_steps=STEPS
+    pipe,
+    x_t,
+    t,
+    lesson.prompt,
+    guidance_scale=run["pipeline.guidance_scale"],
+    num_inference_steps=lesson.steps,
 )
 print(f"step {k}: t = {t} → next t = {step['prev_t']}")
 print(
@@ -115,7 +121,8 @@ print(
 abar = run["scheduler.step_alpha_bar"][k]
 x0_by_hand = (x_t - (1 - abar).sqrt() * run["denoiser.noise_pred"][k]) / abar.sqrt()
 print(
-    "largest difference:", float((x0_by_hand - run["denoiser.pred_original_sample"][k]).abs().max())
+    "x̂0 by hand vs the run's, largest difference:",
+    float((x0_by_hand - run["denoiser.pred_original_sample"][k]).abs().max()),
 )
 
 # %% [markdown]
@@ -127,13 +134,15 @@ print(
 # %%
 latents, x0_hat = run["denoiser.latents"], run["denoiser.pred_original_sample"]
 final = latents[-1]
-print(
-    "x_t  to the final latent:",
-    [round(v, 1) for v in (latents[:-1] - final).flatten(1).norm(dim=1).tolist()],
-)
-print(
-    "x̂0  to the final latent:",
-    [round(v, 1) for v in (x0_hat - final).flatten(1).norm(dim=1).tolist()],
+sdviz.course.table(
+    {
+        "step": range(run.n_steps),
+        "t": run["scheduler.step_timestep"].int(),
+        "‖x_t − final‖": (latents[:-1] - final).flatten(1).norm(dim=1),
+        "‖x̂0 − final‖": (x0_hat - final).flatten(1).norm(dim=1),
+    },
+    formats={"‖x_t − final‖": ".1f", "‖x̂0 − final‖": ".1f"},
+    notes=f"‖·‖: Euclidean distance in latent space; the final latent's own ‖final‖ = {float(final.norm()):.1f}",
 )
 
 # %% [markdown]
@@ -151,33 +160,48 @@ print(
 # schedule:
 
 # %%
-sdviz.figures.noise_schedule(pipe, "euler", "dpm++", steps=[STEPS, STEPS, STEPS // 2])
+sdviz.figures.noise_schedule(
+    pipe, "euler", "dpm++", steps=[lesson.steps, lesson.steps, lesson.steps // 2]
+)
 
 # %% [markdown]
-# Swap the scheduler in the pipeline (`sdviz.pipeline.set_scheduler`), keep the seed, and
-# generate again — DPM-Solver++ with half the steps:
+# Swap the scheduler for the length of a `with` block (`sdviz.schedulers.using_scheduler`
+# builds it from the model's own schedule, and puts the old one back afterwards, even if
+# the block fails), keep the seed, and generate again — DPM-Solver++ with half the steps:
 
 # %%
-original = pipe.scheduler
-sdviz.pipeline.set_scheduler(pipe, "euler")
-run_euler = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE)
-sdviz.pipeline.set_scheduler(pipe, "dpm++")
-run_dpm = sdviz.generate(pipe, PROMPT, steps=STEPS // 2, seed=SEED, guidance_scale=GUIDANCE)
-pipe.scheduler = original
-print(
-    *[
-        f"{r['scheduler.name']:>28}: {r['pipeline.num_inference_steps']} steps, mean |difference| to "
-        f"{run['scheduler.name']}: {float((r['vae.image'] - run['vae.image']).abs().mean()):.3f}"
-        for r in (run_euler, run_dpm)
-    ],
-    sep="\n",
+with sdviz.schedulers.using_scheduler(pipe, "euler"):
+    run_euler = sdviz.generate(
+        pipe, lesson.prompt, steps=lesson.steps, seed=lesson.seed, guidance_scale=lesson.guidance
+    )
+with sdviz.schedulers.using_scheduler(pipe, "dpm++"):
+    run_dpm = sdviz.generate(
+        pipe,
+        lesson.prompt,
+        steps=lesson.steps // 2,
+        seed=lesson.seed,
+        guidance_scale=lesson.guidance,
+    )
+print("after the with-blocks the pipeline samples with", type(pipe.scheduler).__name__, "again")
+difference = f"mean |difference| to the {run['scheduler.name']} image"
+sdviz.course.table(
+    {
+        "scheduler": [run_euler["scheduler.name"], run_dpm["scheduler.name"]],
+        "steps": [run_euler.n_steps, run_dpm.n_steps],
+        difference: [
+            (run_euler["vae.image"] - run["vae.image"]).abs().mean(),
+            (run_dpm["vae.image"] - run["vae.image"]).abs().mean(),
+        ],
+    },
+    formats={difference: ".3f"},
+    notes="pixel values lie in [0, 1]: 0 is the same picture, 0.01 a barely visible change",
 )
 
 # %%
-sdviz.figures.denoising_filmstrip(run_euler, pipe)
+sdviz.figures.denoising_filmstrip(run_euler, images=sdviz.probes.step_images(run_euler, pipe))
 
 # %%
-sdviz.figures.denoising_filmstrip(run_dpm, pipe)
+sdviz.figures.denoising_filmstrip(run_dpm, images=sdviz.probes.step_images(run_dpm, pipe))
 
 # %% [markdown]
 # ## Recap

@@ -30,27 +30,18 @@
 # ## Setup
 
 # %%
-# Setup — the only cell you need to edit: which model, and the test switch.
-# %matplotlib inline
-import os
-
-import torch
-
-import sdviz
-
-# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
-# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
-# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
+# (or the one the SDVIZ_MODEL environment variable names): offline, a few MB, about a
+# second per image on a laptop CPU. A hub id loads the real thing (online the first time,
+# ~4 GB; use a CUDA GPU: sdviz then picks float16 by itself), a path a local diffusers folder:
 # MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-MODEL = os.environ.get("SDVIZ_MODEL")
-SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+# %matplotlib inline
+import sdviz.course
 
-pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
-pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
-STEPS = 8 if SMOKE else 25
-SEED = 0
-PROMPT = "a red circle to the left of a blue square"
-print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+MODEL = None
+lesson = sdviz.course.setup(MODEL)  # the pipeline; the steps, seed, prompt and guidance
+pipe = lesson.pipe  # the diffusers pipeline every cell below uses
+lesson
 
 # %% [markdown]
 # ## Encoding: image → latents
@@ -59,14 +50,14 @@ print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising
 # the Grace Hopper photograph that ships with matplotlib, at the model's image size:
 
 # %%
-import numpy as np
 from matplotlib.cbook import get_sample_data
 from PIL import Image
 
 side = pipe.unet.config.sample_size * pipe.vae_scale_factor
 world = sdviz.shapes.ShapesWorld(size=side, split="test")
-pictures = [Image.fromarray(world[i].image) for i in range(4)]
-pictures.append(Image.open(get_sample_data("grace_hopper.jpg")).convert("RGB").resize((side, side)))
+shapes = sdviz.course.examples(world, 4)  # four test pictures, with their captions
+photo = Image.open(get_sample_data("grace_hopper.jpg")).convert("RGB").resize((side, side))
+pictures = [*shapes.images, photo]
 latents = sdviz.encode(pipe, pictures)
 c, h, w = latents.shape[1:]
 print(f"{len(pictures)} images of 3×{side}×{side} → latents {tuple(latents.shape)}")
@@ -76,10 +67,11 @@ print(
 )
 
 # %% [markdown]
-# The latent of one image, channel by channel, and the image decoded back from it:
+# The latent of one image, channel by channel, and the image decoded back from it
+# (`sdviz.autoencoder.reconstruct` encodes and decodes; the figure draws):
 
 # %%
-sdviz.figures.latent_space(pipe, pictures[0])
+sdviz.figures.latent_space(sdviz.autoencoder.reconstruct(pipe, pictures[0]))
 
 # %% [markdown]
 # The latent channels still look like the picture: the autoencoder keeps *where* things
@@ -89,9 +81,15 @@ sdviz.figures.latent_space(pipe, pictures[0])
 
 # %%
 print("scaling factor:", pipe.vae.config.scaling_factor)
-print("per-channel mean:", [round(v, 2) for v in latents.mean((0, 2, 3)).tolist()])
-print("per-channel std: ", [round(v, 2) for v in latents.std((0, 2, 3)).tolist()])
-print(f"overall std: {latents.std():.2f}")
+print(f"overall std of the {len(pictures)} images' latents: {latents.std():.2f}")
+sdviz.course.table(
+    {
+        "latent channel": range(c),
+        "mean": latents.mean((0, 2, 3)),
+        "std": latents.std((0, 2, 3)),
+    },
+    formats={"mean": ".2f", "std": ".2f"},
+)
 
 # %% [markdown]
 # One factor for all channels fits only when the channels have about the same spread.
@@ -110,23 +108,17 @@ print(f"overall std: {latents.std():.2f}")
 # reconstruction:
 
 # %%
-originals = torch.from_numpy(np.stack([np.asarray(p) for p in pictures])).permute(0, 3, 1, 2) / 255
-rebuilt = sdviz.decode(pipe, latents)
-psnr = -10 * torch.log10(((rebuilt - originals) ** 2).mean((1, 2, 3)))
-print(
-    *[
-        f"{name:>12}: {p:5.1f} dB"
-        for name, p in zip(
-            ["shapes 1", "shapes 2", "shapes 3", "shapes 4", "photograph"],
-            psnr.tolist(),
-            strict=True,
-        )
-    ],
-    sep="\n",
+rebuilt = sdviz.decode(pipe, latents)  # (5, 3, H, W) in [0, 1]
+sdviz.course.table(
+    {
+        "image": [*shapes.captions, "the photograph"],
+        "PSNR (dB)": sdviz.probes.reconstruction_psnr(pictures, rebuilt),
+    },
+    formats={"PSNR (dB)": ".1f"},
 )
 
 # %%
-sdviz.figures.latent_space(pipe, pictures[-1])
+sdviz.figures.latent_space(sdviz.autoencoder.reconstruct(pipe, photo))
 
 # %% [markdown]
 # An autoencoder only reconstructs well what resembles its training data. Stable
@@ -138,28 +130,25 @@ sdviz.figures.latent_space(pipe, pictures[-1])
 #
 # The UNet is fully convolutional (plus attention), so it runs on any input size. Time one
 # UNet call on a latent-sized input and on an input as large as the image — that is what a
-# *pixel-space* diffusion model of the same design would have to process at every step:
+# *pixel-space* diffusion model of the same design would have to process at every step.
+# `sdviz.probes.time_unet` times one call per size (the median of 3, after a warm-up):
 
 # %%
-import time
+timing = sdviz.probes.time_unet(pipe, [(h, w), (side, side)], prompt=lesson.prompt)
+per_image = f"s per image ({lesson.steps} steps, 2 calls each)"
+sdviz.course.table(
+    {
+        "UNet input": [f"{c}×{h}×{w}: the latents", f"{c}×{side}×{side}: pixel-sized"],
+        "ms per call": timing.seconds * 1000,
+        per_image: timing.seconds * 2 * lesson.steps,
+    },
+    formats={"ms per call": ".1f", per_image: ".2f"},
+    notes="2 calls a step: with and without the prompt (classifier-free guidance, lesson 7)",
+)
 
-embeds = sdviz.embed(pipe, PROMPT)[None].to(pipe.device, pipe.dtype)
-small = torch.randn(1, c, h, w).to(pipe.device, pipe.dtype)
-large = torch.randn(1, c, side, side).to(pipe.device, pipe.dtype)
-with torch.no_grad():
-    pipe.unet(small, 500, encoder_hidden_states=embeds)  # warm-up
-    t0 = time.perf_counter()
-    pipe.unet(small, 500, encoder_hidden_states=embeds)
-    t1 = time.perf_counter()
-    pipe.unet(large, 500, encoder_hidden_states=embeds)
-    t2 = time.perf_counter()
-print(f"UNet on {h}×{w} latents:   {1000 * (t1 - t0):8.1f} ms")
-print(
-    f"UNet on {side}×{side} 'pixels': {1000 * (t2 - t1):8.1f} ms  ({(t2 - t1) / (t1 - t0):.0f}× slower)"
-)
-print(
-    f"× {STEPS} steps × 2 (guidance): {2 * STEPS * (t1 - t0):.2f} s vs {2 * STEPS * (t2 - t1):.2f} s per image"
-)
+# %%
+print(f"the pixel-sized input takes {timing.seconds[1] / timing.seconds[0]:.0f}× as long")
+print(f"and has {(side * side) / (h * w):.0f}× as many positions")
 
 # %% [markdown]
 # The work grows with the number of positions — the VAE factor squared times more in pixel

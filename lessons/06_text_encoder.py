@@ -34,35 +34,24 @@
 # ## Setup
 
 # %%
-# Setup — the only cell you need to edit: which model, and the test switch.
-# %matplotlib inline
-import os
-
-import torch
-
-import sdviz
-
-# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
-# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
-# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
+# (or the one the SDVIZ_MODEL environment variable names): offline, a few MB, about a
+# second per image on a laptop CPU. A hub id loads the real thing (online the first time,
+# ~4 GB; use a CUDA GPU: sdviz then picks float16 by itself), a path a local diffusers folder:
 # MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-MODEL = os.environ.get("SDVIZ_MODEL")
-SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+# %matplotlib inline
+import sdviz.course
 
-pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
-pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
-STEPS = 8 if SMOKE else 25
-SEED = 0
-CLIP_STEPS = 5 if SMOKE else 200  # the live CLIP training run
-PROMPT = "a red circle to the left of a blue square"
-GUIDANCE = 7.5 if MODEL else 3.0  # lesson 7: 7.5 for SD 1.5, 3 for sdviz-mini (model card)
-print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+MODEL = None
+lesson = sdviz.course.setup(MODEL)  # the pipeline; the steps, seed, prompt and guidance
+pipe = lesson.pipe  # the diffusers pipeline every cell below uses
+lesson
 
 # %% [markdown]
 # ## Tokens and ids
 
 # %%
-tok = sdviz.tokenize(pipe, PROMPT)
+tok = sdviz.tokenize(pipe, lesson.prompt)
 n, L = tok["n_tokens"], pipe.tokenizer.model_max_length
 print(f"context length L = {L}; vocabulary of {len(pipe.tokenizer):,} tokens")
 print("tokens:", tok["tokens"][:n])
@@ -82,7 +71,7 @@ print(odd["tokens"][: odd["n_tokens"]])
 # sdviz reports what was lost (diffusers only prints a warning):
 
 # %%
-long_prompt = ", ".join([PROMPT] * 12)
+long_prompt = ", ".join([lesson.prompt] * 12)
 cut = sdviz.tokenize(pipe, long_prompt)
 print(
     f"{len(long_prompt.split())} words; kept {cut['n_tokens']} tokens; cut off: {len(cut['truncated'])} tokens"
@@ -93,7 +82,9 @@ print("cut off:", " ".join(cut["truncated"]).replace("</w>", "")[:150], "...")
 # Try it: type in the box and watch the tokens change. **Generate** runs the pipeline.
 
 # %%
-sdviz.widgets.PromptExplorer(pipe, PROMPT, steps=STEPS, guidance_scale=GUIDANCE)
+sdviz.widgets.PromptExplorer(
+    pipe, lesson.prompt, steps=lesson.steps, guidance_scale=lesson.guidance
+)
 
 # %% [markdown]
 # ## Embeddings: one vector per token
@@ -102,9 +93,9 @@ sdviz.widgets.PromptExplorer(pipe, PROMPT, steps=STEPS, guidance_scale=GUIDANCE)
 # attends to (lesson 7). Padding positions get vectors too.
 
 # %%
-embeds = sdviz.embed(pipe, PROMPT)
+embeds = sdviz.embed(pipe, lesson.prompt)
 print("embeddings:", tuple(embeds.shape), "(tokens × dimensions)")
-sdviz.figures.tokens_and_embeddings(pipe, PROMPT)
+sdviz.figures.tokens_and_embeddings(sdviz.text.prompt_record(pipe, lesson.prompt))
 
 # %% [markdown]
 # **Context.** Compare the vector of "circle" in two prompts that differ only in the
@@ -114,6 +105,8 @@ sdviz.figures.tokens_and_embeddings(pipe, PROMPT)
 # the colour is exactly the same in both.
 
 # %%
+import torch
+
 red, blue = sdviz.embed(pipe, "a red circle"), sdviz.embed(pipe, "a blue circle")
 position = sdviz.tokenize(pipe, "a red circle")["tokens"].index("circle</w>")
 cosine = torch.nn.functional.cosine_similarity
@@ -136,47 +129,58 @@ print(
 # A short live run on ShapesWorld, from random weights:
 
 # %%
-from matplotlib.figure import Figure
-from PIL import Image
+import math
 
+import sdviz.figures.curves
 import sdviz.training.live
 
-clip_run = sdviz.training.live.train_small_clip(pipe.tokenizer, steps=CLIP_STEPS, seed=SEED)
-print(
-    f"{sum(p.numel() for p in clip_run.model.parameters()):,}-parameter CLIP, {len(clip_run.loss)} steps "
-    f"in {clip_run.seconds:.0f} s: loss {clip_run.loss[0]:.2f} → {clip_run.loss[-1]:.2f}, "
-    f"in-batch accuracy {clip_run.accuracy[0]:.0%} → {clip_run.accuracy[-1]:.0%}"
+BATCH = 64  # image-caption pairs per training step: each image has 64 captions to choose from
+clip_run = sdviz.training.live.train_small_clip(
+    pipe.tokenizer,
+    steps=lesson.pick(full=200, smoke=5),  # training steps (5 in the tests' smoke mode)
+    batch=BATCH,
+    seed=lesson.seed,
 )
-fig = Figure(figsize=(9, 3), layout="constrained")
-left, right = fig.subplots(1, 2)
-left.plot(clip_run.loss)
-left.set(title="contrastive loss", xlabel="training step")
-right.plot(clip_run.accuracy)
-right.set(title="images whose best caption is their own", xlabel="training step", ylim=(0, 1))
-fig
+print(
+    f"a {sdviz.course.count_parameters(clip_run.model):,}-parameter CLIP trained "
+    f"{len(clip_run.loss)} steps in {clip_run.seconds:.1f} s: contrastive loss "
+    f"{clip_run.loss[0]:.2f} → {clip_run.loss[-1]:.2f}; images whose best caption in the "
+    f"batch is their own: {clip_run.accuracy[0]:.0%} → {clip_run.accuracy[-1]:.0%}"
+)
+sdviz.figures.curves.training_curves(
+    clip_run.loss,
+    clip_run.accuracy,
+    loss_label="contrastive loss",
+    accuracy_label="images whose best caption is their own",
+    references={f"a CLIP that guesses: log({BATCH}) = {math.log(BATCH):.2f}": math.log(BATCH)},
+    title="Live training of a small CLIP from random weights",
+)
 
 # %% [markdown]
-# A random CLIP's loss is log(batch size): every caption is equally likely. As it falls,
-# images find their own captions among the batch's.
+# A random CLIP's loss is log(batch size) (the dashed line): every caption is equally
+# likely, and its accuracy is one in the batch size. As the loss falls, images find their
+# own captions among the batch's.
 #
 # ## The CLIP similarity matrix
 #
 # Test images the model never saw — ShapesWorld's test split, which also holds colour–shape
 # pairs kept out of training — against their captions. Each cell is the cosine similarity
 # of an image's and a caption's embedding; the best caption of each image is outlined.
-# After a good training run the diagonal lights up.
+# After a good training run the diagonal lights up. (`sdviz.probes.clip_embeddings` runs
+# the two towers; the figure draws.)
 
 # %%
-test = sdviz.shapes.ShapesWorld(size=32, split="test", seed=SEED)
-pairs = [test[i] for i in range(6)]
-sdviz.figures.clip_similarity(
-    [Image.fromarray(p.image) for p in pairs],
-    [p.caption for p in pairs],
+test = sdviz.shapes.ShapesWorld(size=32, split="test", seed=lesson.seed)
+pairs = sdviz.course.examples(test, 6)  # six test pictures and their captions
+similarities = sdviz.probes.clip_embeddings(
+    pairs.images,
+    pairs.captions,
     model=clip_run.model,
     tokenizer=pipe.tokenizer,
     image_mean=clip_run.image_mean,
     image_std=clip_run.image_std,
 )
+sdviz.figures.clip_similarity(similarities)
 
 # %% [markdown]
 # ## Does CLIP know left from right?
@@ -188,17 +192,18 @@ sdviz.figures.clip_similarity(
 # picture: the relation flipped, or two colours swapped (`sdviz.shapes.contrast_captions`).
 
 # %%
-relational = [s for s in (test[i] for i in range(80)) if " of " in s.caption][:3]
-counterfactuals = [
-    c for s in relational for c in [s.caption, *sdviz.shapes.contrast_captions(s.caption).values()]
-]
+relational = sdviz.course.examples(test, 3, containing=("left of", "right of"))
+captions = relational.counterfactual_captions()  # each caption, then its counterfactuals
+print(*captions, sep="\n")
 sdviz.figures.clip_similarity(
-    [Image.fromarray(s.image) for s in relational],
-    counterfactuals,
-    model=clip_run.model,
-    tokenizer=pipe.tokenizer,
-    image_mean=clip_run.image_mean,
-    image_std=clip_run.image_std,
+    sdviz.probes.clip_embeddings(
+        relational.images,
+        captions,
+        model=clip_run.model,
+        tokenizer=pipe.tokenizer,
+        image_mean=clip_run.image_mean,
+        image_std=clip_run.image_std,
+    )
 )
 
 # %% [markdown]

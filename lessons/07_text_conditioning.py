@@ -37,43 +37,49 @@
 # ## Setup
 
 # %%
-# Setup — the only cell you need to edit: which model, and the test switch.
-# %matplotlib inline
-import os
-
-import sdviz
-
-# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
-# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
-# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
+# (or the one the SDVIZ_MODEL environment variable names): offline, a few MB, about a
+# second per image on a laptop CPU. A hub id loads the real thing (online the first time,
+# ~4 GB; use a CUDA GPU: sdviz then picks float16 by itself), a path a local diffusers folder:
 # MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-MODEL = os.environ.get("SDVIZ_MODEL")
-SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+# %matplotlib inline
+import sdviz.course
 
-pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
-pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
-STEPS = 8 if SMOKE else 25
-SEED = 0
-PROMPT = "a red circle to the left of a blue square"
-GUIDANCE = 7.5 if MODEL else 3.0  # lesson 7: 7.5 for SD 1.5, 3 for sdviz-mini (model card)
-print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+MODEL = None
+lesson = sdviz.course.setup(MODEL)  # the pipeline; the steps, seed, prompt and guidance
+pipe = lesson.pipe  # the diffusers pipeline every cell below uses
+lesson
 
 # %% [markdown]
 # ## Attention maps of one generation
 #
-# `attention_layers="attn2"` keeps the maps of every cross-attention layer (diffusers names
-# them `attn2`; `attn1` is self-attention) besides the average.
+# Which layers attend to the text? In each transformer block of the UNet diffusers names
+# the self-attention layer `attn1` (image positions look at each other) and the
+# cross-attention layer `attn2` (they look at the tokens). A model can make `attn1` a
+# cross-attention layer too (`only_cross_attention` in the UNet's config, one flag per
+# down block, mirrored by the up blocks): sdviz-mini does so in its first down block and
+# its last up block, the blocks at the latent's full resolution. sdviz records every layer
+# that attends to the text, whatever its name; `attention_layers="*"` keeps each one's own
+# maps besides the average. (Stable Diffusion 1.5 has 16 such layers, all `attn2`.)
 
 # %%
 run = sdviz.generate(
-    pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE, attention_layers="attn2"
+    pipe,
+    lesson.prompt,
+    steps=lesson.steps,
+    seed=lesson.seed,
+    guidance_scale=lesson.guidance,
+    attention_layers="*",
 )
 maps = run["attention.maps"]  # (steps, tokens, h, w)
 print("tokens:", run.words)
+print("only_cross_attention per down block:", pipe.unet.config.only_cross_attention)
 print(
-    "averaged maps:", tuple(maps.shape), "—", len(run.attention_layers), "cross-attention layers:"
+    f"{run['attention.n_layers']} layers attend to the text; their average maps:",
+    tuple(maps.shape),
+    "(steps, tokens, h, w)",
 )
-print(*[f"  {name}: {tuple(run[name].shape)}" for name in run.attention_layers], sep="\n")
+sdviz.course.attention_layers_table(run)
 
 # %% [markdown]
 # The softmax runs over the tokens, so at every position the attention shares sum to one:
@@ -96,10 +102,12 @@ sdviz.figures.cross_attention(run, ["red", "circle", "blue", "square"])
 # average share per token, at the last step:
 
 # %%
-share = maps[-1].mean((1, 2))  # (tokens,)
-print(*[f"{w:>10}: {s:6.1%}" for w, s in zip(run.words, share.tolist(), strict=False)], sep="\n")
-print(
-    f"{'padding':>10}: {float(share[run['tokenizer.n_tokens'] :].sum()):6.1%} (all padding tokens together)"
+share = maps[-1].mean((1, 2))  # (tokens,): the mean over the image positions
+n = run["tokenizer.n_tokens"]  # the real tokens; the rest is padding
+sdviz.course.table(
+    {"token": run.words, "share of the attention": share[:n]},
+    formats={"share of the attention": ".1%"},
+    notes=f"and all {len(share) - n} padding tokens together: {float(share[n:].sum()):.1%}",
 )
 
 # %% [markdown]
@@ -148,12 +156,15 @@ sdviz.figures.guidance_terms(run)
 # The same prompt and seed at several guidance scales. g = 1 is plain conditional
 # sampling; larger g follows the prompt harder — until the picture breaks into
 # over-saturated artefacts. Small models like the embedded one want small scales; Stable
-# Diffusion 1.5 is usually run at 7.5.
+# Diffusion 1.5 is usually run at 7.5. (The runs above used `lesson.guidance`, the scale
+# the loaded model recommends.) `sdviz.probes.guidance_runs` generates once per scale,
+# and the figure draws the runs:
 
 # %%
-sdviz.figures.guidance_sweep(
-    pipe, PROMPT, scales=[1.0, 2.0, 4.0, 7.5, 15.0], steps=STEPS, seed=SEED
+sweep = sdviz.probes.guidance_runs(
+    pipe, lesson.prompt, [1.0, 2.0, 4.0, 7.5, 15.0], seed=lesson.seed, steps=lesson.steps
 )
+sdviz.figures.guidance_sweep(sweep)
 
 # %% [markdown]
 # ## Recap

@@ -30,28 +30,18 @@
 # ## Setup
 
 # %%
-# Setup — the only cell you need to edit: which model, and the test switch.
-# %matplotlib inline
-import os
-
-import torch
-
-import sdviz
-
-# MODEL = None loads the embedded sdviz-mini model: offline, a few MB, about a second per
-# image on a laptop CPU. A hub id loads the real thing (online the first time, ~4 GB; use a
-# CUDA GPU: sdviz.load then picks float16 by itself), and a path loads a local diffusers folder:
+# Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
+# (or the one the SDVIZ_MODEL environment variable names): offline, a few MB, about a
+# second per image on a laptop CPU. A hub id loads the real thing (online the first time,
+# ~4 GB; use a CUDA GPU: sdviz then picks float16 by itself), a path a local diffusers folder:
 # MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-MODEL = os.environ.get("SDVIZ_MODEL")
-SMOKE = os.environ.get("SDVIZ_SMOKE") == "1"  # set by the tests: shorter loops, same story
+# %matplotlib inline
+import sdviz.course
 
-pipe = sdviz.load(MODEL)  # device="auto": CUDA, else Apple MPS, else CPU
-pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
-STEPS = 8 if SMOKE else 25
-SEED = 0
-PROMPT = "a red circle to the left of a blue square"
-GUIDANCE = 7.5 if MODEL else 3.0  # lesson 7: 7.5 for SD 1.5, 3 for sdviz-mini (model card)
-print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising steps")
+MODEL = None
+lesson = sdviz.course.setup(MODEL)  # the pipeline; the steps, seed, prompt and guidance
+pipe = lesson.pipe  # the diffusers pipeline every cell below uses
+lesson
 
 # %% [markdown]
 # ## 1. Image-to-image
@@ -62,56 +52,46 @@ print(f"{type(pipe).__name__} on {pipe.device} ({pipe.dtype}), {STEPS} denoising
 # low strength keeps the composition, high strength keeps almost nothing.
 #
 # diffusers' `StableDiffusionImg2ImgPipeline` is built from the same components, and
-# `sdviz.trace` records it like any other pipeline: one run per call.
+# `sdviz.trace` records it like any other pipeline: `sdviz.probes.image_to_image` builds
+# it from the loaded pipeline and traces one run per strength, all from the same seed.
 
 # %%
-import numpy as np
-from diffusers import StableDiffusionImg2ImgPipeline
-from PIL import Image
-
-start = sdviz.generate(pipe, PROMPT, steps=STEPS, seed=SEED, guidance_scale=GUIDANCE)
-img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
-img2img.set_progress_bar_config(disable=True)
-NEW_PROMPT = "a blue circle to the left of a red square"
-strengths = [0.3, 0.6, 0.9]
-with sdviz.trace(img2img) as tr:
-    images = [
-        img2img(
-            NEW_PROMPT,
-            image=start["vae.image"][None],
-            strength=s,
-            num_inference_steps=STEPS,
-            guidance_scale=GUIDANCE,
-            generator=torch.Generator().manual_seed(SEED),
-        ).images[0]
-        for s in strengths
-    ]
-print(
-    *[
-        f"strength {s}: starts at t = {int(r['scheduler.step_timestep'][0])} (ᾱ_t = {float(r['scheduler.step_alpha_bar'][0]):.2f}), "
-        f"runs {r['denoiser.noise_pred'].shape[0]} of {STEPS} steps"
-        for s, r in zip(strengths, tr.runs, strict=True)
-    ],
-    sep="\n",
+start = sdviz.generate(
+    pipe, lesson.prompt, steps=lesson.steps, seed=lesson.seed, guidance_scale=lesson.guidance
+)
+edit = sdviz.probes.image_to_image(
+    pipe,
+    start["vae.image"],
+    "a blue circle to the left of a red square",  # the new prompt: the colours swapped
+    [0.3, 0.6, 0.9],  # strengths
+    steps=lesson.steps,
+    guidance_scale=lesson.guidance,
+    seed=lesson.seed,
+)
+sdviz.course.table(
+    {
+        "strength": edit.strengths,
+        "starts at t": edit.first_timestep,
+        "ᾱ_t there": edit.first_alpha_bar,
+        f"steps run (of {lesson.steps})": edit.steps_run,
+    },
+    formats={"ᾱ_t there": ".2f"},
+    notes="ᾱ_t: the share of the starting image's signal left in the noised latent",
 )
 
 # %% [markdown]
 # The starting image, then the results at strengths 0.3, 0.6 and 0.9:
 
 # %%
-Image.fromarray(
-    np.hstack(
-        [np.asarray(start["vae.image"].permute(1, 2, 0) * 255, dtype=np.uint8)]
-        + [np.asarray(im) for im in images]
-    )
-)
+sdviz.course.image_row([start["vae.image"], *edit.images])
 
 # %% [markdown]
 # The film strip of the middle strength starts from a noisy version of the old picture,
 # not from pure noise:
 
 # %%
-sdviz.figures.denoising_filmstrip(tr.runs[1], pipe)
+middle = edit.runs[1]
+sdviz.figures.denoising_filmstrip(middle, images=sdviz.probes.step_images(middle, pipe))
 
 # %% [markdown]
 # ## 2. Prompt interpolation
@@ -120,20 +100,22 @@ sdviz.figures.denoising_filmstrip(tr.runs[1], pipe)
 # two prompts' vectors is a perfectly good input — passed to the pipeline as
 # `prompt_embeds` — even though no sentence produces it.
 
+# `sdviz.probes.interpolate_prompts` generates from (1 − w)·embed("a red circle") +
+# w·embed("a blue square") for each weight w, with the same seed:
+
 # %%
-a, b = sdviz.embed(pipe, "a red circle"), sdviz.embed(pipe, "a blue square")
-weights = [0.0, 0.25, 0.5, 0.75, 1.0]
-mixed = [
-    pipe(
-        prompt_embeds=torch.lerp(a, b, w)[None].to(pipe.device, pipe.dtype),
-        num_inference_steps=STEPS,
-        guidance_scale=GUIDANCE,
-        generator=torch.Generator().manual_seed(SEED),
-    ).images[0]
-    for w in weights
-]
-print("embeddings", tuple(a.shape), "— weights of 'a blue square':", weights)
-Image.fromarray(np.hstack([np.asarray(im) for im in mixed]))
+mix = sdviz.probes.interpolate_prompts(
+    pipe,
+    "a red circle",
+    "a blue square",
+    [0.0, 0.25, 0.5, 0.75, 1.0],  # the weight w of "a blue square"
+    steps=lesson.steps,
+    guidance_scale=lesson.guidance,
+    seed=lesson.seed,
+)
+print("token vectors per prompt:", tuple(sdviz.embed(pipe, mix.first).shape), "(tokens, d)")
+print("weight w of 'a blue square', left to right:", mix.weights)
+sdviz.course.image_row(mix.images)
 
 # %% [markdown]
 # ## 3. Guidance on a prompt never seen in training
@@ -143,10 +125,11 @@ Image.fromarray(np.hstack([np.asarray(im) for im in mixed]))
 # learned separately. A guidance sweep shows how hard the text must push to get there:
 
 # %%
-print("held-out pairs:", sdviz.shapes.HELD_OUT_PAIRS)
-sdviz.figures.guidance_sweep(
-    pipe, "a yellow square", scales=[1.0, 1.5, 3.0, 7.5], steps=STEPS, seed=SEED
+print("held-out (colour, shape) pairs:", sdviz.shapes.HELD_OUT_PAIRS)
+sweep = sdviz.probes.guidance_runs(
+    pipe, "a yellow square", [1.0, 1.5, 3.0, 7.5], seed=lesson.seed, steps=lesson.steps
 )
+sdviz.figures.guidance_sweep(sweep)
 
 # %% [markdown]
 # ## 4. A bigger model
@@ -159,16 +142,11 @@ sdviz.figures.guidance_sweep(
 # to compare it with the loaded model:
 
 # %%
+import torch
+
 with torch.device("meta"):  # no memory allocated, nothing downloaded
     sd15 = sdviz.sd_architecture("1.5")
-print(
-    *[
-        f"{name:>12}: {sum(p.numel() for p in getattr(pipe, name).parameters()):>13,} here, "
-        f"{sum(p.numel() for p in getattr(sd15, name).parameters()):>13,} in SD 1.5"
-        for name in ("text_encoder", "unet", "vae")
-    ],
-    sep="\n",
-)
+sdviz.course.components_table(pipe, sd15, labels=["parameters here", "in SD 1.5"])
 
 # %%
 sdviz.figures.components(sd15)
@@ -194,5 +172,5 @@ sdviz.figures.components(sd15)
 #    which strength does the model stop reproducing the photo?
 # 2. Interpolate between the *noise* instead of the prompts: two seeds' initial latents,
 #    passed as `latents=` to the pipeline. How does that differ from prompt interpolation?
-# 3. Load a second scheduler with `sdviz.pipeline.set_scheduler(pipe, "dpm++")` and find
-#    the smallest number of steps that still gives a clean image.
+# 3. Generate inside `with sdviz.schedulers.using_scheduler(pipe, "dpm++"):` and find the
+#    smallest number of steps that still gives a clean image.

@@ -50,8 +50,6 @@ TYPED_PROMPT = "a blue square"
 # CPU were measured to double the run (here: 174 s -> 89 s, CPU time 114 s -> 50 s).
 KERNEL_ENV = {"SDVIZ_SMOKE": "1", "OMP_NUM_THREADS": "1"}
 
-CPU_BUDGET_S = 180
-
 # What each lesson check looks for in the lessons' code cells: the call showing the widget.
 EXPLORERS = {"denoise": "DenoisingExplorer(", "prompt": "PromptExplorer("}
 
@@ -159,12 +157,8 @@ def test_lesson_widgets_work_in_jupyterlab(tmp_path):
     print("screenshots:", *ui.shots, sep="\n  ")
     print("stderr shown in cells (warnings):", *stderr or ["none"], sep="\n  ")
     print("output of widget callbacks (log console):", *callback_out or ["none"], sep="\n  ")
-    # The budget is 3 minutes on 2 cores. Wall time on a shared machine says little; CPU
-    # time does: within 180 s it fits 3 minutes even on one free core.
-    assert cpu <= CPU_BUDGET_S, (
-        f"the browser test used {cpu:.0f} s of CPU (budget {CPU_BUDGET_S} s): "
-        "the lessons it runs (or JupyterLab's start) became slower"
-    )
+    # Time is reported, not asserted (it was held to 180 s of CPU on 2 cores): how long
+    # the lessons take is measured by benchmarks/lessons_time.py.
 
 
 def _open_and_start(ui, lesson: str) -> None:
