@@ -75,6 +75,29 @@ def images_to_tensor(images: Any) -> tuple[torch.Tensor, bool]:
 PIPELINE_SIZE_MULTIPLE = 8
 
 
+def to_numpy(x: Any) -> np.ndarray:
+    """A float32 numpy array from a torch tensor (any dtype, any device), PIL image or array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def image_hwc(image: Any) -> np.ndarray:
+    """An (H, W, 3) float32 array in [0, 1] from one image in any form
+    `sdviz.autoencoder.images_to_tensor` takes: (3, H, W) tensor, (H, W, 3) array, PIL."""
+    x, _ = images_to_tensor(image)
+    if x.shape[0] != 1:
+        raise ValueError(f"Expected one image (3, H, W) or (H, W, 3); got {x.shape[0]} images.")
+    return x[0].permute(1, 2, 0).numpy()
+
+
+def to_pil(rgb: np.ndarray) -> Any:
+    """An (H, W, 3) float array in [0, 1] as an 8-bit PIL image."""
+    from PIL import Image
+
+    return Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8))
+
+
 def generation_size_multiple(pipe: Any) -> int:
     """Image sides `pipe(...)` accepts are multiples of this (VAE factor and pipeline check)."""
     return math.lcm(int(pipe.vae_scale_factor), PIPELINE_SIZE_MULTIPLE)

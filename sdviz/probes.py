@@ -15,9 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .autoencoder import decode, encode, image_input, images_to_tensor, psnr
+from .autoencoder import (
+    decode,
+    encode,
+    image_hwc,
+    image_input,
+    images_to_tensor,
+    psnr,
+    to_numpy,
+    to_pil,
+)
 from .diffusion import add_noise, alpha_bar, to_epsilon
-from .figures.style import image_hwc, to_numpy, to_pil
 from .text import embed
 
 
@@ -293,7 +301,6 @@ def reconstruction_psnr(originals: Sequence[Any], rebuilt: Any) -> list[float]:
     `originals`: PIL images, (H, W, 3) arrays or (3, H, W) tensors in [0, 1]; `rebuilt`:
     the VAE's output, (n, 3, H, W) in [0, 1] (`sdviz.decode`) or a list like `originals`.
     """
-    from .figures.style import image_hwc
 
     originals, rebuilt = list(originals), list(rebuilt)
     if len(originals) != len(rebuilt):

@@ -183,3 +183,55 @@ def test_known_cycles_are_still_there():
         if imported not in graph.get(importer, ()) or not _reaches(graph, imported, importer)
     ]
     assert not gone, f"these imports close no cycle any more: remove them from KNOWN_CYCLES: {gone}"
+
+
+def test_readme_module_table_lists_every_module():
+    """Someone new finds each module in the README's table (path, or folder + file name)."""
+    readme = (ROOT.parent / "README.md").read_text()
+    start = readme.index("## Where each stage lives")
+    table = readme[start : readme.index("\n## ", start + 1)]
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    missing = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).as_posix()
+        folder = path.parent.relative_to(ROOT.parent).as_posix() + "/"
+        if path.name == "__init__.py" and folder != "sdviz/tracing/":
+            continue  # a package's __init__ re-exports its modules
+        listed = f"`{rel}`" in table or any(
+            f"`{folder}`" in row and f"`{path.name}`" in row for row in rows
+        )
+        if not listed:
+            missing.append(rel)
+    assert not missing, f"README's module table lacks: {missing}"
+
+
+# The one-way flow: load and stages -> trace -> probes -> figures -> widgets -> what the
+# lessons call; training sits beside them (it reads the stages), the command line on top.
+LAYERS = {
+    "sdviz.tracing": 1,
+    "sdviz.probes": 2,
+    "sdviz.figures": 3,
+    "sdviz.widgets": 4,
+    "sdviz.course": 5,
+    "sdviz.training": 5,
+    "sdviz.commands": 6,
+    "sdviz.lab": 6,
+}
+
+
+def layer(module: str) -> int:
+    """0 for `sdviz` itself, loading and the stage modules; else the rank of its package."""
+    for prefix, rank in LAYERS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            return rank
+    return 0
+
+
+def test_no_module_imports_a_higher_layer():
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in imports().items()
+        for target in targets
+        if module != "sdviz" and layer(target) > layer(module)
+    )
+    assert not upward, f"imports against the flow (move the helper down): {upward}"

@@ -14,9 +14,10 @@ from typing import Any
 from matplotlib import animation
 from matplotlib.figure import Figure
 
+from ..autoencoder import image_hwc
 from ..probes import StepImages
 from .denoising import ROWS, pick_images, run_steps, step_label
-from .style import DPI, PANEL, bare, image_hwc, new_figure, style
+from .style import DPI, PANEL, bare, new_figure, style
 
 DEFAULT_FPS = 4  # frames per second: a 20-step run plays in 5 s
 

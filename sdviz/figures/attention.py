@@ -18,20 +18,19 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from ..autoencoder import image_hwc, to_numpy
 from ..tracing.keys import LAYER_PREFIX, is_layer_key
 from .style import (
     HEAT_CMAP,
     PANEL,
     Canvas,
     check_steps,
-    image_hwc,
     new_figure,
     require,
     show_image,
     show_map,
     step_timesteps,
     style,
-    to_numpy,
 )
 from .text import readable
 

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..autoencoder import to_numpy
 from ..probes import STEP_IMAGES, StepImages, step_images
-from .style import PANEL, Canvas, check_steps, new_figure, require, show_image, style, to_numpy
+from .style import PANEL, Canvas, check_steps, new_figure, require, show_image, style
 
 ROWS = tuple(zip(STEP_IMAGES, ("x_t (decoded)", "predicted x̂0 (decoded)"), strict=True))
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .style import check_steps, image_hwc, style
+from ..autoencoder import image_hwc
+from .style import check_steps, style
 
 PANEL_WIDTH, STRIP_HEIGHT = 1.9, 2.3  # inches: one small panel, and the row with its titles
 

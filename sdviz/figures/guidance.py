@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..autoencoder import to_numpy
 from .denoising import step_label
 from .style import (
     PANEL,
@@ -31,7 +32,6 @@ from .style import (
     step_timesteps,
     style,
     symmetric_limit,
-    to_numpy,
 )
 
 

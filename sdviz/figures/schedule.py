@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..autoencoder import to_numpy
 from ..schedulers import make_scheduler
-from .style import LINE_COLORS, MARKERS, WIDE, Canvas, new_figure, style, to_numpy
+from .style import LINE_COLORS, MARKERS, WIDE, Canvas, new_figure, style
 
 
 def schedule_curves(source: Any, steps: int | None = None) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from matplotlib.patches import Rectangle
 
+from ..autoencoder import image_hwc
 from ..probes import ClipEmbeddings
-from .style import MATRIX_CMAP, PANEL, expect, figure_of, image_hwc, new_figure, style
+from .style import MATRIX_CMAP, PANEL, expect, figure_of, new_figure, style
 
 ROW_INCHES = 0.8 * PANEL  # height of one image row (and its thumbnail)
 CAPTION_WRAP = 22  # characters per caption line under the matrix

@@ -26,6 +26,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
+from ..autoencoder import image_hwc, to_numpy
+
 PANEL = 2.6  # inches: one image panel; every figure is a multiple of it
 WIDE = 4.2  # inches: one line-plot panel
 DPI = 100  # dots per inch for screen and PNG files
@@ -94,31 +96,6 @@ def plot_over_t(ax: Axes, t: Any, y: Any, mark: int, *, ylabel: str, title: str)
 def figure_of(ax: Axes) -> Canvas:
     """The (sub)figure an Axes belongs to."""
     return ax.figure
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """A float32 numpy array from a torch tensor (any dtype, any device), PIL image or array."""
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
-
-
-def image_hwc(image: Any) -> np.ndarray:
-    """An (H, W, 3) float32 array in [0, 1] from one image in any form
-    `sdviz.autoencoder.images_to_tensor` takes: (3, H, W) tensor, (H, W, 3) array, PIL."""
-    from ..autoencoder import images_to_tensor
-
-    x, _ = images_to_tensor(image)
-    if x.shape[0] != 1:
-        raise ValueError(f"Expected one image (3, H, W) or (H, W, 3); got {x.shape[0]} images.")
-    return x[0].permute(1, 2, 0).numpy()
-
-
-def to_pil(rgb: np.ndarray) -> Any:
-    """An (H, W, 3) float array in [0, 1] as an 8-bit PIL image."""
-    from PIL import Image
-
-    return Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8))
 
 
 def step_timesteps(run: Mapping[str, Any], n_steps: int) -> np.ndarray:

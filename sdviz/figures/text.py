@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..autoencoder import to_numpy
 from .style import (
     SIGNED_CMAP,
     WIDE,
@@ -23,7 +24,6 @@ from .style import (
     require,
     style,
     symmetric_limit,
-    to_numpy,
 )
 
 PADDING_ROWS_SHOWN = 2  # padding tokens listed after the real ones in the token table

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
+from ..autoencoder import to_numpy
 from ..probes import NoisePredictions
 from .style import (
     SIGNED_CMAP,
@@ -23,7 +24,6 @@ from .style import (
     show_map,
     style,
     symmetric_limit,
-    to_numpy,
 )
 
 

@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from ..figures.style import HEAT_CMAP, SIGNED_CMAP, image_hwc, to_numpy, to_pil
+from ..autoencoder import image_hwc, to_numpy, to_pil
+from ..figures.style import HEAT_CMAP, SIGNED_CMAP
 
 
 def png(rgb: np.ndarray) -> bytes:
