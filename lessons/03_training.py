@@ -84,7 +84,6 @@ sdviz.figures.training_example(first)
 # model's took about two); a minute shows how the loss starts to fall.
 
 # %%
-import sdviz.figures.curves
 import sdviz.training.live
 
 live = sdviz.training.live.train_noise_predictor(
@@ -98,7 +97,7 @@ print(
     f"steps in {live.seconds:.1f} s: loss {live.loss[0]:.3f} at the first step, "
     f"{live.loss[-1]:.3f} at the last"
 )
-sdviz.figures.curves.training_curves(
+sdviz.figures.training_curves(
     live.loss,
     loss_label="noise-prediction loss MSE(ε̂, ε)",
     references={"a UNet that always answers ε̂ = 0": 1.0},
@@ -145,6 +144,6 @@ sdviz.figures.training_example(sdviz.probes.noise_predictions(pipe, example, 500
 # 1. Run `sdviz.figures.training_example` at t = 50, 500 and 950. At which one does the
 #    prediction look most like the true noise, and why?
 # 2. Train twice as long: by how much does the final loss drop? Plot both curves in one
-#    panel: `sdviz.figures.curves.training_curves({"60 steps": live.loss, "120 steps": ...})`.
+#    panel: `sdviz.figures.training_curves({"60 steps": live.loss, "120 steps": ...})`.
 # 3. The loaded model was trained with 10% of the captions replaced by an empty one. Why is
 #    that needed for classifier-free guidance (lesson 7)?

@@ -131,7 +131,6 @@ print(
 # %%
 import math
 
-import sdviz.figures.curves
 import sdviz.training.live
 
 BATCH = 64  # image-caption pairs per training step: each image has 64 captions to choose from
@@ -147,7 +146,7 @@ print(
     f"{clip_run.loss[0]:.2f} → {clip_run.loss[-1]:.2f}; images whose best caption in the "
     f"batch is their own: {clip_run.accuracy[0]:.0%} → {clip_run.accuracy[-1]:.0%}"
 )
-sdviz.figures.curves.training_curves(
+sdviz.figures.training_curves(
     clip_run.loss,
     clip_run.accuracy,
     loss_label="contrastive loss",

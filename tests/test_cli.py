@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from sdviz.commands import SUBCOMMANDS, build_parser, main
-from sdviz.figures.filmstrip import filmstrip_steps
+from sdviz.figures.image_row import filmstrip_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["trace", "--model", "sdviz-tiny", "--steps", "4", "--frames", "3"]

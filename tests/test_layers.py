@@ -135,7 +135,7 @@ def test_the_walk_sees_relative_and_deferred_imports():
     assert graph["sdviz.commands.figures"]["sdviz.commands.common"] is False  # module level
     assert graph["sdviz.commands.trace"]["sdviz.pipeline"] is True  # inside run_trace
     assert "sdviz.training.recipe" in graph["sdviz.commands.train"]  # `from ..training.recipe`
-    assert "sdviz.figures.filmstrip" in graph["sdviz.commands.trace"]
+    assert "sdviz.figures.image_row" in graph["sdviz.commands.trace"]
 
 
 def test_nothing_below_the_command_line_imports_it():

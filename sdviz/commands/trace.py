@@ -60,7 +60,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    from ..figures.filmstrip import filmstrip, filmstrip_steps
+    from ..figures.image_row import filmstrip, filmstrip_steps
     from ..figures.style import save
     from ..pipeline import load
     from ..text import truncation_notice

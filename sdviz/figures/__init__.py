@@ -26,15 +26,14 @@ Figures (numbers as in the seed article) and what they draw:
     10 `cross_attention(run)` / `attention_drilldown(run, word)`
     11 `guidance_terms(run)` / `guidance_sweep(runs)`   sdviz.probes.guidance_runs(...)
 
-`filmstrip(images, titles)` draws a plain row of images. `save` writes reproducible
+`filmstrip(images, titles)` draws a plain row of images, `training_curves(loss)` a loss
+(and accuracy) over training steps. `save` writes reproducible
 files; `sdviz figures` writes them all plus an HTML gallery.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 # public name -> module (imported lazily: matplotlib and torch load only when used)
@@ -53,24 +52,13 @@ _API = {
     "attention_drilldown": "attention",
     "guidance_terms": "guidance",
     "guidance_sweep": "guidance",
-    "filmstrip": "filmstrip",
+    "filmstrip": "image_row",
+    "training_curves": "curves",
     "save": "style",
     "to_png": "style",
 }
 
 __all__ = sorted(_API)
-
-
-class _Figures(types.ModuleType):
-    """This package, whose public names stay functions: importing the submodule
-    `sdviz.figures.filmstrip` would otherwise rebind `sdviz.figures.filmstrip` to it."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if not (name in _API and isinstance(value, types.ModuleType)):
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Figures
 
 
 def __getattr__(name: str) -> Any:
