@@ -1,0 +1,64 @@
+"""probes: computations outside a generation, each returning a record that figures draw.
+
+A figure in `sdviz.figures` only draws: whatever needs a network (the UNet, the VAE,
+CLIP) or a whole generation is computed here, or in the stage module it belongs to
+(`sdviz.diffusion`, `sdviz.autoencoder`, `sdviz.text`), and handed to the figure or the
+lesson as a record (a dataclass, a dict or tensors). One module per kind of probe:
+
+    noising.py     noised_images (figure 2), noise_predictions (figure 4): an image
+                   noised to timesteps, the UNet's ε̂ for it; predict_noise, check_timesteps
+    images.py      step_images (figure 5): a run's x_t and x̂0 as images;
+                   reconstruction_psnr (lesson 5): the VAE's reconstructions against
+                   their originals (psnr itself lives in sdviz.autoencoder)
+    clip.py        clip_embeddings (figure 8): images and captions embedded by CLIP
+    generation.py  guidance_runs (figure 11b), image_to_image, interpolate_prompts:
+                   whole generations compared side by side (lesson 8)
+    timing.py      time_unet (lesson 5): one UNet call timed at several sizes
+
+Figure 6 draws `sdviz.autoencoder.reconstruct`, figure 7 a Run or `sdviz.text.prompt_record`.
+"""
+
+from __future__ import annotations
+
+from ..autoencoder import psnr
+from .clip import ClipEmbeddings, clip_embeddings
+from .generation import (
+    ImageToImage,
+    PromptMix,
+    guidance_runs,
+    image_to_image,
+    interpolate_prompts,
+)
+from .images import STEP_IMAGES, StepImages, reconstruction_psnr, step_images
+from .noising import (
+    NoisedImages,
+    NoisePredictions,
+    check_timesteps,
+    noise_predictions,
+    noised_images,
+    predict_noise,
+)
+from .timing import UnetTiming, time_unet
+
+__all__ = [
+    "NoisedImages",
+    "noised_images",
+    "NoisePredictions",
+    "noise_predictions",
+    "predict_noise",
+    "check_timesteps",
+    "STEP_IMAGES",
+    "StepImages",
+    "step_images",
+    "reconstruction_psnr",
+    "psnr",
+    "ClipEmbeddings",
+    "clip_embeddings",
+    "guidance_runs",
+    "ImageToImage",
+    "image_to_image",
+    "PromptMix",
+    "interpolate_prompts",
+    "UnetTiming",
+    "time_unet",
+]
