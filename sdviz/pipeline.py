@@ -282,20 +282,26 @@ def _load_tokenizers(folder: Path, components: dict[str, tuple[str, str]]) -> di
         try:
             cls = getattr(importlib.import_module(library), cls_name)
             loaded[name] = cls.from_pretrained(str(sub))
-        except Exception as err:  # noqa: BLE001 - 4.x raises TypeError, tokenizers a bare Exception
-            files = ", ".join(sorted(p.name for p in sub.iterdir() if p.is_file())) or "no files"
+        except Exception as err:  # 4.x raises TypeError, the tokenizers library Exception
+            names = sorted(p.name for p in sub.iterdir() if p.is_file())
             version = _version("transformers")
-            cause = (
-                f"transformers {version} is older than sdviz supports, and this folder's "
-                "tokenizer was saved by transformers 5 (tokenizer.json only: 4.x's "
-                "CLIPTokenizer needs vocab.json and merges.txt). Fix: " + _upgrade("transformers")
-                if _older(version, MIN_VERSIONS["transformers"])
-                else "Check that the folder is complete, or re-save it with "
-                "pipe.save_pretrained(folder)."
-            )
+            if not _older(version, MIN_VERSIONS["transformers"]):
+                cause = "Check that the folder is complete, or re-save it: pipe.save_pretrained."
+            elif "vocab.json" not in names:
+                cause = (
+                    "It was saved by transformers 5 (tokenizer.json, no vocab.json or "
+                    f"merges.txt, which 4.x's {cls_name} needs), and transformers {version} is "
+                    f"older than sdviz supports. Fix: {_upgrade('transformers')}."
+                )
+            else:
+                cause = (
+                    f"transformers {version} is older than sdviz supports. "
+                    f"Fix: {_upgrade('transformers')}."
+                )
             raise OSError(
-                f"Could not load the tokenizer {sub} ({cls_name}; it holds {files}) with "
-                f"transformers {version}: {type(err).__name__}: {err}. {cause}"
+                f"Could not load the tokenizer {sub} ({cls_name}; it holds "
+                f"{', '.join(names) or 'no files'}) with transformers {version}: "
+                f"{type(err).__name__}: {err}. {cause}"
             ) from err
     return loaded
 
@@ -379,7 +385,7 @@ def _unloaded(module: torch.nn.Module, files: list[Path]) -> tuple[list[str], li
 
 
 def _suffixes(name: str) -> list[str]:
-    """ "a.b.c" -> ["b.c", "c"]: the name without each of its leading parts."""
+    """The name without each of its leading parts: "a.b.c" -> ["b.c", "c"]."""
     parts = name.split(".")
     return [".".join(parts[i:]) for i in range(1, len(parts))]
 

@@ -98,7 +98,7 @@ def test_renamed_text_encoder_weight_refused(copy):
     msg = str(err.value)
     assert "text_encoder did not load into CLIPTextModel" in msg
     assert "1 of its" in msg and "q_proj.weight" in msg and "random" in msg
-    assert "Unused in its safetensors: 'encoder.layers.0.self_attn.query.weight'" in msg
+    assert f"Unused in its safetensors: '{key.replace('q_proj', 'query')}'" in msg
     assert "save_pretrained" in msg  # the versions are supported: the folder is at fault
 
 
@@ -117,7 +117,8 @@ def test_extra_vae_tensor_refused(copy):
 def test_old_library_named_with_the_fix(copy, monkeypatch):
     """Below the declared lower bound, the error says to upgrade, naming the version."""
     monkeypatch.setitem(MIN_VERSIONS, "transformers", "99.0")
-    _rewrite(copy / TEXT_WEIGHTS, lambda t: t.pop("final_layer_norm.bias"))
+    key = next(k for k in load_file(copy / TEXT_WEIGHTS) if k.endswith("final_layer_norm.bias"))
+    _rewrite(copy / TEXT_WEIGHTS, lambda t: t.pop(key))
     with pytest.raises(WeightsNotLoadedError) as err:
         load(copy)
     msg = str(err.value)
@@ -129,7 +130,9 @@ def test_prefixed_names_load(copy):
     """Text encoder keys with `text_model.` (as transformers 4 saved them) load too."""
     _rewrite(
         copy / TEXT_WEIGHTS,
-        lambda t: t.update({f"text_model.{k}": t.pop(k) for k in list(t)}),
+        lambda t: t.update(
+            {f"text_model.{k.removeprefix('text_model.')}": t.pop(k) for k in list(t)}
+        ),
     )
     _assert_holds_files(load(copy), copy)
 
@@ -158,7 +161,7 @@ def test_unreadable_tokenizer_named(copy, monkeypatch):
     with pytest.raises(OSError, match=r"Could not load the tokenizer .*tokenizer_config.json"):
         load(copy)
     monkeypatch.setitem(MIN_VERSIONS, "transformers", "99.0")
-    with pytest.raises(OSError, match=r"needs vocab.json and merges.txt.*transformers>=99.0"):
+    with pytest.raises(OSError, match=r"no vocab.json or merges.txt.*transformers>=99.0"):
         load(copy)
 
 
