@@ -27,7 +27,16 @@ def mini_copy(tmp_path_factory) -> Path:
 
 
 def test_setup_reads_the_environment_and_the_models_recommendation(mini_copy: Path):
-    full = course.setup(None, environ={})
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        full = course.setup(None, environ={})
+        assert full.threads == torch.get_num_threads() == 1  # sdviz.threads: small model
+    finally:
+        torch.set_num_threads(before)
+    assert "threads   1" in repr(full)
     assert full.model == course.EMBEDDED_LABEL
     assert (full.steps, full.guidance, full.seed, full.smoke) == (25, 3.0, 0, False)
     assert full.prompt == course.DEFAULT_PROMPT
@@ -63,9 +72,11 @@ def test_setup_without_a_recommendation_uses_stable_diffusions(tmp_path: Path, m
 
 
 def test_pick_chooses_the_smoke_value_in_smoke_mode():
-    lesson = course.Lesson(None, "m", 8, 0, "p", 3.0, "s", smoke=True)
+    lesson = course.Lesson(None, "m", 8, 0, "p", 3.0, "s", smoke=True, threads=1)
     assert lesson.pick(200, 5) == 5
-    assert course.Lesson(None, "m", 25, 0, "p", 3.0, "s", smoke=False).pick(200, 5) == 200
+    assert (
+        course.Lesson(None, "m", 25, 0, "p", 3.0, "s", smoke=False, threads=1).pick(200, 5) == 200
+    )
 
 
 # -- tables ----------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 DEFAULT_PROMPT = "a red circle to the left of a blue square"
 SMOKE_STEPS = 8  # denoising steps in smoke mode (SDVIZ_SMOKE=1: the tests' short run)
 EMBEDDED_LABEL = "sdviz-mini (embedded in sdviz)"
@@ -30,6 +32,7 @@ class Lesson:
     guidance: float  # classifier-free guidance scale the model recommends
     guidance_source: str  # where that recommendation was read
     smoke: bool  # SDVIZ_SMOKE=1: shorter loops and training runs, the same story
+    threads: int  # torch CPU threads (sdviz.threads: one for a small model such as sdviz-mini)
 
     def pick(self, full: Any, smoke: Any) -> Any:
         """`full` for a learner, `smoke` in smoke mode (say, how long a live training runs)."""
@@ -46,6 +49,7 @@ class Lesson:
                 f"classifier-free guidance scale (lesson 7), from {self.guidance_source}",
             ),
             ("seed", str(self.seed), "seed of the starting noise: same seed, same image"),
+            ("threads", str(self.threads), "torch CPU threads (benchmarks/threads.py says why)"),
             ("prompt", repr(self.prompt), ""),
         ]
         head = (
@@ -76,9 +80,13 @@ def setup(
     local diffusers folder. `SDVIZ_SMOKE=1` (set by the tests) makes `steps` short and
     `Lesson.pick` choose its smoke value. Steps and guidance are the model's
     recommendation (`sdviz.pipeline.recommended`): 3.0 for sdviz-mini, also a copy of
-    it in a folder of your own, 7.5 for models that say nothing.
+    it in a folder of your own, 7.5 for models that say nothing. On the CPU, torch's
+    threads are set by `sdviz.threads.configure_threads` (one for a small model: torch's
+    default threads ran sdviz-mini 10x slower on a busy 2-core machine).
     """
+    from ..builder import count_parameters
     from ..pipeline import load, recommended
+    from ..threads import configure_threads
 
     env = os.environ if environ is None else environ
     if model is None:
@@ -87,6 +95,11 @@ def setup(
     pipe = load(model, device=device)
     pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
     advice = recommended(pipe)
+    threads = (
+        configure_threads(None, unet_parameters=count_parameters(pipe.unet))
+        if pipe.device.type == "cpu"
+        else torch.get_num_threads()
+    )
     return Lesson(
         pipe=pipe,
         model=EMBEDDED_LABEL if model is None else os.fspath(model),
@@ -96,4 +109,5 @@ def setup(
         guidance=advice.guidance_scale,
         guidance_source=_guidance_source(advice.source),
         smoke=smoke,
+        threads=threads,
     )
