@@ -13,7 +13,8 @@ from diffusers import DDIMScheduler
 
 from sdviz import pipeline as sdpipe
 from sdviz.builder import tiny_pipeline
-from sdviz.pipeline import check_safetensors, load, resolve_device, resolve_dtype, set_scheduler
+from sdviz.checkpoints import check_safetensors
+from sdviz.pipeline import load, resolve_device, resolve_dtype, set_scheduler
 from sdviz.schedulers import canonical_name, make_scheduler, scheduler_name, scheduler_names
 
 EXPECTED_CLASSES = {

@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import sdviz
-from sdviz import pipeline as sdpipe
 from sdviz.builder import tiny_pipeline
-from sdviz.pipeline import EMBEDDED_MODEL, MIN_VERSIONS, WeightsNotLoadedError, load
+from sdviz.pipeline import EMBEDDED_MODEL, load
+from sdviz.weights import MIN_VERSIONS, WeightsNotLoadedError, _unloaded
 
 pytestmark = pytest.mark.lowest
 
@@ -50,7 +50,7 @@ def copy(saved, tmp_path):
 def _assert_holds_files(pipe, folder: Path) -> None:
     """Every network weight equals its tensor in the folder; every tensor is used.
 
-    Independent of sdviz.pipeline's check: file names map to model names as
+    Independent of sdviz.weights' check: file names map to model names as
     transformers 4 and 5 save them (CLIP's `text_model.` prefix present or not).
     """
     for name in ("text_encoder", "unet", "vae"):
@@ -150,10 +150,10 @@ def test_renamed_but_equal_weights_accepted(tmp_path):
     path = tmp_path / "model.safetensors"
     state = {"old_name.weight": linear.weight.detach(), "bias": linear.bias.detach()}
     save_file(state, path)
-    assert sdpipe._unloaded(linear, [path]) == ([], [])
+    assert _unloaded(linear, [path]) == ([], [])
     state["old_name.weight"] = state["old_name.weight"] + 1
     save_file(state, path)
-    assert sdpipe._unloaded(linear, [path]) == (["weight"], ["old_name.weight"])
+    assert _unloaded(linear, [path]) == (["weight"], ["old_name.weight"])
 
 
 def test_unreadable_tokenizer_named(copy, monkeypatch):
