@@ -102,7 +102,7 @@ sdviz.figures.cross_attention(run, ["red", "circle", "blue", "square"])
 # average share per token, at the last step:
 
 # %%
-share = maps[-1].mean((1, 2))  # (tokens,): the mean over the image positions
+share = run.token_shares(step=-1)  # (tokens,): the mean over the image positions
 n = run["tokenizer.n_tokens"]  # the real tokens; the rest is padding
 sdviz.course.table(
     {"token": run.words, "share of the attention": share[:n]},

@@ -110,3 +110,23 @@ def test_sd2_style_v_prediction_run_holds_the_same_keys(device):
     assert tr.last["denoiser.prediction_type"] == "v_prediction"
     conditions = {"text", "cfg", "alphas", "decoded", "attention"}
     assert set(tr.last) == expected_keys(FAMILY, conditions)
+
+
+def test_accessors_answer_the_lessons_questions(pipe):
+    run = generate(pipe, "a red circle", steps=3, guidance_scale=3.0, attention_layers="up_blocks")
+    maps = run["attention.maps"]  # (S, L, h, w)
+    i = run.token_index("circle")
+    assert torch.equal(run.word_map("circle", step=-1), maps[-1, i])
+    assert torch.allclose(run.word_map("circle"), maps[:, i].mean(0))
+    layer = run.attention_layers[0]
+    assert torch.equal(run.word_map(i, step=0, layer=layer), run[layer][0, i])
+    assert torch.equal(
+        run.word_map(i, step=0, layer=layer.removeprefix("attention.")), run[layer][0, i]
+    )
+    shares = run.token_shares(step=1)
+    assert shares.shape == (maps.shape[1],) and torch.isclose(shares.sum(), torch.tensor(1.0))
+    assert torch.allclose(run.token_shares(), maps.mean((2, 3)).mean(0))
+    with pytest.raises(KeyError, match="was not recorded"):
+        run.word_map("circle", layer="down_blocks.0.attentions.0.transformer_blocks.0.attn2")
+    with pytest.raises(ValueError, match="not a token"):
+        run.word_map("square")

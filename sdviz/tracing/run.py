@@ -155,6 +155,18 @@ class Run(Mapping[str, Any]):
             return maps[:, index].mean(0)
         return maps[self._indices(step, maps.shape[0])[0], index]
 
+    def token_shares(self, step: int | None = None) -> torch.Tensor:
+        """How the image's attention divides among the tokens: (L,), summing to 1.
+
+        The mean over latent positions of `attention.maps` at `step` (averaged over steps
+        when None): entry i is the share of attention that token i receives.
+        """
+        maps = self["attention.maps"]  # (S, L, h, w)
+        shares = maps.mean((2, 3))  # (S, L)
+        if step is None:
+            return shares.mean(0)
+        return shares[self._indices(step, shares.shape[0])[0]]
+
     # -- images -------------------------------------------------------------
     def _latents(self, which: str) -> tuple[str, torch.Tensor]:
         name = {v: k for k, v in _WHICH.items()}.get(which, which)  # full keys work too
