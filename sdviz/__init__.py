@@ -9,7 +9,8 @@ scheduler, cross-attention, VAE decoder — and draw figures and widgets from th
     run = sdviz.generate(pipe, "a red circle to the left of a blue square")
     run                                      # lists what was recorded, with meanings
 
-Data flows one way: load (`pipeline`, `schedulers`) -> stages (`text`, `diffusion`,
+Data flows one way: load (`pipeline`, `schedulers`; `checkpoints` and `weights` check a
+model folder before and after loading; `threads` picks torch's CPU threads) -> stages (`text`, `diffusion`,
 `attention`, `autoencoder`) -> trace (`tracing`: hooks -> record -> Run; its `keys`
 table names every value) -> `probes` (computations outside a generation) -> `figures`
 -> `widgets` -> lessons (`course`); the command line (`commands`) sits on top and
