@@ -29,6 +29,7 @@ import torch
 from scipy import ndimage
 
 from sdviz.shapes import COLOURS, HELD_OUT_PAIRS, SHAPES, ShapesWorld, contrast_captions
+from sdviz.text import padded_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "sdviz" / "models" / "sdviz-mini"
@@ -135,13 +136,7 @@ def clip_retrieval(clip, tokenizer, n: int = 256, candidates: int = 16) -> float
     for i in range(n):
         others = [c for c in dict.fromkeys(captions) if c != captions[i]]
         caps = [captions[i]] + list(rng.choice(others, candidates - 1, replace=False))
-        ids = tokenizer(
-            caps,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        ids = padded_ids(tokenizer, caps)
         txt = _features(clip.get_text_features(input_ids=ids))
         hits += int((txt @ img[i]).argmax() == 0)
     return hits / n
@@ -163,13 +158,7 @@ def clip_contrasts(clip, tokenizer, n: int = 256) -> dict[str, float]:
         contrasts = contrast_captions(caption)
         if not contrasts:
             continue
-        ids = tokenizer(
-            [caption, *contrasts.values()],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        ids = padded_ids(tokenizer, [caption, *contrasts.values()])
         score = _features(clip.get_text_features(input_ids=ids)) @ img[i]
         for k, kind in enumerate(contrasts, start=1):
             wins[kind].append(bool(score[0] > score[k]))

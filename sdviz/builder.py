@@ -9,7 +9,9 @@ classes with random weights:
 - `tiny_pipeline()` — a few-million-parameter pipeline for tests (and the default
   model until a trained one is shipped);
 - `sd_architecture("1.5")` / `sd_architecture("2.1")` — the published SD 1.5 and
-  SD 2.1 configurations (860M-parameter UNet), random weights, for shape checks.
+  SD 2.1 configurations (860M-parameter UNet), random weights, for shape checks;
+- `plain_vae`, `text_config` — the VAE and the text tower's settings that these and
+  sdviz-mini's recipe (`sdviz.training`) are built from.
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _text_encoder(tokenizer: CLIPTokenizer, **config) -> CLIPTextModel:
-    cfg = CLIPTextConfig(
+def text_config(tokenizer: CLIPTokenizer, **config: Any) -> dict[str, Any]:
+    """A CLIP text tower's settings that come from `tokenizer` (vocabulary size unless given,
+    positions, special token ids), with the rest of its `CLIPTextConfig` from `config`."""
+    return dict(
         vocab_size=config.pop("vocab_size", len(tokenizer)),
         max_position_embeddings=tokenizer.model_max_length,
         bos_token_id=tokenizer.bos_token_id,
@@ -74,7 +78,25 @@ def _text_encoder(tokenizer: CLIPTokenizer, **config) -> CLIPTextModel:
         pad_token_id=tokenizer.pad_token_id,
         **config,
     )
-    return CLIPTextModel(cfg)
+
+
+def _text_encoder(tokenizer: CLIPTokenizer, **config: Any) -> CLIPTextModel:
+    return CLIPTextModel(CLIPTextConfig(**text_config(tokenizer, **config)))
+
+
+def plain_vae(block_out_channels: tuple[int, ...], **config: Any) -> AutoencoderKL:
+    """An `AutoencoderKL` for RGB images and 4 latent channels whose levels are SD's plain
+    encoder and decoder blocks, one level per entry of `block_out_channels`."""
+    levels = len(block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=block_out_channels,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        latent_channels=4,
+        **config,
+    )
 
 
 def assemble(
@@ -90,11 +112,11 @@ def assemble(
             prediction_type=unet.config.get("_sdviz_prediction_type", "epsilon"), **SD_SCHEDULE
         )
     pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
+        vae,
+        text_encoder,
+        tokenizer,
+        unet,
+        scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -142,17 +164,7 @@ def _tiny(prediction_type: str, model_max_length: int) -> StableDiffusionPipelin
         attention_head_dim=8,
         norm_num_groups=16,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=16,
-        sample_size=64,
-    )
+    vae = plain_vae((16, 32, 32, 32), layers_per_block=1, norm_num_groups=16, sample_size=64)
     scheduler = DDIMScheduler(prediction_type=prediction_type, **SD_SCHEDULE)
     return assemble(tokenizer, text_encoder, unet, vae, scheduler)
 
@@ -192,11 +204,8 @@ def _sd(sd2: bool) -> StableDiffusionPipeline:
         attention_head_dim=(5, 10, 20, 20) if sd2 else 8,
         use_linear_projection=sd2,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
+    vae = plain_vae(
+        (128, 256, 512, 512),
         layers_per_block=2,
         sample_size=768 if sd2 else 512,
         scaling_factor=0.18215,

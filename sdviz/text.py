@@ -85,6 +85,18 @@ def unknown_words(tokenizer: Any, prompt: str) -> list[str]:
     return words
 
 
+def padded_ids(tokenizer: Any, texts: list[str]) -> torch.Tensor:
+    """Token ids (n, model_max_length) of `texts`, long, padded and cut as
+    `StableDiffusionPipeline` pads and cuts a prompt."""
+    return tokenizer(
+        texts,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
 def tokenize(pipe: Any, prompt: str) -> dict[str, Any]:
     """Tokenize `prompt` exactly as the pipeline does (padded/truncated to max length).
 
@@ -94,13 +106,7 @@ def tokenize(pipe: Any, prompt: str) -> dict[str, Any]:
     """
     check_prompt(prompt)
     tok = pipe.tokenizer
-    ids = tok(
-        prompt,
-        padding="max_length",
-        max_length=tok.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids[0]  # (L,)
+    ids = padded_ids(tok, [prompt])[0]  # (L,)
     n_real = len(_untruncated_ids(tok, prompt))
     return {
         "input_ids": ids.long(),

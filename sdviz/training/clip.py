@@ -16,29 +16,24 @@ relation flipped, two colours swapped), as NegCLIP does (Yuksekgonul et al. 2023
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
+from ..builder import text_config
 from ..shapes import contrast_captions
-from .data import to_tensor, tokenize, warmup_lr
+from .data import CaptionedImages, to_tensor, tokenize, train_steps
 
 
 def build_clip(tokenizer: CLIPTokenizer, image_size: int = 64, width: int = 128) -> CLIPModel:
     """Small CLIP: text 2x128 (77 positions, vocab from the tokenizer), ViT 2x64 on 8x8 patches."""
-    text = dict(
-        vocab_size=len(tokenizer),
+    text = text_config(
+        tokenizer,
         hidden_size=width,
         intermediate_size=2 * width,
         num_hidden_layers=2,
         num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     vision = dict(
         image_size=image_size,
@@ -53,9 +48,7 @@ def build_clip(tokenizer: CLIPTokenizer, image_size: int = 64, width: int = 128)
 
 def train_clip(
     clip: CLIPModel,
-    tokenizer: CLIPTokenizer,
-    images: np.ndarray,
-    captions: list[str],
+    data: CaptionedImages,
     steps: int,
     batch: int = 64,
     lr: float = 1e-3,
@@ -63,77 +56,77 @@ def train_clip(
     seed: int = 0,
     hard_negatives: bool = False,
     warmup: int = 200,
+    deadline: float | None = None,
     log=print,
+    label: str = "clip",
 ) -> CLIPModel:
-    """Contrastive training of both towers; returns the model in eval mode.
+    """Contrastive training of `clip`'s trainable parameters; returns the model in eval mode.
 
-    Starts from `clip`'s weights, so it also fine-tunes a trained model: the recipe
-    switches `hard_negatives` on for a second run, after plain training (from random
-    weights they did not help within the recipe's 1,000 steps). Batches are drawn from
-    `seed + 1` (numpy); nothing is drawn from torch's global RNG.
+    AdamW with CLIP's symmetric loss, warm-up then linear decay. Starts from `clip`'s
+    weights, so it also fine-tunes a trained model: the recipe switches `hard_negatives`
+    on for a second run, after plain training (from random weights they did not help
+    within the recipe's 1,000 steps). With them, the image-to-text half of the loss also
+    ranks each image's counterfactual captions (extra columns); the text-to-image half is
+    CLIP's own. Trains the parameters that require gradients (all, unless frozen as
+    `finetune_image_tower` does); stops after the step that passes `deadline`. Batches
+    are drawn from `seed + 1` (numpy); nothing is drawn from torch's global RNG.
     """
-    params = list(clip.parameters())
+    tokenizer, images, captions = data
+    params = [p for p in clip.parameters() if p.requires_grad]
     rng = np.random.default_rng(seed + 1)
-    return _contrastive_loop(
-        clip,
-        params,
-        tokenizer,
-        images,
-        captions,
-        steps=steps,
-        batch=batch,
-        lr=lr,
-        warmup=warmup,
-        train_length=train_length,
-        rng=rng,
-        deadline=None,
-        log=log,
-        label="clip",
-        hard_negatives=hard_negatives,
-    )
+
+    def loss_at(step: int) -> tuple[torch.Tensor, str]:
+        idx = rng.integers(len(images), size=batch)
+        # Text attention is causal: positions before the padding are the same at any
+        # padded length, so training on `train_length` tokens is exact for them and
+        # much cheaper than 77 (the tail positions keep their initial embeddings).
+        texts = [captions[i] for i in idx]
+        negatives = (
+            [n for t in texts for n in contrast_captions(t).values()] if hard_negatives else []
+        )
+        ids = tokenize(tokenizer, texts + negatives)[:, :train_length]
+        out = clip(input_ids=ids, pixel_values=to_tensor(images[idx]))
+        logits = out.logits_per_image  # (batch, batch + negatives)
+        loss = contrastive_loss(logits)
+        acc = (logits.argmax(1) == torch.arange(batch)).float().mean().item()
+        return loss, f"loss {loss.item():.4f} batch top1 {acc:.3f} (+{len(negatives)} negatives)"
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    clip.train()
+    train_steps(label, opt, loss_at, steps, warmup=warmup, floor=0.05, log=log, deadline=deadline)
+    return clip.eval()
 
 
 def finetune_image_tower(
     clip: CLIPModel,
-    tokenizer: CLIPTokenizer,
-    images: np.ndarray,
-    captions: list[str],
+    data: CaptionedImages,
     steps: int,
     batch: int = 64,
-    lr: float = 5e-4,
-    train_length: int = 32,
     seed: int = 0,
     deadline: float | None = None,
-    hard_negatives: bool = False,
     log=print,
 ) -> CLIPModel:
     """More contrastive training of the image tower only, the text tower frozen.
 
     The text tower is the pipeline's text encoder, which the UNet was trained against:
     it must not change. The image tower (used only for CLIP-similarity figures and
-    retrieval) can keep learning to match it, e.g. while the UNet trains.
+    retrieval) can keep learning to match it, e.g. while the UNet trains. `train_clip`
+    at rate 5e-4 after 50 warm-up steps; batches are drawn from `seed + 3` (numpy).
     """
-    rng = np.random.default_rng(seed + 3)
     clip.requires_grad_(False)
-    params = list(clip.vision_model.parameters()) + list(clip.visual_projection.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    return _contrastive_loop(
+    clip.vision_model.requires_grad_(True)
+    clip.visual_projection.requires_grad_(True)
+    return train_clip(
         clip,
-        params,
-        tokenizer,
-        images,
-        captions,
-        steps=steps,
-        batch=batch,
-        lr=lr,
+        data,
+        steps,
+        batch,
+        lr=5e-4,
+        seed=seed + 2,  # train_clip draws from seed + 1
         warmup=50,
-        train_length=train_length,
-        rng=rng,
         deadline=deadline,
         log=log,
         label="clip image tower",
-        hard_negatives=hard_negatives,
     )
 
 
@@ -153,62 +146,3 @@ def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
     image_to_text = F.cross_entropy(logits_per_image, target)
     text_to_image = F.cross_entropy(logits_per_image[:, :batch].T, target)
     return (image_to_text + text_to_image) / 2
-
-
-def _contrastive_loop(
-    clip: CLIPModel,
-    params: list[torch.nn.Parameter],
-    tokenizer: CLIPTokenizer,
-    images: np.ndarray,
-    captions: list[str],
-    *,
-    steps: int,
-    batch: int,
-    lr: float,
-    warmup: int,
-    train_length: int,
-    rng: np.random.Generator,
-    deadline: float | None,
-    log,
-    label: str,
-    hard_negatives: bool,
-) -> CLIPModel:
-    """AdamW on `params` with CLIP's symmetric loss, warm-up then linear decay.
-
-    With `hard_negatives`, the image-to-text half of the loss also ranks each image's
-    counterfactual captions (extra columns); the text-to-image half is CLIP's own.
-    """
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_lr(s, warmup) * (0.05 + 0.95 * (1 - s / steps))
-    )
-    clip.train()
-    t0 = time.time()
-    for step in range(steps):
-        idx = rng.integers(len(images), size=batch)
-        # Text attention is causal: positions before the padding are the same at any
-        # padded length, so training on `train_length` tokens is exact for them and
-        # much cheaper than 77 (the tail positions keep their initial embeddings).
-        texts = [captions[i] for i in idx]
-        negatives = (
-            [n for t in texts for n in contrast_captions(t).values()] if hard_negatives else []
-        )
-        ids = tokenize(tokenizer, texts + negatives)[:, :train_length]
-        out = clip(input_ids=ids, pixel_values=to_tensor(images[idx]))
-        logits = out.logits_per_image  # (batch, batch + negatives)
-        loss = contrastive_loss(logits)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            acc = (logits.argmax(1) == torch.arange(batch)).float().mean().item()
-            log(
-                f"{label} step {step}/{steps} loss {loss.item():.4f} batch top1 {acc:.3f} "
-                f"(+{len(negatives)} negatives) {(step + 1) / (time.time() - t0):.2f} it/s"
-            )
-        if deadline is not None and time.time() > deadline:
-            log(f"{label}: deadline reached at step {step + 1}")
-            break
-    return clip.eval()

@@ -4,20 +4,36 @@ A training set is generated once (deterministically, from `sdviz.shapes`) and ke
 as a `.npz` of uint8 images plus a JSON list of captions, so that every model of the
 recipe sees the same data. The tokenizer's BPE vocabulary is learned from
 ShapesWorld captions (`sdviz.tokenizer.build_tokenizer`).
+
+The pieces the training loops share live here too: the learning-rate warm-up
+(`warmup_lr`), one clipped optimizer step (`descend`) and the loop of the VAE and CLIP
+stages (`train_steps`).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from transformers import CLIPTokenizer
 
 from ..shapes import ShapesWorld, vocabulary_captions
+from ..text import padded_ids
 from ..tokenizer import build_tokenizer
+
+
+class CaptionedImages(NamedTuple):
+    """CLIP's training data: the tokenizer, images (n, H, W, 3) uint8 and their captions."""
+
+    tokenizer: CLIPTokenizer
+    images: np.ndarray
+    captions: list[str]
 
 
 def _chunk(args: tuple[int, int, int, int]) -> tuple[np.ndarray, list[str]]:
@@ -60,13 +76,7 @@ def make_tokenizer(work: Path, seed: int = 0, model_max_length: int = 77) -> CLI
 
 def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
     """Token ids (n, model_max_length), padded as StableDiffusionPipeline pads prompts."""
-    return tokenizer(
-        captions,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
+    return padded_ids(tokenizer, captions)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -77,3 +87,53 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 def warmup_lr(step: int, warmup: int) -> float:
     """Linear learning-rate warm-up factor, then constant."""
     return min(1.0, (step + 1) / max(1, warmup))
+
+
+def descend(
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    params: Iterable[torch.nn.Parameter],
+    lr: float | None = None,
+) -> None:
+    """One optimizer step down `loss`, its gradients clipped to norm 1 (at rate `lr` if given)."""
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def train_steps(
+    label: str,
+    opt: torch.optim.Optimizer,
+    loss_at: Callable[[int], tuple[torch.Tensor, str]],
+    steps: int,
+    *,
+    warmup: int,
+    floor: float,
+    log: Callable[[str], None] = print,
+    deadline: float | None = None,
+) -> None:
+    """`steps` steps of `opt` down `loss_at(step)`'s loss, the gradients clipped to norm 1.
+
+    The learning rate warms up over `warmup` steps, then falls linearly towards `floor`
+    times the optimizer's rate. `loss_at(step)` returns the loss and how the step went in
+    words, which is logged, with the speed, every 100 steps and at the last one. Stops
+    after the step that passes `deadline` (a `time.time()`), if any.
+    """
+    params = [p for group in opt.param_groups for p in group["params"]]
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_lr(s, warmup) * (floor + (1 - floor) * (1 - s / steps))
+    )
+    t0 = time.time()
+    for step in range(steps):
+        loss, how = loss_at(step)
+        descend(loss, opt, params)
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"{label} step {step}/{steps} {how} {(step + 1) / (time.time() - t0):.2f} it/s")
+        if deadline is not None and time.time() > deadline:
+            log(f"{label}: deadline reached at step {step + 1}")
+            break

@@ -25,7 +25,7 @@ import torch
 
 from ..shapes import ShapesWorld
 from .clip import build_clip
-from .data import to_tensor, tokenize, warmup_lr
+from .data import descend, to_tensor, tokenize, warmup_lr
 from .seeding import drawing_from
 from .unet import build_unet
 
@@ -105,12 +105,7 @@ def train_noise_predictor(
         x_t = add_noise(latents[idx], t, pipe.scheduler, noise=noise)  # (batch, c, h, w)
         pred = unet(x_t.to(device), t.to(device), encoder_hidden_states=embeds[idx].to(device))
         loss = torch.nn.functional.mse_loss(pred.sample, noise.to(device))
-        for group in opt.param_groups:
-            group["lr"] = lr * warmup_lr(step, 20)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        descend(loss, opt, unet.parameters(), lr * warmup_lr(step, 20))
         losses.append(loss.item())
     return LiveRun(unet.eval(), losses, time.perf_counter() - start)
 
@@ -142,12 +137,7 @@ def train_small_clip(
     for step in range(steps):
         idx = rng.choice(n_images, size=min(batch, n_images), replace=False)
         out = clip(input_ids=ids[idx], pixel_values=to_tensor(images[idx]), return_loss=True)
-        for group in opt.param_groups:
-            group["lr"] = lr * warmup_lr(step, 20)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
-        opt.step()
+        descend(out.loss, opt, clip.parameters(), lr * warmup_lr(step, 20))
         losses.append(out.loss.item())
         best = out.logits_per_image.argmax(1)  # (batch,) best caption per image
         accuracy.append(float((best == torch.arange(len(idx))).float().mean()))

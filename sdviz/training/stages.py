@@ -1,7 +1,7 @@
 """The stages of `sdviz train`, one function each, and `run_stage`, which runs one by name.
 
 Every stage gets the same `_Stage` (the run's settings, the training images, captions
-and tokenizer) and saves its result under the work folder. A stage whose result is
+and tokenizer as one `data.CaptionedImages`) and saves its result under the work folder. A stage whose result is
 already there (`RESULT`) is skipped, so that an interrupted run resumes; `data`, `unet`
 (which resumes from its own snapshots) and `assemble` always run.
 
@@ -28,6 +28,8 @@ from .workdir import log_to, previous_seconds, record
 if TYPE_CHECKING:
     import torch
 
+    from .data import CaptionedImages
+
 # torch, diffusers and transformers are imported inside the functions, so that building
 # the `sdviz` command line (which imports `sdviz.training.recipe`) stays fast.
 
@@ -44,23 +46,22 @@ class _Stage:
     deadline: float | None  # wall clock shared by the UNet stage and those run beside it
     cfg: RecipeConfig
     log: Callable[[str], None]
-    images: Any  # (n, 64, 64, 3) uint8
-    captions: list[str]
-    tokenizer: Any  # CLIPTokenizer
+    captioned: CaptionedImages  # images (n, 64, 64, 3) uint8, captions, tokenizer
 
 
 def _stage_data(s: _Stage) -> None:
-    s.log(f"data: {len(s.images)} images, vocabulary {len(s.tokenizer)}")
+    s.log(f"data: {len(s.captioned.images)} images, vocabulary {len(s.captioned.tokenizer)}")
 
 
 def _stage_vae(s: _Stage) -> None:
     from . import vae as vae_mod
 
+    images = s.captioned.images
     with drawing_from(s.generator):
-        vae = vae_mod.build_vae(s.images.shape[1])
+        vae = vae_mod.build_vae(images.shape[1])
     vae = vae_mod.train_vae(
         vae,
-        s.images,
+        images,
         s.cfg.vae_steps,
         batch=s.cfg.vae_batch,
         seed=s.seed,
@@ -72,15 +73,15 @@ def _stage_vae(s: _Stage) -> None:
 def _stage_clip(s: _Stage) -> None:
     from . import clip as clip_mod
 
-    data = (s.tokenizer, s.images, s.captions)
+    data = s.captioned
     with drawing_from(s.generator):
-        clip = clip_mod.build_clip(s.tokenizer, s.images.shape[1])
+        clip = clip_mod.build_clip(data.tokenizer, data.images.shape[1])
     clip = clip_mod.train_clip(
-        clip, *data, s.cfg.clip_steps, batch=s.cfg.clip_batch, seed=s.seed, log=s.log
+        clip, data, s.cfg.clip_steps, batch=s.cfg.clip_batch, seed=s.seed, log=s.log
     )
     clip = clip_mod.train_clip(  # so that the text tower reads relations
         clip,
-        *data,
+        data,
         s.cfg.clip_hard_negative_steps,
         batch=s.cfg.clip_hard_negative_batch,
         lr=s.cfg.clip_hard_negative_lr,
@@ -101,7 +102,8 @@ def _stage_encode(s: _Stage) -> None:
 
     with drawing_from(s.generator):
         vae = AutoencoderKL.from_pretrained(s.work / "vae")
-    lat = vae_mod.encode_all(vae, s.images)  # (n, c, h, w) posterior means
+    tokenizer, images, captions = s.captioned
+    lat = vae_mod.encode_all(vae, images)  # (n, c, h, w) posterior means
     mean, std = vae_mod.channel_stats(lat)
     target = float(lat.float().std())  # keep the overall spread: only balance channels
     lat = (lat - mean[:, None, None]) / std[:, None, None] * target
@@ -114,7 +116,7 @@ def _stage_encode(s: _Stage) -> None:
         {
             "latents": (lat * sf).half(),
             "scaling_factor": sf,
-            "ids": data.tokenize(s.tokenizer, s.captions),
+            "ids": data.tokenize(tokenizer, captions),
             # folded into the VAE at assembly (vae.balance_channels)
             "channel_mean": mean,
             "channel_std": std,
@@ -125,11 +127,11 @@ def _stage_encode(s: _Stage) -> None:
 
 
 def _fine_tune(
-    s: _Stage, train: Callable, model: Any, data: tuple, steps: int, batch: int, to: str
+    s: _Stage, train: Callable, model: Any, data: Any, steps: int, batch: int, to: str
 ) -> None:
-    """Train a saved model further with `train(model, *data, steps, ...)`, within the
+    """Train a saved model further with `train(model, data, steps, ...)`, within the
     run's deadline, and save it as `to` in the work folder."""
-    model = train(model, *data, steps, batch=batch, seed=s.seed, log=s.log, deadline=s.deadline)
+    model = train(model, data, steps, batch=batch, seed=s.seed, log=s.log, deadline=s.deadline)
     model.save_pretrained(s.work / to)
 
 
@@ -141,7 +143,7 @@ def _stage_decoder(s: _Stage) -> None:
     with drawing_from(s.generator):
         vae = AutoencoderKL.from_pretrained(s.work / "vae")
     steps, batch = s.cfg.decoder_steps, s.cfg.decoder_batch
-    _fine_tune(s, finetune_decoder, vae, (s.images,), steps, batch, "vae_decoder")
+    _fine_tune(s, finetune_decoder, vae, s.captioned.images, steps, batch, "vae_decoder")
 
 
 def _stage_clip_image(s: _Stage) -> None:
@@ -151,9 +153,8 @@ def _stage_clip_image(s: _Stage) -> None:
 
     with drawing_from(s.generator):
         clip = CLIPModel.from_pretrained(s.work / "clip")
-    data = (s.tokenizer, s.images, s.captions)
     steps, batch = s.cfg.clip_image_steps, s.cfg.clip_batch
-    _fine_tune(s, finetune_image_tower, clip, data, steps, batch, "clip_image")
+    _fine_tune(s, finetune_image_tower, clip, s.captioned, steps, batch, "clip_image")
 
 
 def _stage_unet(s: _Stage) -> None:
@@ -164,14 +165,14 @@ def _stage_unet(s: _Stage) -> None:
     from . import data
     from . import unet as unet_mod
 
-    cfg, log = s.cfg, s.log
+    cfg, log, (tokenizer, _, captions) = s.cfg, s.log, s.captioned
     cached = torch.load(s.work / "latents.pt")
     with drawing_from(s.generator):
         text_encoder = text_encoder_from_clip(CLIPModel.from_pretrained(s.work / "clip"))
         unet = unet_mod.build_unet(text_encoder.config.hidden_size, cached["latents"].shape[-1])
-    where = torch.tensor([i for i, c in enumerate(s.captions) if says_where(c)], dtype=torch.long)
-    rows = torch.cat([torch.arange(len(s.captions))] + [where] * cfg.unet_where_oversample)
-    log(f"unet: {len(where)} of {len(s.captions)} captions say where; {len(rows)} rows")
+    where = torch.tensor([i for i, c in enumerate(captions) if says_where(c)], dtype=torch.long)
+    rows = torch.cat([torch.arange(len(captions))] + [where] * cfg.unet_where_oversample)
+    log(f"unet: {len(where)} of {len(captions)} captions say where; {len(rows)} rows")
     # data-parallel on the CPU: one process per thread it was given (each on one thread)
     processes = torch.get_num_threads() if torch.device(s.device).type == "cpu" else 1
     log(f"unet: {processes} process{'es' * (processes > 1)}, batch {cfg.unet_batch}")
@@ -180,7 +181,7 @@ def _stage_unet(s: _Stage) -> None:
         text_encoder,
         cached["latents"][rows],
         cached["ids"][rows],
-        data.tokenize(s.tokenizer, [""]),
+        data.tokenize(tokenizer, [""]),
         cfg.unet_steps,
         s.work,
         batch=cfg.unet_batch,
@@ -237,7 +238,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: RecipeConfig, log) -> N
     deadline = time.time() + 60 * args.unet_minutes if args.unet_minutes else None
     t0, before = time.time(), previous_seconds(work, stage)  # before: a stopped run's time
     images, captions = data.make_dataset(work, cfg.images, seed=seed, workers=args.threads)
-    tokenizer = data.make_tokenizer(work, seed=seed)
+    captioned = data.CaptionedImages(data.make_tokenizer(work, seed=seed), images, captions)
     if stage in RESULT and (work / RESULT[stage]).exists():
         log(f"{stage}: already done in {work}, skipped")
         return
@@ -251,9 +252,7 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: RecipeConfig, log) -> N
             deadline=deadline,
             cfg=cfg,
             log=log,
-            images=images,
-            captions=captions,
-            tokenizer=tokenizer,
+            captioned=captioned,
         )
     )
     record(work, f"{stage}_seconds", round(time.time() - t0 + before, 1))

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from transformers import CLIPTextModel
 
-from .data import warmup_lr
+from .data import descend, warmup_lr
 from .objective import loss_weights, noise_scheduler, snr, training_target
 from .parallel import rank_and_size, run_data_parallel, stop_together
 
@@ -127,32 +127,11 @@ def train_unet(
     batches whatever their number. `log` must then be picklable (`print`,
     `workdir.log_to`); only the first process logs and saves.
     """
+    arguments = dict(locals(), lr_drops=tuple(lr_drops))  # every argument, for `_Job`
     _check_processes(processes, device, batch)
     sched = noise_scheduler()
     weight = loss_weights(snr(sched), prediction_type, snr_gamma, snr_floor)  # (T,)
-    job = _Job(
-        unet=unet,
-        text_encoder=text_encoder,
-        latents=latents,
-        ids=ids,
-        empty_ids=empty_ids,
-        steps=steps,
-        work=work,
-        batch=batch,
-        lr=lr,
-        lr_drops=tuple(lr_drops),
-        uncond_prob=uncond_prob,
-        ema_decay=ema_decay,
-        snapshot_every=snapshot_every,
-        deadline=deadline,
-        resume=resume,
-        seed=seed,
-        log=log,
-        device=device,
-        prediction_type=prediction_type,
-        sched=sched,
-        weight=weight,
-    )
+    job = _Job(**arguments, sched=sched, weight=weight)
     train = functools.partial(_train, job)
     if processes == 1:
         return train()
@@ -183,7 +162,8 @@ def _check_processes(processes: int, device: str | torch.device, batch: int) -> 
 
 @dataclass(frozen=True)
 class _Job:
-    """`train_unet`'s arguments as one picklable object, for each training process."""
+    """`train_unet`'s arguments, and the schedule and loss weights made of them, as one
+    picklable object for each training process."""
 
     unet: UNet2DConditionModel
     text_encoder: CLIPTextModel
@@ -204,6 +184,9 @@ class _Job:
     log: Callable[[str], None]
     device: str | torch.device
     prediction_type: str
+    snr_gamma: float | None  # in `weight`
+    snr_floor: float  # in `weight`
+    processes: int  # the data-parallel group's size
     sched: DDPMScheduler  # noises the latents
     weight: torch.Tensor  # (T,) loss weight of each timestep
 
@@ -243,12 +226,7 @@ def _train(job: _Job) -> tuple[UNet2DConditionModel, int]:
         pred = model(xt, t.to(device), encoder_hidden_states=ctx).sample
         loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * w).mean()
         lrs = [job.lr] + [r for s, r in sorted(job.lr_drops) if step >= s]
-        for g in opt.param_groups:
-            g["lr"] = lrs[-1] * warmup_lr(step, 300)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        descend(loss, opt, unet.parameters(), lrs[-1] * warmup_lr(step, 300))
         _ema_update(ema, unet, min(job.ema_decay, (1 + step) / (10 + step)))
         if step % 50 == 0 and rank == 0:
             rate = (step + 1 - start) / (time.time() - t0)

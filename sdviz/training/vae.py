@@ -15,24 +15,18 @@ data as 1/std (as SD's 0.18215 was).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from .data import to_tensor, warmup_lr
+from ..builder import plain_vae
+from .data import to_tensor, train_steps
 
 
 def build_vae(image_size: int = 64) -> AutoencoderKL:
     """Three levels (16, 32, 64): two downsamplings, f=4, 4 latent channels."""
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 32, 64),
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        latent_channels=4,
+    return plain_vae(
+        (16, 32, 64),
         layers_per_block=1,
         norm_num_groups=16,
         sample_size=image_size,
@@ -49,6 +43,12 @@ def _crops(gen: np.random.Generator, images: np.ndarray, batch: int, crop: int) 
 
 def _reconstruction_loss(rec: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(rec, x0) + 0.1 * (rec - x0).abs().mean()
+
+
+def _how(loss: torch.Tensor, rec: torch.Tensor, x0: torch.Tensor) -> str:
+    """A step's loss and reconstruction PSNR (images in [-1, 1]), for the log."""
+    psnr = 10 * torch.log10(4.0 / torch.nn.functional.mse_loss(rec, x0)).item()
+    return f"loss {loss.item():.5f} psnr {psnr:.2f} dB"
 
 
 def train_vae(
@@ -69,28 +69,17 @@ def train_vae(
     """
     gen = np.random.default_rng(seed)
     noise = torch.Generator().manual_seed(seed)  # the posterior samples
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_lr(s, 100) * (0.1 + 0.9 * (1 - s / steps))
-    )
-    vae.train()
-    t0 = time.time()
-    for step in range(steps):
+
+    def loss_at(step: int) -> tuple[torch.Tensor, str]:
         x0 = _crops(gen, images, batch, crop)
         post = vae.encode(x0).latent_dist
         rec = vae.decode(post.sample(generator=noise)).sample
         loss = _reconstruction_loss(rec, x0) + kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            psnr = 10 * torch.log10(4.0 / torch.nn.functional.mse_loss(rec, x0)).item()
-            log(
-                f"vae step {step}/{steps} loss {loss.item():.5f} psnr {psnr:.2f} dB "
-                f"{(step + 1) / (time.time() - t0):.2f} it/s"
-            )
+        return loss, _how(loss, rec, x0)
+
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    vae.train()
+    train_steps("vae", opt, loss_at, steps, warmup=100, floor=0.1, log=log)
     return vae.eval()
 
 
@@ -173,29 +162,17 @@ def finetune_decoder(
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_lr(s, 50) * (0.1 + 0.9 * (1 - s / steps))
-    )
-    t0 = time.time()
-    for step in range(steps):
+
+    def loss_at(step: int) -> tuple[torch.Tensor, str]:
         x0 = _crops(gen, images, batch, crop)
         with torch.no_grad():
             z = vae.encode(x0).latent_dist.sample(generator=noise)
         rec = vae.decode(z).sample
         loss = _reconstruction_loss(rec, x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            psnr = 10 * torch.log10(4.0 / torch.nn.functional.mse_loss(rec, x0)).item()
-            log(
-                f"vae decoder step {step}/{steps} loss {loss.item():.5f} psnr {psnr:.2f} dB "
-                f"{(step + 1) / (time.time() - t0):.2f} it/s"
-            )
-        if deadline is not None and time.time() > deadline:
-            log(f"vae decoder: deadline reached at step {step + 1}")
-            break
+        return loss, _how(loss, rec, x0)
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    train_steps(
+        "vae decoder", opt, loss_at, steps, warmup=50, floor=0.1, log=log, deadline=deadline
+    )
     return vae.eval()
