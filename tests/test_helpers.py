@@ -69,3 +69,13 @@ def test_images_to_tensor_takes_every_image_form():
     assert not unbatched and torch.allclose(x, ref)
     half, _ = images_to_tensor(ref.half())
     assert half.dtype == torch.float32
+
+
+def test_long_titles_wrap_to_the_figure_width():
+    from sdviz.figures.style import new_figure
+
+    title = "Guidance-scale sweep: " + "a red circle to the left of a blue square, " * 3
+    fig = new_figure(None, 4.0, 3.0, suptitle=title)
+    lines = fig.get_suptitle().splitlines()
+    assert len(lines) > 1 and max(len(line) for line in lines) <= 4.0 * 9
+    assert " ".join(lines) == title.strip()

@@ -34,7 +34,8 @@ from .common import (
 from .gallery_html import Entry, write_index
 
 DEFAULT_OUT = Path("sdviz-figures")
-SWEEP_SCALES = (1.0, 3.0)  # extra guidance scales rendered next to the run's own
+# the sweep shows no guidance, the model's own scale and Stable Diffusion's usual 7.5
+SWEEP_SCALES = (1.0, 3.0, 7.5)  # extra guidance scales rendered next to the run's own
 CLIP_CAPTIONS = ("a green triangle", "a yellow star")  # contrast captions for figure 8
 STOPWORDS = {"a", "an", "the", "of", "to", "and", "on", "in", "with", "at", "<start>", "<end>"}
 MAX_ATTENTION_WORDS = 6

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from ..autoencoder import image_hwc, to_numpy
 PANEL = 2.6  # inches: one image panel; every figure is a multiple of it
 WIDE = 4.2  # inches: one line-plot panel
 DPI = 100  # dots per inch for screen and PNG files
+TITLE_CHARS_PER_INCH = 9  # characters of a figure title (default font) per inch of width
 IMAGE_CMAP = "viridis"  # unsigned maps (latent channels, embeddings' magnitudes)
 SIGNED_CMAP = "RdBu_r"  # signed maps: noise, differences, embedding values
 HEAT_CMAP = "magma"  # attention heat maps
@@ -66,13 +68,18 @@ def style() -> contextlib.AbstractContextManager:
 def new_figure(
     fig: Canvas | None, width: float, height: float, *, suptitle: str | None = None
 ) -> Canvas:
-    """Return `fig` cleared (when given) or a new constrained-layout Figure of that size."""
+    """Return `fig` cleared (when given) or a new constrained-layout Figure of that size.
+
+    A `suptitle` longer than the figure is wide is wrapped onto more lines (a long prompt
+    in a title would otherwise be cut off at both edges).
+    """
     if fig is None:
         fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     else:
         fig.clear()
     if suptitle:
-        fig.suptitle(suptitle)
+        inches = fig.get_figwidth() if hasattr(fig, "get_figwidth") else width
+        fig.suptitle(textwrap.fill(suptitle, max(24, int(inches * TITLE_CHARS_PER_INCH))))
     return fig
 
 
