@@ -51,6 +51,18 @@ def _image_and_latent_shape(folder: Path) -> str:
     return f"{side}x{side} images <-> {latent} latents."
 
 
+def write_settings(folder: Path, guidance: float, steps: int) -> None:
+    """`folder/sdviz.json`: what `sdviz.pipeline.recommended` reads for this model."""
+    settings = {
+        "guidance_scale": float(guidance),
+        "num_inference_steps": int(steps),
+        "closed_vocabulary": True,  # its tokenizer holds ShapesWorld's words, letters else
+        "why": "sdviz-mini is small: it over-guides at Stable Diffusion's usual 7.5, and it "
+        "knows only ShapesWorld's words (see README.md, the model card)",
+    }
+    (folder / RECOMMENDED_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+
 def write_model_card(
     folder: Path,
     *,
@@ -74,14 +86,7 @@ def write_model_card(
         raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json).")
     if not guidance > 0:
         raise ValueError(f"guidance must be a positive scale, not {guidance}.")
-    settings = {
-        "guidance_scale": float(guidance),
-        "num_inference_steps": int(steps),
-        "closed_vocabulary": True,  # its tokenizer holds ShapesWorld's words, letters else
-        "why": "sdviz-mini is small: it over-guides at Stable Diffusion's usual 7.5, and it "
-        "knows only ShapesWorld's words (see README.md, the model card)",
-    }
-    (folder / RECOMMENDED_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    write_settings(folder, guidance, steps)
     size_mb = (
         sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != "README.md")
         / 2**20
