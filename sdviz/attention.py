@@ -8,10 +8,9 @@ L prompt tokens, says how much that pixel reads from each token; reshaped per to
 these rows are the cross-attention maps of Prompt-to-Prompt (Hertz et al. 2022) and
 DAAM (Tang et al. 2023).
 
-`AttentionCapture` wraps the processors of the `attn2` layers only, through
-diffusers' public `unet.set_attn_processor` (given a copy of the full dict, since
-diffusers empties the dict it receives), and puts the previous processors back by
-identity. The wrapped processor still computes the layer's output (the default one,
+`AttentionCapture` wraps the processors of the text-attention layers only (`attn2`,
+and `attn1` in `only_cross_attention` blocks), each through its own public
+`Attention.set_processor`, and puts the previous processors back by identity. The wrapped processor still computes the layer's output (the default one,
 PyTorch's fused attention, never exposes its probabilities), so traced images are
 bit-for-bit untraced ones; forward hooks on `to_q`/`to_k` pass the projections on and
 softmax(q k^T / sqrt(d)) is recomputed for the recorded batch item only. Maps are
@@ -165,19 +164,17 @@ class AttentionCapture:
         bit-for-bit those of an untraced run; forward hooks on `to_q`/`to_k` hand
         the projections to `record`, which recomputes the softmax for one item only.
         """
-        self._saved = dict(unet.attn_processors)
-        new = dict(self._saved)
+        # each text-attention layer's own public `set_processor`: cheaper than rebuilding
+        # the whole processor dict with `unet.set_attn_processor`, and it touches no other
+        self._saved = {name: unet.get_submodule(name).processor for name in self.names}
         self._handles = []
         try:
             for name in self.names:
                 attn = unet.get_submodule(name)
-                new[name + ".processor"] = RecordingAttnProcessor(
-                    name, self, self._saved[name + ".processor"]
-                )
+                attn.set_processor(RecordingAttnProcessor(name, self, self._saved[name]))
                 for proj in ("to_q", "to_k"):
                     hook = self._stash_hook(name, proj)
                     self._handles.append(getattr(attn, proj).register_forward_hook(hook))
-            unet.set_attn_processor(dict(new))  # diffusers empties the dict it is given
         except BaseException:
             self.restore(unet)
             raise
@@ -196,9 +193,9 @@ class AttentionCapture:
         if self._saved is None:
             return
         saved, self._saved = self._saved, None
-        unet.set_attn_processor(dict(saved))
-        now = unet.attn_processors
-        changed = [k for k in saved if now.get(k) is not saved[k]]
+        for name, processor in saved.items():
+            unet.get_submodule(name).set_processor(processor)
+        changed = [n for n, p in saved.items() if unet.get_submodule(n).processor is not p]
         if changed:
             raise RuntimeError(f"sdviz could not restore attention processors: {changed[:3]}")
 
