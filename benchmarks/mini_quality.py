@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from sdviz.autoencoder import psnr
 from sdviz.shapes import COLOURS, HELD_OUT_PAIRS, SHAPES, ShapesWorld, contrast_captions
 from sdviz.text import padded_ids
 
@@ -116,8 +117,7 @@ def vae_psnr(pipe, n: int = 256) -> float:
     images, _ = ShapesWorld(size=pipe.vae.config.sample_size, split="test", seed=11).batch(0, n)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     rec = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-    mse = ((rec - x) ** 2).mean(dim=(1, 2, 3)) / 4.0  # in [0, 1] units
-    return float((10 * torch.log10(1.0 / mse)).mean())
+    return float(np.mean([psnr(a, b, data_range=2.0) for a, b in zip(rec, x, strict=True)]))
 
 
 def _features(out) -> torch.Tensor:

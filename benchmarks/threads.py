@@ -110,9 +110,10 @@ def worker(setting: str, steps: int) -> None:
 
     pipe = sdviz.load()
     if setting == SDVIZ_DEFAULT:
+        from sdviz.builder import count_parameters
         from sdviz.threads import configure_threads
 
-        configure_threads(None, unet_parameters=sum(p.numel() for p in pipe.unet.parameters()))
+        configure_threads(None, unet_parameters=count_parameters(pipe.unet))
     sdviz.generate(pipe, PROMPT, guidance_scale=GUIDANCE, steps=steps, seed=0)
     _say({"threads": torch.get_num_threads()})
     for line in sys.stdin:

@@ -171,10 +171,11 @@ def cpu_threads(threads: int | None, pipe: Any) -> Iterator[tuple[int, str]]:
     previous count is restored on exit (commands also run inside tests and notebooks)."""
     import torch
 
+    from ..builder import count_parameters
     from ..threads import configure_threads
 
     before = torch.get_num_threads()
-    parameters = sum(p.numel() for p in pipe.unet.parameters())
+    parameters = count_parameters(pipe.unet)
     try:
         used = configure_threads(threads, unet_parameters=parameters)
         yield used, "--threads" if threads is not None else "sdviz.threads' default"

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+from ..autoencoder import psnr
 from ..builder import plain_vae
 from .data import to_tensor, train_steps
 
@@ -47,8 +48,7 @@ def _reconstruction_loss(rec: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
 
 def _how(loss: torch.Tensor, rec: torch.Tensor, x0: torch.Tensor) -> str:
     """A step's loss and reconstruction PSNR (images in [-1, 1]), for the log."""
-    psnr = 10 * torch.log10(4.0 / torch.nn.functional.mse_loss(rec, x0)).item()
-    return f"loss {loss.item():.5f} psnr {psnr:.2f} dB"
+    return f"loss {loss.item():.5f} psnr {psnr(rec, x0, data_range=2.0):.2f} dB"
 
 
 def train_vae(
