@@ -27,7 +27,7 @@ import torch
 
 from ..attention import AttentionCapture, check_layer_filter, cross_attention_layers
 from ..diffusion import alpha_bar_from_sigma, predicted_x0, to_epsilon
-from .record import RunState, build_run
+from .record import RunState, Schedule, build_run
 from .run import Trace
 
 # modules currently traced: a second trace on them is refused
@@ -174,7 +174,7 @@ class Tracer:
         if not run.steps:
             self._start(run, sample, _arg(args, kwargs, 1, "timestep"), kwargs, args)
         if self._capture is not None:
-            cfg = run.meta["cfg"]
+            cfg = run.meta.cfg
             self._capture.begin(*sample.shape[-2:], sample.shape[0] // 2 if cfg else 0)
 
     def _start(self, run: RunState, sample, t, kwargs, args) -> None:
@@ -195,7 +195,7 @@ class Tracer:
         c, h, w = sample.shape[1:]
         n_steps = len(timesteps) - offset
         tokens = ehs.shape[1] if ehs is not None else 0
-        run.meta.update(
+        run.meta = Schedule(
             cfg=cfg,
             n_steps=n_steps,
             offset=offset,
@@ -208,9 +208,9 @@ class Tracer:
             prediction_type=sched.config.get("prediction_type", "epsilon"),
         )
         if ehs is not None:
-            run.meta["embeds"] = ehs[batch // 2 if cfg else 0].detach().float().clone()
+            run.meta.embeds = ehs[batch // 2 if cfg else 0].detach().float().clone()
             if cfg:
-                run.meta["negative_embeds"] = ehs[0].detach().float().clone()
+                run.meta.negative_embeds = ehs[0].detach().float().clone()
         self._check_budget(n_steps, tokens, c, h, w)
 
     def _check_budget(self, steps: int, tokens: int, c: int, h: int, w: int) -> None:
@@ -238,21 +238,21 @@ class Tracer:
 
     def _on_unet_out(self, module, args, kwargs, output) -> None:
         run = self._current
-        if run is None or not run.meta:
+        if run is None or run.meta is None:
             return
         meta = run.meta
         sample = _arg(args, kwargs, 0, "sample")
-        i = meta["offset"] + len(run.steps)
-        abar = meta["abar_device"][min(i, len(meta["abar"]) - 1)]  # 0-dim, on device
+        i = meta.offset + len(run.steps)
+        abar = meta.abar_device[min(i, len(meta.abar) - 1)]  # 0-dim, on device
         raw = _output0(output).detach().float()  # (batch, c, h, w)
-        half = sample.shape[0] // 2 if meta["cfg"] else 0
+        half = sample.shape[0] // 2 if meta.cfg else 0
         x = sample[half].detach().float()  # (c, h, w), both halves hold the same x_t
         raw_u, raw_c = raw[0], raw[half]
-        guided = raw_u + meta["guidance"] * (raw_c - raw_u) if meta["cfg"] else raw_c
-        if meta["rescale"] > 0:  # Lin et al. 2024, Sec. 3.4: match the text branch's std
-            r = meta["rescale"]
+        guided = raw_u + meta.guidance * (raw_c - raw_u) if meta.cfg else raw_c
+        if meta.rescale > 0:  # Lin et al. 2024, Sec. 3.4: match the text branch's std
+            r = meta.rescale
             guided = r * guided * (raw_c.std() / guided.std()) + (1 - r) * guided
-        kind = meta["prediction_type"]
+        kind = meta.prediction_type
         eps = to_epsilon(x, guided, abar, kind)
         run.steps.append(
             dict(

@@ -20,11 +20,29 @@ from .run import Run, fit_preview
 
 
 @dataclass
+class Schedule:
+    """What the first denoiser call of a generation established (tensors: its device)."""
+
+    cfg: bool  # classifier-free guidance ran: the batch is [uncond, text]
+    n_steps: int  # denoiser calls this generation will make
+    offset: int  # index of the first visited timestep in `timesteps` (img2img starts late)
+    timesteps: torch.Tensor  # (T,) the scheduler's whole schedule, CPU
+    sigmas: torch.Tensor | None  # (T+1,) for sigma schedulers, CPU; else None
+    abar: torch.Tensor  # (T,) alpha-bar of each timestep, CPU
+    abar_device: torch.Tensor  # the same on the pipeline's device (no host sync per step)
+    guidance: float  # g, applied only under cfg
+    rescale: float  # guidance rescale (Lin et al. 2024); 0 = off
+    prediction_type: str  # epsilon, v_prediction, ...
+    embeds: torch.Tensor | None = None  # (L, d) the text branch's encoder_hidden_states
+    negative_embeds: torch.Tensor | None = None  # (L, d) the unconditional branch's
+
+
+@dataclass
 class RunState:
     """What one pipe(...) call has produced so far (tensors on the pipeline's device)."""
 
     text_calls: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)  # schedule, guidance, embeddings
+    meta: Schedule | None = None  # set by the first denoiser call
     steps: list[dict[str, torch.Tensor]] = field(default_factory=list)  # per denoiser call
     maps: list[torch.Tensor] = field(default_factory=list)  # (L, h, w) per step
     detail: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # layer -> per step
@@ -34,7 +52,7 @@ class RunState:
 
     @property
     def expected(self) -> int:
-        return self.meta.get("n_steps", 0)
+        return 0 if self.meta is None else self.meta.n_steps
 
 
 def _cpu(t: torch.Tensor) -> torch.Tensor:
@@ -63,9 +81,9 @@ def _call(pipe: Any, run: RunState) -> dict[str, Any]:
     return {
         "pipeline.family": "stable-diffusion",
         "pipeline.class_name": type(pipe).__name__,
-        "pipeline.guidance_scale": meta["guidance"],
-        "pipeline.do_classifier_free_guidance": meta["cfg"],
-        "pipeline.guidance_rescale": meta["rescale"],
+        "pipeline.guidance_scale": meta.guidance,
+        "pipeline.do_classifier_free_guidance": meta.cfg,
+        "pipeline.guidance_rescale": meta.rescale,
         "pipeline.num_inference_steps": int(
             getattr(sched, "num_inference_steps", None) or len(run.steps)
         ),
@@ -79,7 +97,7 @@ def _text(pipe: Any, run: RunState) -> dict[str, Any]:
     tok = getattr(pipe, "tokenizer", None)
     cond_ids, uncond_ids = _pick_ids(run)
     d: dict[str, Any] = {"pipeline.prompt": _decode(tok, cond_ids)}
-    d["pipeline.negative_prompt"] = (_decode(tok, uncond_ids) if run.meta["cfg"] else "") or None
+    d["pipeline.negative_prompt"] = (_decode(tok, uncond_ids) if run.meta.cfg else "") or None
     if cond_ids is not None:
         d["tokenizer.input_ids"] = cond_ids.cpu().long()
         d.update(_tokens(tok, cond_ids, "tokenizer."))
@@ -90,10 +108,10 @@ def _text(pipe: Any, run: RunState) -> dict[str, Any]:
         if uncond_ids is not None:
             d["tokenizer.negative_input_ids"] = uncond_ids.cpu().long()
             d.update(_tokens(tok, uncond_ids, "tokenizer.negative_"))
-    if "embeds" in run.meta:
-        d["text_encoder.prompt_embeds"] = _cpu(run.meta["embeds"])
-    if "negative_embeds" in run.meta:
-        d["text_encoder.negative_prompt_embeds"] = _cpu(run.meta["negative_embeds"])
+    if run.meta.embeds is not None:
+        d["text_encoder.prompt_embeds"] = _cpu(run.meta.embeds)
+    if run.meta.negative_embeds is not None:
+        d["text_encoder.negative_prompt_embeds"] = _cpu(run.meta.negative_embeds)
     return d
 
 
@@ -102,15 +120,15 @@ def _schedule(pipe: Any, run: RunState) -> dict[str, Any]:
     d: dict[str, Any] = {
         "scheduler.name": type(sched).__name__,
         "scheduler.config": dict(sched.config),
-        "scheduler.timesteps": meta["timesteps"],
+        "scheduler.timesteps": meta.timesteps,
     }
     if getattr(sched, "alphas_cumprod", None) is not None:
         d["scheduler.alphas_cumprod"] = _cpu(sched.alphas_cumprod)
-    if meta["sigmas"] is not None:
-        d["scheduler.sigmas"] = meta["sigmas"]
-    steps = slice(meta["offset"], meta["offset"] + len(run.steps))
-    abar = meta["abar"][steps].clone()  # (S,)
-    d["scheduler.step_timestep"] = meta["timesteps"][steps].clone()
+    if meta.sigmas is not None:
+        d["scheduler.sigmas"] = meta.sigmas
+    steps = slice(meta.offset, meta.offset + len(run.steps))
+    abar = meta.abar[steps].clone()  # (S,)
+    d["scheduler.step_timestep"] = meta.timesteps[steps].clone()
     d["scheduler.step_alpha_bar"] = abar
     d["scheduler.step_sigma"] = ((1 - abar) / abar).sqrt()
     return d
@@ -123,7 +141,7 @@ def _denoiser(run: RunState) -> dict[str, Any]:
     xs = [s["x"] for s in run.steps] + ([run.final] if run.final is not None else [])
     return {
         "denoiser.name": "unet",
-        "denoiser.prediction_type": run.meta["prediction_type"],
+        "denoiser.prediction_type": run.meta.prediction_type,
         "denoiser.latents": _cpu(torch.stack(xs)),  # (S+1, c, h, w)
         "denoiser.noise_pred_uncond": stack("uncond"),
         "denoiser.noise_pred_text": stack("text"),
@@ -163,7 +181,7 @@ def _pick_ids(run: RunState) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return None, None
 
     def find(key: str) -> int | None:
-        target = run.meta.get(key)
+        target = getattr(run.meta, key)
         for j, (_, hidden) in enumerate(calls):
             if target is not None and hidden.shape == target.shape:
                 if torch.allclose(hidden, target, atol=1e-3, rtol=1e-3):
@@ -172,8 +190,8 @@ def _pick_ids(run: RunState) -> tuple[torch.Tensor | None, torch.Tensor | None]:
 
     cond = find("embeds")
     cond = 0 if cond is None else cond
-    uncond = find("negative_embeds") if run.meta.get("cfg") else None
-    if uncond is None and run.meta.get("cfg") and len(calls) > 1:
+    uncond = find("negative_embeds") if run.meta.cfg else None
+    if uncond is None and run.meta.cfg and len(calls) > 1:
         uncond = 1 - cond if cond in (0, 1) else None
     return calls[cond][0], (calls[uncond][0] if uncond is not None else None)
 
