@@ -16,8 +16,6 @@ classes with random weights:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -30,6 +28,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from .seeding import drawing_from
 from .tokenizer import build_tokenizer
 
 # Stable Diffusion's training noise schedule; every SD 1.x/2.x scheduler config uses it.
@@ -53,18 +52,6 @@ TINY_WORDS = (
 def count_parameters(module: Any) -> int:
     """Number of parameters of a torch module (0 for None): the one parameter count."""
     return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Draw from torch's global RNG seeded with `seed`, then give the caller's state back.
-
-    diffusers and transformers initialise weights from the global RNG, so building is
-    seeded there, inside `torch.random.fork_rng` (CPU only: building happens on the CPU).
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def text_config(tokenizer: CLIPTokenizer, **config: Any) -> dict[str, Any]:
@@ -138,7 +125,7 @@ def tiny_pipeline(
         raise ValueError(
             f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}."
         )
-    with _seeded(seed):  # the caller's global RNG state is left as it was
+    with drawing_from(torch.Generator().manual_seed(seed)):  # the global RNG is untouched
         return _tiny(prediction_type, model_max_length)
 
 
@@ -181,7 +168,7 @@ def sd_architecture(
     """
     if version not in ("1.5", "2.1"):
         raise ValueError(f"version must be '1.5' or '2.1', got {version!r}.")
-    with _seeded(0):  # the caller's global RNG state is left as it was
+    with drawing_from(torch.Generator().manual_seed(0)):  # the global RNG is untouched
         pipe = _sd(version == "2.1")
     return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 

@@ -73,7 +73,7 @@ def test_seeded_models_are_built_without_the_global_rng():
     # from a local generator, the global one neither reseeded nor advanced
     from sdviz.builder import tiny_pipeline
     from sdviz.training.clip import build_clip
-    from sdviz.training.seeding import drawing_from
+    from sdviz.seeding import drawing_from
     from sdviz.training.unet import build_unet
 
     tokenizer = tiny_pipeline().tokenizer
@@ -242,7 +242,7 @@ def test_quick_pipeline_makes_the_latents_its_unet_learned(quick_run):
 
 
 def _tiny_vae():
-    from sdviz.training.seeding import drawing_from
+    from sdviz.seeding import drawing_from
     from sdviz.training.vae import build_vae
 
     with drawing_from(torch.Generator().manual_seed(0)):  # the global RNG left alone

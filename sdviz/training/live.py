@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..seeding import drawing_from
 from ..shapes import ShapesWorld
 from .clip import build_clip
 from .data import descend, to_tensor, tokenize, warmup_lr
-from .seeding import drawing_from
 from .unet import build_unet
 
 CLIP_TEXT_POSITIONS = 32  # CLIP's text attention is causal: shorter padding is exact

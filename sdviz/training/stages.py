@@ -7,7 +7,7 @@ already there (`RESULT`) is skipped, so that an interrupted run resumes; `data`,
 
 No stage touches torch's global RNG: the models a stage builds (and those it loads,
 whose constructors may draw initial weights) draw from the stage's own generator,
-seeded with the run's seed (`seeding.drawing_from`), and the training functions draw
+seeded with the run's seed (`sdviz.seeding.drawing_from`), and the training functions draw
 from generators of their own.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..seeding import drawing_from
 from .assemble import assemble_pipeline, text_encoder_from_clip
 from .config import RecipeConfig
-from .seeding import drawing_from
 from .workdir import log_to, previous_seconds, record
 
 if TYPE_CHECKING:
