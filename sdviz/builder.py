@@ -248,6 +248,15 @@ FLUX_SCHEDULE = dict(
 TINY_RESOLUTION = 64  # pixels: what the tiny families generate at (8x8 latents)
 
 
+def _ready(pipe):
+    """In eval mode, as `from_pretrained` leaves a pipeline (T5 has dropout), quietly."""
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def t5_tokenizer(texts: tuple[str, ...] = (TINY_WORDS,)) -> T5TokenizerFast:
     """A T5 tokenizer built in code: a SentencePiece-style Unigram model (Kudo 2018) whose
     pieces are the words of `texts` (each one piece, "▁word") and single letters and digits
@@ -362,8 +371,7 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _ready(pipe)
 
 
 def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
@@ -411,8 +419,7 @@ def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
         text_encoder_3,
         tokenizer_3,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _ready(pipe)
 
 
 def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> FluxPipeline:
@@ -459,5 +466,4 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> FluxPipel
         tokenizer_2,
         transformer,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _ready(pipe)

@@ -2,7 +2,13 @@
 
 Stable Diffusion (Rombach et al. 2022, "High-Resolution Image Synthesis with Latent
 Diffusion Models") is a `diffusers.StableDiffusionPipeline`: CLIP text encoder, UNet,
-scheduler and VAE. `load` returns one, ready for `sdviz.trace`:
+scheduler and VAE. Its successors keep the three parts with bigger pieces, and load
+alike: SDXL (Podell et al. 2023; `StableDiffusionXLPipeline`, two CLIP encoders), SD3
+(Esser et al. 2024; `StableDiffusion3Pipeline`, CLIP-L + CLIP-G + T5 into an MMDiT
+transformer) and Flux (Black Forest Labs 2024; `FluxPipeline`, CLIP + T5 into a
+double/single-stream transformer). The class comes from the folder's `model_index.json`
+(`FAMILIES`); any other class is refused with the list. `load` returns one, ready for
+`sdviz.trace`:
 
     pipe = sdviz.load()                                   # embedded model, offline
     pipe = sdviz.load("path/to/folder")                   # a save_pretrained folder
@@ -25,7 +31,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -47,6 +53,60 @@ _DTYPES = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
+
+
+# The pipeline classes sdviz loads (model_index.json's `_class_name`) -> their family
+FAMILIES = {
+    "StableDiffusionPipeline": "stable-diffusion",
+    "StableDiffusionXLPipeline": "stable-diffusion-xl",
+    "StableDiffusion3Pipeline": "stable-diffusion-3",
+    "FluxPipeline": "flux",
+}
+FAMILY_NAMES = {  # family -> what a student knows it as
+    "stable-diffusion": "SD 1.x / 2.x",
+    "stable-diffusion-xl": "SDXL",
+    "stable-diffusion-3": "SD3 / SD3.5",
+    "flux": "Flux",
+}
+# reserved names: the random tiny pipelines built in code, by family
+TINY_FAMILIES = {
+    TINY: "stable-diffusion",
+    "sdviz-tiny-sdxl": "stable-diffusion-xl",
+    "sdviz-tiny-sd3": "stable-diffusion-3",
+    "sdviz-tiny-flux": "flux",
+}
+
+
+def family(pipe: Any) -> str:
+    """The family of a loaded pipeline ('stable-diffusion', 'stable-diffusion-xl',
+    'stable-diffusion-3', 'flux'), from its class; a teaching error for any other."""
+    return FAMILIES[_supported(type(pipe).__name__, f"a {type(pipe).__name__}")]
+
+
+def _supported(class_name: Any, what: str) -> str:
+    if class_name in FAMILIES:
+        return class_name
+    listed = "; ".join(f"{FAMILY_NAMES[f]}: {c}" for c, f in FAMILIES.items())
+    raise ValueError(
+        f"sdviz cannot load {what}: its pipeline class is {class_name!r}, and sdviz traces "
+        f"the Stable Diffusion families only ({listed}). Their three parts (text encoders, "
+        "a UNet or transformer denoising latents under a scheduler, a VAE) are what sdviz "
+        "records; pass a folder or hub id of one of these classes."
+    )
+
+
+def pipeline_class(class_name: Any, what: str = "this model"):
+    """The diffusers pipeline class named `class_name` (model_index.json's `_class_name`),
+    if sdviz supports its family; else a ValueError listing the supported ones."""
+    import diffusers
+
+    return getattr(diffusers, _supported(class_name, what))
+
+
+def denoiser(pipe: Any) -> Any:
+    """The network that denoises: `pipe.unet` (SD 1.x/2.x, SDXL) or `pipe.transformer`."""
+    unet = getattr(pipe, "unet", None)
+    return unet if unet is not None else pipe.transformer
 
 
 # Settings a model folder recommends live in `sdviz.json` beside `model_index.json`
@@ -157,24 +217,41 @@ def _looks_like_path(model: str) -> bool:
     return not _HUB_ID.match(model) or model.endswith((".safetensors", *PICKLE_SUFFIXES))
 
 
-def _from_pretrained(source: str, dtype: torch.dtype, **components):
-    from diffusers import StableDiffusionPipeline
+# what each class is loaded without: SD's safety checker, SDXL's invisible watermark
+# (which would change the pixels the trace records)
+_WITHOUT = {
+    "StableDiffusionPipeline": dict(safety_checker=None, requires_safety_checker=False),
+    "StableDiffusionXLPipeline": dict(add_watermarker=False),
+}
 
-    return StableDiffusionPipeline.from_pretrained(
+
+def _from_pretrained(source: str, dtype: torch.dtype, cls: Any, **components):
+    return cls.from_pretrained(
         source,
         dtype=dtype,
         use_safetensors=True,
-        safety_checker=None,
-        requires_safety_checker=False,
         trust_remote_code=False,
+        **_WITHOUT.get(cls.__name__, {}),
         **components,
     )
 
 
+def _index_class(index: Path, what: str):
+    try:
+        class_name = json.loads(index.read_text()).get("_class_name")
+    except (ValueError, AttributeError):
+        raise OSError(
+            f"{index} is not valid JSON: it should name the pipeline class and its components. "
+            "Re-save the folder with pipe.save_pretrained(folder)."
+        ) from None
+    return pipeline_class(class_name, what)
+
+
 def _load_folder(folder: Path, dtype: torch.dtype):
     """A local save_pretrained folder, its tokenizers and weights checked."""
+    cls = _index_class(folder / "model_index.json", f"the folder {folder}")
     components = index_components(folder)
-    pipe = _from_pretrained(str(folder), dtype, **load_tokenizers(folder, components))
+    pipe = _from_pretrained(str(folder), dtype, cls, **load_tokenizers(folder, components))
     check_weights(folder, pipe, components)
     return pipe
 
@@ -189,22 +266,46 @@ def _offline() -> bool:
 
 
 def _load_hub(model: str, dtype: torch.dtype):
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
     try:
-        return _from_pretrained(model, dtype)
+        index = Path(hf_hub_download(model, "model_index.json"))  # the cache when offline
+    except (OSError, EntryNotFoundError) as err:
+        _not_loadable(model, err)
+    cls = _index_class(index, repr(model))  # an unsupported class fails before any download
+    try:
+        return _from_pretrained(model, dtype, cls)
     except OSError as err:
-        why = (
-            "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local cache"
-            if _offline()
-            else "it is not in the local cache and the Hugging Face Hub could not serve it"
-        )
-        raise OSError(
-            f"Could not load {model!r}: {why}. Options: sdviz.load() uses the embedded model "
-            "(no download); sdviz.load('path/to/folder') loads a local save_pretrained folder; "
-            "to download, go online: unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE), check the "
-            "network, and check the id at https://huggingface.co/" + model + " - SD 1.5 "
-            "(stable-diffusion-v1-5/stable-diffusion-v1-5) needs no login; gated models need "
-            "`hf auth login`. (No local folder of that name exists either.)"
-        ) from err
+        _not_loadable(model, err)
+
+
+def _not_loadable(model: str, err: Exception) -> NoReturn:
+    """Raise the teaching OSError for a hub id that could not be loaded."""
+    why = (
+        "offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local cache"
+        if _offline()
+        else "it is not in the local cache and the Hugging Face Hub could not serve it"
+    )
+    raise OSError(
+        f"Could not load {model!r}: {why}. Options: sdviz.load() uses the embedded model "
+        "(no download); sdviz.load('path/to/folder') loads a local save_pretrained folder; "
+        "to download, go online: unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE), check the "
+        "network, and check the id at https://huggingface.co/" + model + " - SD 1.5 "
+        "(stable-diffusion-v1-5/stable-diffusion-v1-5) needs no login; gated models need "
+        "`hf auth login`. (No local folder of that name exists either.)"
+    ) from err
+
+
+def _tiny(family_name: str):
+    from . import builder
+
+    return {
+        "stable-diffusion": builder.tiny_pipeline,
+        "stable-diffusion-xl": builder.tiny_sdxl_pipeline,
+        "stable-diffusion-3": builder.tiny_sd3_pipeline,
+        "flux": builder.tiny_flux_pipeline,
+    }[family_name]()
 
 
 def load(
@@ -214,13 +315,15 @@ def load(
     dtype: str | torch.dtype = "auto",
     scheduler: str | None = None,
 ):
-    """Load a `StableDiffusionPipeline` ready to trace.
+    """Load a pipeline of a supported family (`FAMILIES`) ready to trace.
 
     Args:
         model: None for the embedded mini model (the random tiny pipeline until that
-            ships), ``"sdviz-tiny"`` for the tiny pipeline built in code, a local folder
-            written by ``save_pretrained``, or a hub id such as
-            ``"stable-diffusion-v1-5/stable-diffusion-v1-5"`` (online or cached).
+            ships), ``"sdviz-tiny"`` for the tiny pipeline built in code
+            (``"sdviz-tiny-sdxl"``, ``"sdviz-tiny-sd3"``, ``"sdviz-tiny-flux"``: the tiny
+            ones of the other families), a local folder written by ``save_pretrained``,
+            or a hub id such as ``"stable-diffusion-v1-5/stable-diffusion-v1-5"`` (online
+            or cached). The pipeline class is the one model_index.json names.
         device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ``"mps"``...
         dtype: ``"auto"`` (fp16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"fp16"``, ``"bf16"``.
         scheduler: a name from `sdviz.schedulers.scheduler_names()` (``"ddim"``,
@@ -237,10 +340,8 @@ def load(
             f"model must be None, a folder path or a hub id string, got {type(model).__name__}."
         )
     path = Path(os.path.expanduser(os.fspath(model)))
-    if os.fspath(model) == TINY and not path.exists():
-        from .builder import tiny_pipeline
-
-        pipe = tiny_pipeline()
+    if os.fspath(model) in TINY_FAMILIES and not path.exists():
+        pipe = _tiny(TINY_FAMILIES[os.fspath(model)])
     elif path.is_dir():
         check_folder(path)
         pipe = _load_folder(path, dt)
@@ -256,7 +357,7 @@ def load(
         )
     else:
         pipe = _load_hub(str(model), dt)
-    if pipe.unet.dtype != dt:  # from_pretrained already used dt; .to(dtype=) warns needlessly
+    if denoiser(pipe).dtype != dt:  # from_pretrained already used dt; .to(dtype=) warns needlessly
         pipe = pipe.to(dtype=dt)
     if pipe.device != dev:
         pipe = pipe.to(device=dev)
