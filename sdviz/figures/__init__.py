@@ -20,11 +20,14 @@ Figures (numbers as in the seed article) and what they draw:
      5 `denoising_filmstrip(run, images=)`     sdviz.probes.step_images(run, pipe)
        `denoising_animation(run, path, images=)`
      6 `latent_space(reconstruction)`          sdviz.autoencoder.reconstruct(pipe, image)
+       `reconstruction_quality(recs)`          sdviz.autoencoder.reconstruct_many(pipe, images)
      7 `tokens_and_embeddings(run)`            a run or sdviz.text.prompt_record(pipe, prompt)
      8 `clip_similarity(embeddings)`           sdviz.probes.clip_embeddings(images, ...)
-     9 `unet_diagram(pipe)`                    the UNet's configuration and module tree
+     9 `unet_diagram(structure)`               sdviz.probes.unet_structure(pipe) (or a pipe)
+       `timestep_embedding(emb)`               sdviz.probes.timestep_embeddings(pipe)
     10 `cross_attention(run)` / `attention_drilldown(run, word)`
     11 `guidance_terms(run)` / `guidance_sweep(runs)`   sdviz.probes.guidance_runs(...)
+       `guidance_benefit(measured, runs)`    sdviz.probes.measured_guidance(pipe)
 
 `filmstrip(images, titles)` draws a plain row of images, `training_curves(loss)` a loss
 (and accuracy) over training steps. `save` writes reproducible
@@ -45,13 +48,16 @@ _API = {
     "denoising_filmstrip": "denoising",
     "denoising_animation": "animation",
     "latent_space": "latents",
+    "reconstruction_quality": "latents",
     "tokens_and_embeddings": "text",
     "clip_similarity": "similarity",
     "unet_diagram": "unet",
+    "timestep_embedding": "timestep",
     "cross_attention": "attention",
     "attention_drilldown": "attention",
     "guidance_terms": "guidance",
     "guidance_sweep": "guidance",
+    "guidance_benefit": "guidance",
     "filmstrip": "image_row",
     "training_curves": "curves",
     "save": "style",
