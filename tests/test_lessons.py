@@ -34,8 +34,9 @@ CELL_TIMEOUT_S = 300
 SETUP_CALL = "sdviz.course.setup(MODEL)"  # the setup cell's one call
 HUB_EXAMPLE = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # named in the setup comment
 
-# The lesson whose subject *is* the sampling loop (another issue adds it): it writes that
-# loop by hand, so it alone may hold `for` loops and comprehensions. Nothing else.
+# The lesson whose subject *is* the sampling loop: it writes that loop by hand, so it alone
+# may hold `for` loops and comprehensions. Nothing else. (tests/test_sampling_loop.py runs
+# its loop and checks that it reproduces the pipeline's image bit for bit.)
 SAMPLING_LOOP_LESSON = "09_sampling_loop.py"
 
 # Statements and expressions that are logic, not narrative: they belong in sdviz.
@@ -76,9 +77,12 @@ def _code_cells(nb) -> list[str]:
     return [c.source for c in nb.cells if c.cell_type == "code"]
 
 
-def test_there_are_eight_lessons():
+def test_there_are_nine_lessons():
     numbers = [p.name[:2] for p in LESSONS]
-    assert numbers == [f"{i:02d}" for i in range(1, 9)], numbers
+    assert numbers == [f"{i:02d}" for i in range(1, 10)], numbers
+    assert (LESSONS_DIR / SAMPLING_LOOP_LESSON) in LESSONS, (
+        "the sampling-loop lesson is one of them"
+    )
 
 
 def test_no_ipynb_is_tracked_by_git():
