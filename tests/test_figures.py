@@ -18,7 +18,7 @@ from sdviz import figures, probes
 from sdviz.attention import cross_attention_layers
 from sdviz.builder import count_parameters, tiny_pipeline
 from sdviz.figures.style import iter_axes, render, to_png
-from sdviz.figures.unet import unet_structure
+from sdviz.probes.unet import unet_structure
 
 MIN_PIXEL_STD = 8.0  # rendered RGB std (0..255) above which a figure is not blank
 
@@ -132,7 +132,7 @@ def test_unet_diagram_places_every_cross_attention_layer(pipe):
     for i, ch in enumerate(pipe.unet.config.block_out_channels):
         side = pipe.unet.config.sample_size // 2**i
         assert f"{ch} ch @ {side}×{side}" in text
-    assert "skip" in text and "mid_block" in text
+    assert "skips" in text and "mid_block" in text and "time_proj" in text
     with pytest.raises(TypeError, match="UNet"):
         figures.unet_diagram(object())
 
@@ -158,9 +158,11 @@ def test_unet_diagram_counts_attn1_of_only_cross_attention_blocks():
     assert len(layers) > len(attn2)  # the attn1 layers of the only-cross blocks
     text = texts(figures.unet_diagram(unet))
     assert f"{len(layers)} cross-attention layers" in text
-    first = next(b for b in unet_structure(unet) if b["name"] == "down_blocks.0")
-    assert first["cross_attention"] == 2  # attn1 and attn2 of its one transformer block
-    assert "down_blocks.0\ncrossattndownblock2d\n32 ch @ 8×8, 2× cross-attn" in text
+    first = next(b for b in unet_structure(unet).blocks if b.name == "down_blocks.0")
+    assert first.count("cross-attention") == 2  # attn1 and attn2 of its one transformer block
+    assert first.count("self-attention") == 0
+    assert "down_blocks.0 · crossattndownblock2d" in text and "32 ch @ 8×8" in text
+    assert "only_cross_attention" in text
 
 
 # ----------------------------------------------------------------- from a traced run

@@ -1,165 +1,308 @@
-"""Figure 9 — inside the UNet: blocks, resolutions, channels, skips, cross-attention.
+"""Figure 9 — inside the noise predictor: the UNet's blocks, where t and the text enter.
 
 The denoiser of Stable Diffusion is a UNet (Ronneberger et al. 2015) as used in DDPM
-(Ho et al. 2020): down blocks halve the latent resolution and widen the channels, a
-mid block works at the coarsest resolution, up blocks climb back while concatenating
-the skip connections saved on the way down. Transformer blocks inside the "CrossAttn"
-blocks hold the cross-attention layers where the text embeddings enter (Rombach et al.
-2022, Sec. 3.3): every `attn2`, and `attn1` too in blocks built with
-`only_cross_attention` (sdviz-mini's first block). Which layers those are is
-`sdviz.attention.cross_attention_layers`, the one definition the traces use too.
-Everything drawn is read from `unet.config` and the module tree, so the diagram is the
-loaded model's.
+(Ho et al. 2020), with transformer blocks (Rombach et al. 2022, Sec. 3.3). The figure
+draws the record `sdviz.probes.unet_structure` reads from the loaded model's module tree
+and config:
+
+- the U: down blocks (resolution halves, channels widen), the mid block, up blocks, and
+  the skip connections across (the tensors saved at each resolution on the way down);
+- inside each block, its layers in call order as chips: R a ResNet, S self-attention,
+  C cross-attention (every `attn2`, and `attn1` in `only_cross_attention` blocks such as
+  sdviz-mini's first one), ↓/↑ a down- or upsampler;
+- the timestep: t → sinusoids (`time_proj`) → MLP (`time_embedding`) → into every
+  ResNet (purple);
+- the text: the text encoder's token vectors into every cross-attention layer (orange).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
-from ..attention import cross_attention_layers
-from .style import LINE_COLORS, WIDE, figure_of, new_figure, style
+from ..probes.unet import CROSS, DOWN, RESNET, SELF, UP, Block, UnetStructure, unet_structure
+from .style import LINE_COLORS, figure_of, new_figure, style
+
+TIME_COLOR, TEXT_COLOR, SKIP_COLOR, SELF_COLOR = (
+    LINE_COLORS[3],
+    LINE_COLORS[1],
+    LINE_COLORS[2],
+    LINE_COLORS[0],
+)
+FLOW_COLOR, SAMPLER_COLOR = "#444444", "#BBBBBB"
+CHIPS = {  # layer kind -> (letter, colour)
+    RESNET: ("R", TIME_COLOR),
+    SELF: ("S", SELF_COLOR),
+    CROSS: ("C", TEXT_COLOR),
+    DOWN: ("↓", SAMPLER_COLOR),
+    UP: ("↑", SAMPLER_COLOR),
+}
+BOX_W, BOX_H, ROW = 6.2, 1.15, 1.75  # a block's box and the distance between levels
+STAGGER = 0.75  # how far each deeper level moves towards the middle
+LEFT, RIGHT = 4.2, 21.8  # centres of the level-0 down and up blocks
+MIDDLE = (LEFT + RIGHT) / 2  # the text's bus and the mid block
+WIDTH = 26.0  # axis units across
+ARROW = dict(arrowstyle="-|>", mutation_scale=13, linewidth=1.4)
 
 
-def unet_structure(pipe_or_unet: Any, latent_size: int | None = None) -> list[dict[str, Any]]:
-    """One dict per block (down..., mid, up...): name, kind, level, resolution, channels,
-    cross_attention (how many of `cross_attention_layers(unet)` it holds), layers.
+def _res(r: tuple[int, int]) -> str:
+    return f"{r[0]}×{r[1]}"
 
-    `latent_size` is the side of the latent the UNet sees (default `unet.config.sample_size`).
-    """
-    unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
-    config = getattr(unet, "config", None)
-    if config is None or "block_out_channels" not in config:
-        raise TypeError(
-            f"Expected a diffusers pipeline or UNet2DConditionModel, got {type(pipe_or_unet).__name__}."
+
+def _centre(b: Block, n_levels: int) -> tuple[float, float]:
+    if b.part == "mid":
+        return MIDDLE, -n_levels * ROW
+    if b.part == "down":
+        return LEFT + b.level * STAGGER, -b.level * ROW
+    return RIGHT - b.level * STAGGER, -b.level * ROW
+
+
+def _box(ax: Axes, x: float, y: float, w: float, h: float, color: str, alpha: float) -> None:
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0.04",
+            facecolor=color,
+            alpha=alpha,
+            edgecolor=color,
+            linewidth=1.5,
         )
-    size = int(latent_size or config.sample_size)
-    channels = list(config.block_out_channels)
-    n = len(channels)
-    lpb = config.layers_per_block
-    lpb = list(lpb) if isinstance(lpb, (list, tuple)) else [lpb] * n
-    cross: dict[str, int] = {}
-    for name in cross_attention_layers(unet):
-        parts = name.split(".")
-        block = ".".join(parts[:2]) if parts[0] != "mid_block" else "mid_block"
-        cross[block] = cross.get(block, 0) + 1
-
-    def block(name: str, kind: str, level: int, layers: int) -> dict[str, Any]:
-        return dict(
-            name=name,
-            kind=kind,
-            level=level,
-            resolution=max(size // 2**level, 1),
-            channels=channels[level],
-            cross_attention=cross.get(name, 0),
-            layers=layers,
-        )
-
-    blocks = [
-        block(f"down_blocks.{i}", k, i, lpb[i]) for i, k in enumerate(config.down_block_types)
-    ]
-    blocks.append(block("mid_block", config.mid_block_type or "none", n - 1, 1))
-    for j, kind in enumerate(config.up_block_types):
-        # each layer of an up block consumes one skip tensor from its level
-        blocks.append(block(f"up_blocks.{j}", kind, n - 1 - j, lpb[n - 1 - j] + 1))
-    return blocks
+    )
 
 
-def _label(b: dict[str, Any]) -> str:
-    attn = f"{b['cross_attention']}× cross-attn" if b["cross_attention"] else "no cross-attn"
-    res = f"{b['resolution']}×{b['resolution']}"
-    return f"{b['name']}\n{b['kind']}\n{b['channels']} ch @ {res}, {attn}"
-
-
-BOX_W, BOX_H = 3.6, 0.78  # a block's box, in axis units
-ARROW = dict(arrowstyle="-|>", mutation_scale=16, linewidth=1.5)
-
-
-def _draw_blocks(ax: Axes, blocks: list[dict[str, Any]], n: int) -> dict[str, tuple]:
-    """One box per block along a U; returns each block's centre."""
-    step_x = min(1.3, 3.4 / max(n - 1, 1))  # keeps a gap at the bottom level
-    pos = {}
-    for b in blocks:
-        if b["name"] == "mid_block":
-            x, y = 8.0, -n
-        elif b["name"].startswith("down"):
-            x, y = 2.2 + b["level"] * step_x, -b["level"]
-        else:
-            x, y = 13.8 - b["level"] * step_x, -b["level"]
-        pos[b["name"]] = (x, y)
-        color = LINE_COLORS[1] if b["cross_attention"] else LINE_COLORS[0]
+def _draw_block(ax: Axes, b: Block, x: float, y: float) -> None:
+    """A block's box: name and class, channels @ resolution, and its layers as chips."""
+    _box(ax, x, y, BOX_W, BOX_H, "#888888", 0.10)
+    ax.text(x, y + 0.36, f"{b.name} · {b.kind}", ha="center", va="center", fontsize=9)
+    ax.text(
+        x, y + 0.08, f"{b.channels} ch @ {_res(b.resolution)}", ha="center", va="center", fontsize=9
+    )
+    n = len(b.layers)
+    gap = 0.07
+    chip = min(0.5, (BOX_W - 0.3) / n - gap)
+    x0 = x - (n * (chip + gap) - gap) / 2
+    for i, layer in enumerate(b.layers):
+        letter, color = CHIPS[layer.kind]
+        cx = x0 + i * (chip + gap)
         ax.add_patch(
-            FancyBboxPatch(
-                (x - BOX_W / 2, y - BOX_H / 2),
-                BOX_W,
-                BOX_H,
-                boxstyle="round,pad=0.03",
-                facecolor=color,
-                alpha=0.25 if b["cross_attention"] else 0.12,
-                edgecolor=color,
-                linewidth=2,
-            )
+            Rectangle((cx, y - 0.45), chip, 0.36, facecolor=color, edgecolor="white", alpha=0.9)
         )
-        ax.text(x, y, _label(b), ha="center", va="center", fontsize=10.5)
-    return pos
+        ax.text(cx + chip / 2, y - 0.27, letter, ha="center", va="center", fontsize=8.5)
 
 
-def _draw_flow(ax: Axes, blocks: list[dict[str, Any]], pos: dict[str, tuple]) -> None:
-    """Arrows from block to block, and the dashed skip connections across the U."""
-    order = [b["name"] for b in blocks]
+def _arrow(ax: Axes, start, end, color: str = FLOW_COLOR, **kw: Any) -> None:
+    ax.add_patch(FancyArrowPatch(start, end, color=color, **{**ARROW, **kw}))
+
+
+def _draw_flow(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]]) -> None:
+    """The main path block to block (conv_in on top of it, conv_out at its end)."""
+    order = [b.name for b in s.blocks]
     for a, b in zip(order, order[1:], strict=False):
         (x0, y0), (x1, y1) = pos[a], pos[b]
-        start = (x0, y0 - BOX_H / 2) if y1 < y0 else (x0, y0 + BOX_H / 2)
-        end = (x1, y1 + BOX_H / 2) if y1 < y0 else (x1, y1 - BOX_H / 2)
-        ax.add_patch(FancyArrowPatch(start, end, color="#444444", **ARROW))
-    for b in blocks:
-        if b["name"].startswith("up"):
-            (x0, y0), (x1, y1) = pos[f"down_blocks.{b['level']}"], pos[b["name"]]
+        down = y1 < y0
+        start = (x0, y0 - BOX_H / 2) if down else (x0, y0 + BOX_H / 2)
+        end = (x1, y1 + BOX_H / 2) if down else (x1, y1 - BOX_H / 2)
+        if a == "mid_block":  # out of its right side, up into the first up block
+            start = (x0 + BOX_W / 2, y0)
+        if b == "mid_block":  # into its left side (the text enters at its top)
+            end = (x1 - BOX_W / 2, y1 + 0.2)
+        if abs(y1 - y0) < 1e-6:  # same row (no mid block): across
             start, end = (x0 + BOX_W / 2, y0), (x1 - BOX_W / 2, y1)
-            ax.add_patch(FancyArrowPatch(start, end, linestyle="--", color=LINE_COLORS[2], **ARROW))
-            label = f"skip ×{b['layers']}"
-            kw = dict(ha="center", va="bottom", fontsize=10, color=LINE_COLORS[2])
-            ax.text((x0 + x1) / 2, y0 + 0.08, label, **kw)
+        _arrow(ax, start, end)
+
+
+def _draw_skips(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]]) -> None:
+    """One dashed arrow per up block from the down block at its level, with the tensors."""
+    downs = {b.level: b.name for b in s.blocks if b.part == "down"}
+    for b in s.blocks:
+        taken = [k for k in s.skips if k.target.startswith(b.name + ".")]
+        if b.part != "up" or not taken or b.level not in downs:
+            continue
+        (x0, y0), (x1, y1) = pos[downs[b.level]], pos[b.name]
+        start, end = (x0 + BOX_W / 2, y0 + 0.2), (x1 - BOX_W / 2, y1 + 0.2)
+        _arrow(ax, start, end, SKIP_COLOR, linestyle="--")
+        chans = sorted({k.channels for k in taken})
+        ch = f"{chans[0]}" if len(chans) == 1 else "/".join(str(c) for c in chans)
+        label = f"{len(taken)} skips, {ch} ch"
+        ax.text(
+            start[0] + 0.15, y0 + 0.3, label, ha="left", va="bottom", fontsize=8.5, color=SKIP_COLOR
+        )
+
+
+def _draw_time(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], top: float) -> None:
+    """t → sinusoids → MLP, then a bus down both sides into every block with ResNets."""
+    y = top
+    steps = [
+        ("timestep t", 2.0),
+        (f"time_proj: {s.time_features} sinusoids", 4.6),
+        (f"time_embedding MLP\n{s.time_features} → {s.time_hidden} → {s.time_dim}", 4.6),
+    ]
+    x = 0.9
+    for i, (label, w) in enumerate(steps):
+        _box(ax, x + w / 2, y, w, 0.8, TIME_COLOR, 0.22)
+        ax.text(x + w / 2, y, label, ha="center", va="center", fontsize=9)
+        if i:
+            _arrow(ax, (x - 0.5, y), (x, y), TIME_COLOR)
+        x += w + 0.5
+    bus_y, left, right = y - 0.75, 0.35, WIDTH - 0.35
+    n_res = s.count(RESNET)
+    kw = dict(color=TIME_COLOR, linewidth=1.4)
+    ax.plot([x - 0.5 - steps[-1][1] / 2] * 2, [y - 0.4, bus_y], **kw)
+    ax.plot([left, right], [bus_y, bus_y], **kw)
+    ax.text(
+        x, bus_y + 0.08, f"t's embedding ({s.time_dim}) → every ResNet R ({n_res}): its own time_emb_proj "
+        "adds one number per channel",
+        ha="left", va="bottom", fontsize=9, color=TIME_COLOR,
+    )  # fmt: skip
+    lowest = {left: bus_y, right: bus_y}  # how far down each side's bus runs
+    for b in s.blocks:
+        if not b.count(RESNET):
+            continue
+        bx, by = pos[b.name]
+        side, edge = (right, bx + BOX_W / 2) if b.part == "up" else (left, bx - BOX_W / 2)
+        lowest[side] = min(lowest[side], by)
+        inward = 0.35 if side == left else -0.35
+        ax.plot([side, edge - inward], [by, by], **kw)
+        _arrow(ax, (edge - inward, by), (edge, by), TIME_COLOR)
+    for side, low in lowest.items():
+        ax.plot([side, side], [bus_y, low], **kw)
+
+
+def _draw_text(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], y: float) -> None:
+    """The token vectors, and a bus down the middle into every block with cross-attention."""
+    tokens = f"{s.text_tokens} × {s.text_dim}" if s.text_tokens else f"L × {s.text_dim}"
+    _box(ax, MIDDLE, y, 5.0, 0.8, TEXT_COLOR, 0.22)
+    label = f"prompt → text encoder\n{tokens} token vectors"
+    ax.text(MIDDLE, y, label, ha="center", va="center", fontsize=9)
+    fed = [b for b in s.blocks if b.count(CROSS)]
+    if not fed:
+        return
+    kw = dict(color=TEXT_COLOR, linewidth=1.6)
+    lowest = min(pos[b.name][1] for b in fed)
+    mid = next((b for b in fed if b.part == "mid"), None)
+    bottom = lowest + BOX_H / 2 if mid is not None else lowest - 0.25
+    ax.plot([MIDDLE, MIDDLE], [y - 0.4, bottom + (0.02 if mid is None else 0.3)], **kw)
+    for b in fed:
+        bx, by = pos[b.name]
+        if b.part == "mid":
+            _arrow(ax, (MIDDLE, by + BOX_H / 2 + 0.35), (MIDDLE, by + BOX_H / 2), TEXT_COLOR)
+            continue
+        edge = bx + BOX_W / 2 if b.part == "down" else bx - BOX_W / 2
+        _arrow(ax, (MIDDLE, by - 0.25), (edge, by - 0.25), TEXT_COLOR)
+        ax.plot([MIDDLE], [by - 0.25], "o", color=TEXT_COLOR, markersize=5)  # a branch
+
+
+def _draw_ends(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], y: float) -> None:
+    """conv_in above the first down block, conv_out above the last up block."""
+    first = next(b for b in s.blocks if b.part == "down")
+    last = [b for b in s.blocks if b.part == "up"][-1]
+    h, w = s.latent_size
+    for b, label, io in (
+        (first, f"conv_in: {s.latent_channels} → {s.stem_channels} ch",
+         f"noisy latent $x_t$ ({s.latent_channels}×{h}×{w})"),
+        (last, f"norm, SiLU, conv_out: {last.channels} → {s.out_channels} ch",
+         f"predicted noise $\\hat{{\\epsilon}}$ ({s.out_channels}×{h}×{w})"),
+    ):  # fmt: skip
+        x = pos[b.name][0]
+        _box(ax, x, y, 4.6, 0.55, "#888888", 0.10)
+        ax.text(x, y, label, ha="center", va="center", fontsize=9)
+        ax.text(x, y + 1.0, io, ha="center", va="center", fontsize=10, fontweight="bold")
+        if b is first:
+            _arrow(ax, (x, y + 0.8), (x, y + 0.3))
+            _arrow(ax, (x, y - 0.3), (x, pos[b.name][1] + BOX_H / 2))
+        else:
+            _arrow(ax, (x, pos[b.name][1] + BOX_H / 2), (x, y - 0.3))
+            _arrow(ax, (x, y + 0.3), (x, y + 0.8))
+
+
+def _legend(ax: Axes, y: float) -> None:
+    items = [
+        (RESNET, "ResNet: convolutions, + t's embedding"),
+        (SELF, "self-attention: keys, values from the image"),
+        (CROSS, "cross-attention: keys, values from the text"),
+        (DOWN, "down/upsample ×2"),
+    ]
+    x = 0.9
+    for kind, label in items:
+        letter, color = CHIPS[kind]
+        ax.add_patch(Rectangle((x, y - 0.18), 0.42, 0.36, facecolor=color, alpha=0.9))
+        ax.text(
+            x + 0.21, y, letter if kind != DOWN else "↓↑", ha="center", va="center", fontsize=8.5
+        )
+        ax.text(x + 0.55, y, label, ha="left", va="center", fontsize=9)
+        x += 0.9 + 0.13 * len(label)
+    ax.plot([x, x + 0.8], [y, y], "--", color=SKIP_COLOR, linewidth=1.4)
+    ax.text(x + 0.95, y, "skip: concatenated", ha="left", va="center", fontsize=9)
+
+
+def _note(ax: Axes, s: UnetStructure, y: float) -> None:
+    """Say which blocks have no self-attention because their attn1 reads the text."""
+    if s.only_cross_attention:
+        ax.text(
+            0.9, y,
+            f"C C: in {' and '.join(s.only_cross_attention)} both attention layers read the text "
+            "(only_cross_attention in the config: attn1 is cross-attention), no self-attention",
+            ha="left", va="center", fontsize=9, color=TEXT_COLOR,
+        )  # fmt: skip
 
 
 def unet_diagram(
-    pipe_or_unet: Any, *, latent_size: int | None = None, ax: Axes | None = None
+    structure: UnetStructure | Any,
+    *,
+    latent_size: int | Sequence[int] | None = None,
+    ax: Axes | None = None,
 ) -> Figure:
-    """Draw the UNet as a U: down blocks, mid block, up blocks, skips, where the text enters.
+    """Draw the UNet as a U, with where the timestep and the text enter every block.
 
-    Blocks with cross-attention (`sdviz.attention.cross_attention_layers`) are filled
-    orange; arrows across the U are the skip connections (with how many tensors each up
-    block takes from its level).
+    `structure` is a `sdviz.probes.unet_structure(...)` record, or a pipeline / UNet
+    (its structure is read then, at `latent_size`: default `unet.config.sample_size`).
+    Nothing is run: the record comes from the module tree and config.
 
     Example:
         >>> pipe = sdviz.load()
-        >>> fig = sdviz.figures.unet_diagram(pipe)          # from pipe.unet.config
-        >>> fig = sdviz.figures.unet_diagram(pipe, latent_size=64)   # SD 1.5 at 512 px
+        >>> fig = sdviz.figures.unet_diagram(pipe)
+        >>> fig = sdviz.figures.unet_diagram(sdviz.probes.unet_structure(sd, latent_size=64))
     """
-    blocks = unet_structure(pipe_or_unet, latent_size)
-    unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
-    n = len(unet.config.block_out_channels)
-    in_ch, out_ch = unet.config.in_channels, unet.config.out_channels
-    total = sum(b["cross_attention"] for b in blocks)
+    if isinstance(structure, UnetStructure):
+        if latent_size is not None:
+            raise ValueError(
+                "latent_size applies when a pipeline is passed; a structure record already "
+                "has one: sdviz.probes.unet_structure(pipe, latent_size=...)."
+            )
+        s = structure
+    else:
+        s = unet_structure(structure, latent_size)
+    n = sum(b.part == "down" for b in s.blocks)
+    pos = {b.name: _centre(b, n) for b in s.blocks}
+    bottom = -n * ROW - (2.0 if s.only_cross_attention else 1.5)
+    ends_y, top = 1.3, 3.3
     with style():
         if ax is None:
-            fig = new_figure(None, 3.4 * WIDE, 2.0 + 1.35 * (n + 1))
+            fig = new_figure(None, 17.0, 0.62 * (top + 0.6 - bottom))
             ax = fig.add_subplot()
         fig = figure_of(ax)
-        ax.set_xlim(0, 16)
-        ax.set_ylim(-(n + 0.7), 1.0)
+        ax.set_xlim(0, WIDTH)
+        ax.set_ylim(bottom, top + 0.6)
         ax.axis("off")
-        pos = _draw_blocks(ax, blocks, n)
-        _draw_flow(ax, blocks, pos)
-        x_in, _ = pos["down_blocks.0"]
-        x_out, _ = pos[f"up_blocks.{len(unet.config.up_block_types) - 1}"]
-        ax.text(x_in, 0.75, f"noisy latent x_t ({in_ch} ch) + t", ha="center", fontsize=10)
-        ax.text(x_out, 0.75, f"predicted noise ({out_ch} ch)", ha="center", fontsize=10)
+        for b in s.blocks:
+            _draw_block(ax, b, *pos[b.name])
+        _draw_flow(ax, s, pos)
+        _draw_skips(ax, s, pos)
+        _draw_ends(ax, s, pos, ends_y)
+        _draw_time(ax, s, pos, top)
+        _draw_text(ax, s, pos, ends_y + 0.3)
+        _legend(ax, bottom + (0.95 if s.only_cross_attention else 0.45))
+        _note(ax, s, bottom + 0.4)
+        h, w = s.latent_size
         ax.set_title(
-            f"Inside the UNet: {len(blocks)} blocks, {total} cross-attention layers "
-            "(orange) where the text enters"
+            f"Inside the UNet: {len(s.blocks)} blocks on a {h}×{w} latent, "
+            f"{s.count(RESNET)} ResNets read t, {s.count(CROSS)} cross-attention layers read "
+            f"the text, {s.count(SELF)} self-attention layers"
         )
     return fig

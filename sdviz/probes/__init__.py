@@ -13,7 +13,12 @@ lesson as a record (a dataclass, a dict or tensors). One module per kind of prob
     clip.py        clip_embeddings (figure 8): images and captions embedded by CLIP
     generation.py  guidance_runs (figure 11b), image_to_image, interpolate_prompts:
                    whole generations compared side by side (lesson 8)
+    guidance.py    measured_guidance (figure 11c): the model folder's guidance sweep,
+                   prompts followed and image quality against g (lessons 7, 8)
     timing.py      time_unet (lesson 5): one UNet call timed at several sizes
+    unet.py        unet_structure (figure 9): blocks, layers, skips, where t and the text
+                   enter, read from the module tree; timestep_embeddings (9b): the
+                   loaded UNet's time_proj and time_embedding on every t; sd_skeleton
 
 Figure 6 draws `sdviz.autoencoder.reconstruct`, figure 7 a Run or `sdviz.text.prompt_record`.
 """
@@ -39,6 +44,13 @@ from .noising import (
     predict_noise,
 )
 from .timing import UnetTiming, time_unet
+from .unet import (
+    TimestepEmbeddings,
+    UnetStructure,
+    sd_skeleton,
+    timestep_embeddings,
+    unet_structure,
+)
 
 __all__ = [
     "NoisedImages",
@@ -61,4 +73,9 @@ __all__ = [
     "interpolate_prompts",
     "UnetTiming",
     "time_unet",
+    "UnetStructure",
+    "unet_structure",
+    "TimestepEmbeddings",
+    "timestep_embeddings",
+    "sd_skeleton",
 ]

@@ -1,0 +1,109 @@
+"""Figure 9b — how the UNet knows t: sinusoidal features, then its MLP's embedding.
+
+The noise predictor is told the timestep t as a vector, not a number: `time_proj` writes
+t as sines and cosines at geometrically spaced frequencies (the positional encoding of
+Vaswani et al. 2017, as in DDPM, Ho et al. 2020), and the trained MLP `time_embedding`
+maps those features to the vector every ResNet block adds to its feature maps. The
+figure draws what `sdviz.probes.timestep_embeddings` computed from the loaded UNet: the
+features of every probed t as an image, and how alike the vectors of two timesteps are
+(cosine similarity) before and after the MLP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..probes.unet import TimestepEmbeddings
+from .style import LINE_COLORS, PANEL, SIGNED_CMAP, WIDE, Canvas, expect, new_figure, style
+
+FEATURE_ROWS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 999)  # t drawn in panel 1 (if probed)
+
+
+def timestep_embedding(
+    record: TimestepEmbeddings,
+    *,
+    rows: Sequence[int] | None = None,
+    reference: int | None = None,
+    fig: Canvas | None = None,
+) -> Canvas:
+    """Sinusoidal features of several t (an image: one row per t in `rows`, default those
+    of FEATURE_ROWS that were probed), the cosine similarity of the features and of the
+    MLP's embeddings between every pair of probed t, and both similarities to one
+    `reference` t (default: the probed t nearest the middle).
+
+    Example:
+        >>> emb = sdviz.probes.timestep_embeddings(pipe)
+        >>> fig = sdviz.figures.timestep_embedding(emb)
+    """
+    expect(record, TimestepEmbeddings, "sdviz.probes.timestep_embeddings(pipe)")
+    t = record.timesteps
+    if rows is None:
+        rows = [r for r in FEATURE_ROWS if r in set(t.tolist())] or t[:: max(len(t) // 10, 1)]
+    row_idx = [_index(t, r, "rows") for r in rows]
+    middle = int(t[np.argmin(np.abs(t - (t[0] + t[-1] + 1) / 2))])
+    ref = _index(t, middle if reference is None else reference, "reference")
+    n_feat, n_emb = record.features.shape[1], record.embeddings.shape[1]
+    extent_t = (t[0] - 0.5, t[-1] + 0.5, t[-1] + 0.5, t[0] - 0.5)
+    with style():
+        fig = new_figure(
+            fig,
+            3 * PANEL + WIDE + 2.4,
+            PANEL + 1.8,
+            suptitle=(
+                f"How the UNet knows t: {n_feat} sinusoidal features → MLP → a {n_emb}-wide "
+                "vector added in every ResNet"
+            ),
+        )
+        axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, WIDE / PANEL])
+        im = axes[0].imshow(
+            record.features[row_idx],
+            aspect="auto",
+            cmap=SIGNED_CMAP,
+            vmin=-1,
+            vmax=1,
+            interpolation="nearest",
+        )
+        axes[0].set_yticks(range(len(row_idx)), [str(t[i]) for i in row_idx])
+        halves = "cos | sin" if record.cos_first else "sin | cos"
+        axes[0].set_xlabel(f"feature: {halves}, fast → slow ({n_feat // 2} each)")
+        axes[0].set_ylabel("timestep t")
+        axes[0].set_title("1. time_proj: t as sinusoids")
+        fig.colorbar(im, ax=axes[0], shrink=0.8)
+        for ax, which, title in (
+            (axes[1], "features", "2. cosine sim. of the features"),
+            (axes[2], "embeddings", "3. cosine sim. after the MLP"),
+        ):
+            sim = ax.imshow(
+                record.similarity(which), cmap=SIGNED_CMAP, vmin=-1, vmax=1, extent=extent_t
+            )
+            ax.set_xlabel("timestep t")
+            ax.set_ylabel("timestep t")
+            ax.set_title(title)
+        fig.colorbar(sim, ax=axes[1:3], shrink=0.8)
+        ax = axes[3]
+        for which, label, color, ls in (
+            ("features", "sinusoidal features", LINE_COLORS[0], "--"),
+            ("embeddings", "after the MLP", LINE_COLORS[1], "-"),
+        ):
+            ax.plot(t, record.similarity(which)[ref], ls, color=color, label=label)
+        ax.axvline(t[ref], color="black", linewidth=0.8)
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlabel("timestep t")
+        ax.set_ylabel(f"cosine similarity to t={t[ref]}")
+        ax.set_title(f"4. how alike t and t={t[ref]} look")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left")
+    return fig
+
+
+def _index(t: np.ndarray, value: int, what: str) -> int:
+    hits = np.flatnonzero(t == value)
+    if not len(hits):
+        raise ValueError(
+            f"{what}: t={value} was not probed; the record holds t = {t[0]}..{t[-1]} "
+            f"({len(t)} values)."
+        )
+    return int(hits[0])
