@@ -12,6 +12,7 @@ transformers classes at no memory cost:
 
     facts = architecture_facts("sdxl")      # parameters per component, tokens, latents...
     maps = attention_map_shapes("flux-dev")  # (steps, tokens, h, w) of per-word maps
+    pipe = architecture_pipeline("sd3-medium", device="cuda")  # random weights, fp16
 
 Defaults that are not in a config (steps, guidance, T5's sequence length) are read from
 the pipeline class's own `__call__` signature.
@@ -28,7 +29,16 @@ from typing import Any
 
 import torch
 
-from .builder import count_parameters
+from .builder import (
+    FLUX_SCHEDULE,
+    SD3_SCHEDULE,
+    SD_SCHEDULE,
+    TINY_WORDS,
+    count_parameters,
+    t5_tokenizer,
+)
+from .seeding import drawing_from
+from .tokenizer import build_tokenizer
 
 # --- the published configs (model repositories' config.json, transcribed) ----------------
 
@@ -78,6 +88,11 @@ _VAE = dict(
     layers_per_block=2,
 )
 
+# SD's training noise schedule, as the PNDM and Euler schedulers of SD 1.5 and SDXL take it
+_SD_SCHEDULE = {
+    k: v for k, v in SD_SCHEDULE.items() if k not in ("clip_sample", "set_alpha_to_one")
+}
+
 Component = tuple[str, str, dict[str, Any]]  # (library, class name, config)
 
 
@@ -107,7 +122,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             ),
             "vae": ("diffusers", "AutoencoderKL", dict(_VAE, latent_channels=4, sample_size=512)),
         },
-        ("PNDMScheduler", dict(beta_schedule="scaled_linear", skip_prk_steps=True)),
+        ("PNDMScheduler", dict(_SD_SCHEDULE, skip_prk_steps=True)),
     ),
     "sdxl": Architecture(
         "SDXL base 1.0",
@@ -143,7 +158,10 @@ ARCHITECTURES: dict[str, Architecture] = {
                 dict(_VAE, latent_channels=4, sample_size=1024, scaling_factor=0.13025),
             ),
         },
-        ("EulerDiscreteScheduler", dict(beta_schedule="scaled_linear", steps_offset=1)),
+        (
+            "EulerDiscreteScheduler",
+            dict(_SD_SCHEDULE, timestep_spacing="leading", interpolation_type="linear"),
+        ),
     ),
     "sd3-medium": Architecture(
         "Stable Diffusion 3 medium",
@@ -184,7 +202,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 ),
             ),
         },
-        ("FlowMatchEulerDiscreteScheduler", dict(shift=3.0)),
+        ("FlowMatchEulerDiscreteScheduler", SD3_SCHEDULE),
     ),
     "flux-dev": Architecture(
         "FLUX.1 [dev]",
@@ -223,10 +241,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 ),
             ),
         },
-        (
-            "FlowMatchEulerDiscreteScheduler",
-            dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15),
-        ),
+        ("FlowMatchEulerDiscreteScheduler", FLUX_SCHEDULE),
     ),
 }
 
@@ -243,12 +258,71 @@ def _architecture(name: str) -> Architecture:
 def meta_component(name: str, component: str) -> torch.nn.Module:
     """The network `component` of architecture `name`, built on the meta device: real
     classes, real shapes, no weights allocated (and no forward pass possible)."""
-    library, class_name, config = _architecture(name).components[component]
-    cls = getattr(importlib.import_module(library), class_name)
     with torch.device("meta"):
-        if library == "transformers":
-            return cls(cls.config_class(**config))
-        return cls(**config)
+        return _instance(_architecture(name), component)
+
+
+def _instance(arch: Architecture, component: str) -> torch.nn.Module:
+    library, class_name, config = arch.components[component]
+    cls = getattr(importlib.import_module(library), class_name)
+    if library == "transformers":
+        return cls(cls.config_class(**config))
+    return cls(**config)
+
+
+# what each pipeline class is built without (SD's safety checker, SDXL's watermark)
+_WITHOUT = {
+    "StableDiffusionPipeline": dict(
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    ),
+    "StableDiffusionXLPipeline": dict(add_watermarker=False),
+}
+
+
+def architecture_pipeline(
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float16,
+    seed: int = 0,
+) -> Any:
+    """Architecture `name` as a runnable pipeline with random weights, built on `device`.
+
+    Every network as published; the tokenizers are small ones built in code (the real
+    vocabularies cannot be downloaded here), whose ids all fit the real embedding tables.
+    For checks that need the real shapes and cost, not the real images (a GPU run of
+    SDXL or SD3-medium). Each network is drawn in fp32 on `device` (seeded, the global
+    RNG untouched), then cast to `dtype`: the peak is the largest network in fp32 plus
+    the rest in `dtype` (SDXL ~12 GB, SD3-medium ~22 GB, Flux-dev ~80 GB at fp16).
+    ``device="meta"`` builds it without memory (it cannot run).
+    """
+    import diffusers
+
+    arch = _architecture(name)
+    device = torch.device(device)
+    parts: dict[str, Any] = {}
+    for component in arch.components:
+        with torch.device(device):
+            if device.type == "meta":
+                module = meta_component(name, component)
+            else:
+                generator = torch.Generator(device).manual_seed(seed)
+                with drawing_from(generator):  # the global RNG is untouched
+                    module = _instance(arch, component)
+        parts[component] = module.to(dtype=dtype).eval()
+    for component, (_, class_name, _) in arch.components.items():
+        if component.startswith("text_encoder"):
+            tokenizer = "tokenizer" + component.removeprefix("text_encoder")
+            parts[tokenizer] = (
+                t5_tokenizer()
+                if class_name == "T5EncoderModel"
+                else build_tokenizer([TINY_WORDS], model_max_length=77)
+            )
+    scheduler_name, scheduler_config = arch.scheduler
+    parts["scheduler"] = getattr(diffusers, scheduler_name)(**scheduler_config)
+    pipe = getattr(diffusers, arch.pipeline)(**parts, **_WITHOUT.get(arch.pipeline, {}))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def _call_default(pipeline: str, argument: str) -> Any:
@@ -294,7 +368,7 @@ class ArchitectureFacts:
         return sum(self.parameters.values())
 
 
-def _text_facts(name: str, arch: Architecture, modules: dict[str, Any]) -> list:
+def _text_facts(arch: Architecture, modules: dict[str, Any]) -> list[TextEncoderFacts]:
     t5_tokens = _call_default(arch.pipeline, "max_sequence_length")
     out = []
     for component, (_, class_name, config) in arch.components.items():
@@ -365,7 +439,7 @@ def architecture_facts(name: str) -> ArchitectureFacts:
     packed = int(math.isqrt(config["in_channels"] // vae["latent_channels"]))
     patch = config.get("patch_size", 1) if kind == "transformer" else 1
     grid = side // (patch * packed)
-    text = _text_facts(name, arch, modules)
+    text = _text_facts(arch, modules)
     if arch.pipeline == "StableDiffusion3Pipeline":  # CLIP's tokens, then T5's, one sequence
         text_tokens = text[0].tokens + text[-1].tokens
     elif arch.pipeline == "FluxPipeline":  # T5's tokens only (CLIP gives its pooled vector)

@@ -9,9 +9,11 @@ import pytest
 from sdviz.architectures import (
     ARCHITECTURES,
     architecture_facts,
+    architecture_pipeline,
     attention_map_shapes,
     meta_component,
 )
+from sdviz.builder import count_parameters
 
 # published parameter counts (model cards, papers), to the precision they are quoted
 CLIP_L, CLIP_G, T5_XXL = 123.06e6, 694.7e6, 4.762e9
@@ -97,3 +99,20 @@ def test_per_word_maps_fit_in_256_mb_where_every_head_would_not(facts):
 def test_unknown_architecture_names_the_known_ones():
     with pytest.raises(ValueError, match="sdxl"):
         architecture_facts("sd4")
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_architecture_pipeline_assembles_the_published_networks(name):
+    """Built on the meta device: the pipeline class, its networks as in the facts, and
+    tokenizers whose every id fits its text encoder's embedding table."""
+    import diffusers
+
+    pipe = architecture_pipeline(name, device="meta")
+    f = architecture_facts(name)
+    assert type(pipe) is getattr(diffusers, f.pipeline)
+    for component, count in f.parameters.items():
+        assert count_parameters(getattr(pipe, component)) == count
+    for encoder in f.text_encoders:
+        tokenizer = getattr(pipe, "tokenizer" + encoder.component.removeprefix("text_encoder"))
+        assert len(tokenizer) <= getattr(pipe, encoder.component).config.vocab_size
+    assert type(pipe.scheduler).__name__ == f.scheduler
