@@ -8,9 +8,18 @@ import torch
 from sdviz.builder import tiny_pipeline
 from sdviz.pipeline import set_scheduler
 from sdviz.tracing import generate, trace
-from sdviz.tracing.keys import KEYS, TABLE, describe, expected_keys, markdown_table
+from sdviz.tracing.keys import (
+    CONDITIONS,
+    FAMILIES,
+    KEYS,
+    TABLE,
+    describe,
+    expected_keys,
+    markdown_table,
+)
 
 FAMILY = "stable-diffusion"
+SD_CONDITIONS = {"text", "negative", "cfg", "diffusion", "alphas", "decoded", "attention"}
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +35,13 @@ def _call(pipe, **kw):
 @pytest.mark.parametrize(
     ("options", "call", "conditions"),
     [
-        ({}, {}, {"text", "cfg", "alphas", "decoded", "attention"}),
-        ({}, {"guidance_scale": 1.0}, {"text", "alphas", "decoded", "attention"}),
-        ({"attention": None}, {"output_type": "latent"}, {"text", "cfg", "alphas"}),
+        ({}, {}, {"text", "negative", "cfg", "diffusion", "alphas", "decoded", "attention"}),
+        ({}, {"guidance_scale": 1.0}, {"text", "diffusion", "alphas", "decoded", "attention"}),
+        (
+            {"attention": None},
+            {"output_type": "latent"},
+            {"text", "negative", "cfg", "diffusion", "alphas"},
+        ),
     ],
 )
 def test_raw_trace_holds_exactly_the_documented_keys(pipe, options, call, conditions):
@@ -47,14 +60,15 @@ def test_sigma_scheduler_and_layers_add_their_keys(pipe):
         pipe.scheduler = original
     run = tr.last
     layers = [name for name in run["attention.layers"] if name.startswith("up_blocks")]
-    conditions = {"text", "cfg", "alphas", "sigmas", "decoded", "attention", "layers"}
+    conditions = {"text", "negative", "cfg", "diffusion", "alphas", "sigmas", "decoded"}
+    conditions |= {"attention", "layers"}
     assert layers and set(run) == expected_keys(FAMILY, conditions, layers)
     assert run.attention_layers == ["attention." + name for name in layers]
 
 
 def test_generate_holds_the_same_keys_as_a_raw_trace(pipe):
     run = generate(pipe, "a red circle", steps=2, guidance_scale=3.0)
-    assert set(run) == expected_keys(FAMILY, {"text", "cfg", "alphas", "decoded", "attention"})
+    assert set(run) == expected_keys(FAMILY, SD_CONDITIONS)
 
 
 def test_repr_prints_each_keys_meaning(pipe):
@@ -75,16 +89,8 @@ def test_table_is_well_formed():
     for key in KEYS:
         component, _, output = key.name.partition(".")
         assert component and output and key.meaning and key.shape
-        assert set(key.when.split("+")) <= {
-            "always",
-            "text",
-            "cfg",
-            "alphas",
-            "sigmas",
-            "decoded",
-            "attention",
-            "layers",
-        }
+        assert set(key.when.split("+")) <= set(CONDITIONS)
+        assert key.families and set(key.families) <= set(FAMILIES)
     assert "| `denoiser.latents` |" in markdown_table()
     with pytest.raises(KeyError, match="not a Run key"):
         describe("unet.latents")
@@ -108,8 +114,7 @@ def test_sd2_style_v_prediction_run_holds_the_same_keys(device):
     with trace(v_pipe) as tr:
         _call(v_pipe)
     assert tr.last["denoiser.prediction_type"] == "v_prediction"
-    conditions = {"text", "cfg", "alphas", "decoded", "attention"}
-    assert set(tr.last) == expected_keys(FAMILY, conditions)
+    assert set(tr.last) == expected_keys(FAMILY, SD_CONDITIONS)
 
 
 def test_accessors_answer_the_lessons_questions(pipe):
@@ -130,3 +135,73 @@ def test_accessors_answer_the_lessons_questions(pipe):
         run.word_map("circle", layer="down_blocks.0.attentions.0.transformer_blocks.0.attn2")
     with pytest.raises(ValueError, match="not a token"):
         run.word_map("square")
+
+
+# -- today's families: each Run holds exactly its family's documented keys ---------------
+def _tiny(family: str):
+    from sdviz import builder
+
+    return getattr(builder, f"tiny_{family}_pipeline")(seed=0)
+
+
+def _family_call(pipe, **kw):
+    kw = {"output_type": "pt", **kw}
+    size = dict(height=64, width=64, num_inference_steps=2)
+    return pipe("a red circle", generator=torch.Generator().manual_seed(0), **size, **kw)
+
+
+@pytest.mark.parametrize(
+    ("family", "options", "call", "conditions"),
+    [
+        # SD3: CFG encodes the (empty) negative prompt with all three encoders
+        ("sd3", {}, {}, {"text", "negative", "cfg", "flow", "sigmas", "decoded", "attention"}),
+        (
+            "sd3",
+            {"image_to_text": True},
+            {"guidance_scale": 1.0},
+            {"text", "flow", "sigmas", "decoded", "attention", "image_to_text"},
+        ),
+        (
+            "sd3",
+            {"attention": None},
+            {"output_type": "latent"},
+            {"text", "negative", "cfg", "flow", "sigmas"},
+        ),
+        # Flux dev: guidance distilled, no unconditional branch
+        ("flux", {}, {}, {"text", "flow", "sigmas", "distilled", "decoded", "attention"}),
+        # SDXL: an empty negative prompt is zeroed, not encoded; a given one is encoded
+        ("sdxl", {}, {}, {"text", "cfg", "diffusion", "alphas", "sigmas", "decoded", "attention"}),
+        (
+            "sdxl",
+            {},
+            {"negative_prompt": "blue"},
+            {"text", "negative", "cfg", "diffusion", "alphas", "sigmas", "decoded", "attention"},
+        ),
+    ],
+)
+def test_each_family_holds_exactly_its_documented_keys(family, options, call, conditions):
+    pipe = _tiny(family)
+    with trace(pipe, **options) as tr:
+        _family_call(pipe, **call)
+    assert set(tr.last) == expected_keys(family, conditions)
+
+
+def test_flux_without_guidance_embedding_holds_no_guidance_key():
+    from sdviz.builder import tiny_flux_pipeline
+
+    pipe = tiny_flux_pipeline(seed=0, guidance_embeds=False)
+    with trace(pipe, attention_layers="single_transformer_blocks.1") as tr:
+        _family_call(pipe)
+    layer = "single_transformer_blocks.1.attn"
+    conditions = {"text", "flow", "sigmas", "decoded", "attention", "layers"}
+    assert set(tr.last) == expected_keys("flux", conditions, [layer])
+    assert tr.last["attention." + layer].shape == tr.last["attention.maps"].shape
+
+
+def test_flow_families_hold_no_alpha_bar_and_diffusion_ones_no_velocity():
+    for family in ("sd3", "flux"):
+        keys = expected_keys(family, CONDITIONS)
+        assert "scheduler.step_alpha_bar" not in expected_keys(family, {"flow", "text"})
+        assert "denoiser.velocity" in keys and "denoiser.noise_pred" not in keys
+    assert describe("scheduler.step_alpha_bar").when == "diffusion"
+    assert "denoiser.velocity" not in expected_keys("sdxl", CONDITIONS)

@@ -1,6 +1,7 @@
 """Trace a diffusion generation: `with sdviz.trace(pipe) as tr: pipe(...)`.
 
-Stable Diffusion (Rombach et al. 2022) turns a prompt into CLIP token embeddings,
+Stable Diffusion (Rombach et al. 2022; SDXL, Podell et al. 2023; SD3, Esser et al. 2024;
+and Flux.1, Black Forest Labs 2024, alike) turns a prompt into CLIP token embeddings,
 denoises random latents x_T with a UNet guided by those embeddings under a scheduler
 (DDPM, Ho et al. 2020; DDIM, Song et al. 2021; classifier-free guidance, Ho &
 Salimans 2022), and decodes the final latents with a VAE. A trace records every stage
@@ -54,6 +55,7 @@ def trace(
     attention_layers: str | Sequence[str] | None = None,
     attention_heads: bool = False,
     budget_mb: float = 1024.0,
+    image_to_text: bool = False,
 ) -> Tracer:
     """Record every stage of the `pipe(...)` calls made inside a with-block.
 
@@ -64,6 +66,12 @@ def trace(
     layer's heads when no filter is given). A capture whose estimated memory exceeds
     `budget_mb` (MiB) raises `TraceBudgetError` at the first denoiser call, before any
     denoising. Each `pipe(...)` call becomes one `Run` of the returned `Trace`.
+
+    Families: Stable Diffusion 1.x/2.x and SDXL (a UNet's cross-attention), SD3/3.5 and
+    Flux.1 (a transformer's joint attention: sdviz.joint_attention; the maps are the image
+    tokens' attention over the text tokens, softmax over the text only, on the
+    transformer's patch grid). `image_to_text=True` also keeps, for SD3 and Flux, the
+    other direction: where each text token's query reads in the image.
 
     Example:
         >>> with sdviz.trace(pipe, attention_layers="up_blocks.1") as tr:
@@ -77,7 +85,9 @@ def trace(
     trace sees token ids after truncation: "tokenizer.truncated" is None when the prompt
     filled every position (words may have been cut; `generate` knows which).
     """
-    return Tracer(pipe, attention, attention_layers, attention_heads, budget_mb)
+    return Tracer(
+        pipe, attention, attention_layers, attention_heads, budget_mb, image_to_text=image_to_text
+    )
 
 
 def vocabulary_notice(pipe: Any, prompt: str) -> str | None:
@@ -184,6 +194,7 @@ def generate(
     attention_layers: str | Sequence[str] | None = None,
     attention_heads: bool = False,
     budget_mb: float = 1024.0,
+    image_to_text: bool = False,
 ) -> Run:
     """Generate one image with `pipe` and return its traced `Run` (inputs checked first).
 
@@ -203,7 +214,9 @@ def generate(
         "pipeline.seed": seed,
         "tokenizer.truncated": truncated_tokens(pipe.tokenizer, prompt),
     }
-    tracer = Tracer(pipe, attention, attention_layers, attention_heads, budget_mb, known)
+    tracer = Tracer(
+        pipe, attention, attention_layers, attention_heads, budget_mb, known, image_to_text
+    )
     generator = None if seed is None else torch.Generator(pipe.device).manual_seed(seed)
     with _one_truncation_message(truncation_notice(pipe.tokenizer, prompt)), tracer as tr:
         pipe(

@@ -14,15 +14,25 @@ Shapes: S denoiser calls (steps), T scheduler timesteps in all, L the tokenizer'
 `model_max_length`, d the text encoder's width, (c, h, w) the latent, (H, W) the image,
 N the train timesteps. `when` says which runs hold the key ("text+cfg": both held):
 
-    always      every run
-    text        the text encoder ran inside the trace
-    cfg         classifier-free guidance ran (an unconditional branch exists)
-    alphas      the scheduler has alphas_cumprod (DDPM-family noise schedules)
-    sigmas      the scheduler keeps a sigma per step (Euler, LMS, DPM++ K, flow matching)
-    decoded     the VAE decoded the final latents (not output_type="latent")
-    attention   attention="aggregate" (the default)
-    layers      attention_layers selected layers whose own maps are kept
-    generate    made by `sdviz.generate`, which knows the call's inputs
+    always          every run
+    text            the text encoder(s) ran inside the trace
+    negative        the negative prompt went through the text encoder(s) too (under cfg;
+                    SDXL zeroes an empty one instead: force_zeros_for_empty_prompt)
+    cfg             classifier-free guidance ran (an unconditional branch exists)
+    diffusion       a diffusion scheduler (DDPM family: SD 1.x/2.x, SDXL): alpha-bar per
+                    step, epsilon predictions
+    flow            a flow-matching scheduler (SD3, Flux; Lipman et al. 2023, Esser et al.
+                    2024): x_t = (1 - sigma) x0 + sigma noise, velocity predictions, no alpha-bar
+    alphas          the scheduler has alphas_cumprod (DDPM-family noise schedules)
+    sigmas          the scheduler keeps a sigma per step (Euler, LMS, DPM++ K, flow matching)
+    distilled       guidance-distilled (Flux dev): the scale enters as an embedding
+    decoded         the VAE decoded the final latents (not output_type="latent")
+    attention       attention="aggregate" (the default)
+    image_to_text   image_to_text=True on a joint-attention family (SD3, Flux)
+    layers          attention_layers selected layers whose own maps are kept
+
+A key's `families` says which pipelines can hold it at all: "stable-diffusion" (SD 1.x
+/ 2.x), "sdxl", "sd3" (SD3 / 3.5) and "flux" (Flux.1).
 
 `sdviz.tracing.record` builds Runs from this table only (a key missing from it is a
 bug it refuses), `Run.__repr__` prints the meanings, figures name keys from it, and
@@ -34,10 +44,29 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-FAMILIES = ("stable-diffusion",)  # SD 1.x / 2.x; SDXL, SD3 and Flux add theirs
-CONDITIONS = ("always", "text", "cfg", "alphas", "sigmas", "decoded", "attention", "layers")
+FAMILIES = ("stable-diffusion", "sdxl", "sd3", "flux")  # SD 1.x/2.x, SDXL, SD3/3.5, Flux.1
+CONDITIONS = (
+    "always",
+    "text",
+    "negative",
+    "cfg",
+    "diffusion",
+    "flow",
+    "alphas",
+    "sigmas",
+    "distilled",
+    "decoded",
+    "attention",
+    "image_to_text",
+    "layers",
+)
 
 LAYER_PREFIX = "attention."  # per-layer maps: "attention.<module path of the layer>"
+
+SD, XL, SD3, FLUX = FAMILIES
+UNETS = (SD, XL)
+TRANSFORMERS = (SD3, FLUX)
+SEVERAL_ENCODERS = (XL, SD3, FLUX)
 
 
 @dataclass(frozen=True)
@@ -51,24 +80,93 @@ class Key:
     families: tuple[str, ...] = FAMILIES
 
 
+def _tokenizer(n: str, families: tuple[str, ...], negatives: tuple[str, ...], what: str):
+    """The token keys of tokenizer number n ('' for the first)."""
+    t = f"tokenizer{n}."
+    keys = [
+        Key(t + "input_ids", "(L,) int64", f"{what}: token ids it saw, padded", "text", families),
+        Key(
+            t + "tokens", "list[str] (L)", f"{what}: the tokens, padding included", "text", families
+        ),
+        Key(t + "n_tokens", "int", f"{what}: real tokens, start/end included", "text", families),
+    ]
+    keys += [
+        Key(
+            t + "negative_input_ids",
+            "(L,) int64",
+            f"{what}: the negative prompt's ids",
+            "text+negative",
+            negatives,
+        ),
+        Key(
+            t + "negative_tokens",
+            "list[str] (L)",
+            f"{what}: the negative prompt's tokens",
+            "text+negative",
+            negatives,
+        ),
+        Key(
+            t + "negative_n_tokens",
+            "int",
+            f"{what}: the negative prompt's real tokens",
+            "text+negative",
+            negatives,
+        ),
+    ]
+    return keys
+
+
 _K = Key
 KEYS: tuple[Key, ...] = (
     # -- the call ------------------------------------------------------------------------
-    _K("pipeline.family", "str", "which kind of pipeline ran ('stable-diffusion')"),
+    _K("pipeline.family", "str", "which kind of pipeline ran: " + ", ".join(FAMILIES)),
     _K("pipeline.class_name", "str", "the diffusers pipeline class"),
     _K("pipeline.prompt", "str", "the prompt (decoded from the token ids in a raw trace)"),
     _K("pipeline.negative_prompt", "str | None", "the negative prompt; None when empty"),
-    _K("pipeline.guidance_scale", "float", "classifier-free guidance scale g (1 = none)"),
+    _K("pipeline.guidance_scale", "float", "guidance scale g (CFG's, or Flux's embedded one)"),
     _K("pipeline.do_classifier_free_guidance", "bool", "whether an unconditional branch ran"),
     _K("pipeline.guidance_rescale", "float", "guidance rescale (Lin et al. 2024); 0 = off"),
     _K("pipeline.num_inference_steps", "int", "denoising steps asked for"),
     _K("pipeline.height", "int", "image height in pixels (H)"),
     _K("pipeline.width", "int", "image width in pixels (W)"),
     _K("pipeline.seed", "int | None", "the generator's seed; None when unknown or random"),
-    # -- tokenizer -----------------------------------------------------------------------
-    _K("tokenizer.input_ids", "(L,) int64", "token ids the text encoder saw, padded", "text"),
-    _K("tokenizer.tokens", "list[str] (L)", "the tokens of input_ids, padding included", "text"),
-    _K("tokenizer.n_tokens", "int", "real tokens, start and end included", "text"),
+    _K(
+        "pipeline.prompt_embeds",
+        "(L_all, d_all)",
+        "the text sequence the denoiser reads: every encoder's tokens joined (SDXL: along "
+        "channels; SD3: CLIP-L|CLIP-G along channels, zero-padded, then T5 along tokens)",
+        families=(XL, SD3),
+    ),
+    _K(
+        "pipeline.negative_prompt_embeds",
+        "(L_all, d_all)",
+        "the unconditional branch's text sequence",
+        "cfg",
+        (XL, SD3),
+    ),
+    _K(
+        "pipeline.pooled_prompt_embeds",
+        "(d_pool,)",
+        "one vector for the whole prompt (CLIP's pooled output), added to the timestep "
+        "embedding: it reaches every layer, but no attention map shows it",
+        families=SEVERAL_ENCODERS,
+    ),
+    _K(
+        "pipeline.negative_pooled_prompt_embeds",
+        "(d_pool,)",
+        "the unconditional branch's pooled vector",
+        "cfg",
+        (XL, SD3),
+    ),
+    _K(
+        "pipeline.add_time_ids",
+        "(6,)",
+        "SDXL's size conditioning: original (h, w), crop top-left (y, x), target (h, w) in "
+        "pixels, embedded like the timestep",
+        families=(XL,),
+    ),
+    # -- tokenizers ----------------------------------------------------------------------
+    *_tokenizer("", FAMILIES, (SD, XL, SD3), "first tokenizer (CLIP; CLIP-L in SD3)"),
     _K(
         "tokenizer.truncated",
         "list[str] | None",
@@ -76,12 +174,43 @@ KEYS: tuple[Key, ...] = (
         "filled all L positions, so words may have been cut",
         "text",
     ),
-    _K("tokenizer.negative_input_ids", "(L,) int64", "the negative prompt's ids", "text+cfg"),
-    _K("tokenizer.negative_tokens", "list[str] (L)", "the negative prompt's tokens", "text+cfg"),
-    _K("tokenizer.negative_n_tokens", "int", "the negative prompt's real tokens", "text+cfg"),
-    # -- text encoder --------------------------------------------------------------------
-    _K("text_encoder.prompt_embeds", "(L, d)", "token vectors the denoiser reads"),
-    _K("text_encoder.negative_prompt_embeds", "(L, d)", "the unconditional branch's", "cfg"),
+    *_tokenizer("_2", SEVERAL_ENCODERS, (XL, SD3), "second tokenizer (CLIP-G; Flux: T5)"),
+    *_tokenizer("_3", (SD3,), (SD3,), "third tokenizer (T5)"),
+    # -- text encoders -------------------------------------------------------------------
+    _K(
+        "text_encoder.prompt_embeds",
+        "(L, d)",
+        "token vectors the denoiser reads (SDXL/SD3: this encoder's slice of them)",
+        families=(SD, XL, SD3),
+    ),
+    _K(
+        "text_encoder.negative_prompt_embeds",
+        "(L, d)",
+        "the unconditional branch's",
+        "cfg",
+        (SD, XL, SD3),
+    ),
+    _K(
+        "text_encoder_2.prompt_embeds",
+        "(L_2, d_2)",
+        "the second encoder's token vectors the denoiser reads (Flux: T5's, all of them)",
+        families=SEVERAL_ENCODERS,
+    ),
+    _K(
+        "text_encoder_2.negative_prompt_embeds",
+        "(L_2, d_2)",
+        "the unconditional branch's",
+        "cfg",
+        (XL, SD3),
+    ),
+    _K("text_encoder_3.prompt_embeds", "(L_3, d_3)", "T5's token vectors", families=(SD3,)),
+    _K(
+        "text_encoder_3.negative_prompt_embeds",
+        "(L_3, d_3)",
+        "the unconditional branch's T5 vectors",
+        "cfg",
+        (SD3,),
+    ),
     # -- scheduler -----------------------------------------------------------------------
     _K("scheduler.name", "str", "the scheduler class"),
     _K("scheduler.config", "dict", "the scheduler's config"),
@@ -89,22 +218,121 @@ KEYS: tuple[Key, ...] = (
     _K("scheduler.alphas_cumprod", "(N,)", "alpha-bar of every train timestep", "alphas"),
     _K("scheduler.sigmas", "(T+1,)", "the whole sigma schedule (ends at 0)", "sigmas"),
     _K("scheduler.step_timestep", "(S,)", "timestep t given to the denoiser per step"),
-    _K("scheduler.step_alpha_bar", "(S,)", "alpha-bar_t: signal fraction of x_t's variance"),
-    _K("scheduler.step_sigma", "(S,)", "noise-to-signal sqrt((1-abar)/abar) per step"),
+    _K(
+        "scheduler.step_alpha_bar",
+        "(S,)",
+        "alpha-bar_t: signal fraction of x_t's variance (diffusion only: flow matching has none)",
+        "diffusion",
+        UNETS,
+    ),
+    _K(
+        "scheduler.step_sigma",
+        "(S,)",
+        "sigma per step; diffusion: noise-to-signal sqrt((1-abar)/abar); flow matching: "
+        "the noise weight of x_t = (1 - sigma) x0 + sigma noise",
+    ),
+    _K(
+        "scheduler.shift",
+        "float",
+        "flow matching's time shift s (sigma <- s sigma / (1 + (s-1) sigma)); Flux's dynamic "
+        "shift: s = e^mu, mu growing with the image's token count",
+        "flow",
+    ),
     # -- denoiser ------------------------------------------------------------------------
     _K("denoiser.name", "str", "the component that denoised: 'unet' or 'transformer'"),
-    _K("denoiser.prediction_type", "str", "what it predicts: epsilon, v_prediction, ..."),
+    _K("denoiser.prediction_type", "str", "what it predicts: epsilon, v_prediction, flow"),
     _K(
         "denoiser.latents",
         "(S+1, c, h, w)",
-        "x_t entering each step, then the final latents (S entries without a decode)",
+        "x_t entering each step, then the final latents (S entries without a decode); "
+        "Flux's 2x2-packed tokens unpacked to the latent grid",
     ),
-    _K("denoiser.noise_pred_uncond", "(S, c, h, w)", "epsilon-hat of the unconditional branch"),
-    _K("denoiser.noise_pred_text", "(S, c, h, w)", "epsilon-hat given the prompt"),
-    _K("denoiser.noise_pred", "(S, c, h, w)", "guided epsilon-hat the scheduler used"),
-    _K("denoiser.pred_original_sample", "(S, c, h, w)", "x0-hat: the clean latent it implies"),
+    _K(
+        "denoiser.noise_pred_uncond",
+        "(S, c, h, w)",
+        "epsilon-hat of the unconditional branch",
+        "diffusion",
+        UNETS,
+    ),
+    _K(
+        "denoiser.noise_pred_text",
+        "(S, c, h, w)",
+        "epsilon-hat given the prompt",
+        "diffusion",
+        UNETS,
+    ),
+    _K(
+        "denoiser.noise_pred",
+        "(S, c, h, w)",
+        "guided epsilon-hat the scheduler used",
+        "diffusion",
+        UNETS,
+    ),
+    _K(
+        "denoiser.velocity_uncond",
+        "(S, c, h, w)",
+        "velocity v-hat = noise - x0 of the unconditional branch",
+        "flow+cfg",
+        TRANSFORMERS,
+    ),
+    _K(
+        "denoiser.velocity_text",
+        "(S, c, h, w)",
+        "velocity v-hat given the prompt",
+        "flow",
+        TRANSFORMERS,
+    ),
+    _K(
+        "denoiser.velocity",
+        "(S, c, h, w)",
+        "guided velocity the scheduler used: x_next = x_t + (sigma_next - sigma) v",
+        "flow",
+        TRANSFORMERS,
+    ),
+    _K(
+        "denoiser.pred_original_sample",
+        "(S, c, h, w)",
+        "x0-hat: the clean latent it implies (flow: x_t - sigma v)",
+    ),
+    _K(
+        "denoiser.guidance",
+        "float",
+        "the guidance scale the denoiser reads as an embedding (guidance-distilled Flux): "
+        "no unconditional branch runs",
+        "distilled",
+        (FLUX,),
+    ),
     # -- attention -----------------------------------------------------------------------
-    _K("attention.maps", "(S, L, h, w)", "per-token maps, mean of heads and layers", "attention"),
+    _K(
+        "attention.maps",
+        "(S, L, h_a, w_a)",
+        "per-token maps, mean of heads and layers; each image position's row sums to 1 over "
+        "the L text tokens (SD3/Flux: image queries over text keys, softmax over text only); "
+        "(h_a, w_a): the latent (UNet) or the transformer's patch grid",
+        "attention",
+    ),
+    _K(
+        "attention.text_sequence",
+        "dict[str, (start, stop)]",
+        "which rows of the maps come from which tokenizer",
+        "attention",
+    ),
+    _K(
+        "attention.text_share",
+        "(S, h_a, w_a)",
+        "joint attention: the share of each image token's attention (softmax over text and "
+        "image keys) that goes to the text; the rest reads the image itself",
+        "attention",
+        TRANSFORMERS,
+    ),
+    _K(
+        "attention.image_to_text_maps",
+        "(S, L, h_a, w_a)",
+        "joint attention the other way: where each text token's query reads in the image "
+        "(softmax over the image keys only)",
+        "attention+image_to_text",
+        TRANSFORMERS,
+    ),
     _K("attention.layers", "list[str]", "module paths of the text-attention layers", "attention"),
     _K("attention.n_layers", "int", "how many layers attend to the text", "attention"),
     _K(
@@ -115,6 +343,12 @@ KEYS: tuple[Key, ...] = (
     ),
     # -- VAE -----------------------------------------------------------------------------
     _K("vae.scaling_factor", "float", "latent scale: the denoiser works on z * this"),
+    _K(
+        "vae.shift_factor",
+        "float",
+        "latent shift: the denoiser works on (z - shift) * scale",
+        families=TRANSFORMERS,
+    ),
     _K("vae.downsampling_factor", "int", "pixels per latent cell (H = h * this)"),
     _K("vae.image", "(3, H, W) in [0, 1]", "the decoded image", "decoded"),
     _K("vae.preview_coefficients", "(c+1, 3)", "least-squares latent->RGB map", "decoded"),
@@ -167,6 +401,8 @@ def check_keys(names: Iterable[str]) -> None:
 
 def markdown_table() -> str:
     """The table as Markdown (for the README)."""
-    rows = ["| key | shape | meaning | when |", "| --- | --- | --- | --- |"]
-    rows += [f"| `{k.name}` | {k.shape} | {k.meaning} | {k.when} |" for k in KEYS]
+    rows = ["| key | shape | meaning | when | families |", "| --- | --- | --- | --- | --- |"]
+    for k in KEYS:
+        families = "all" if set(k.families) == set(FAMILIES) else ", ".join(k.families)
+        rows.append(f"| `{k.name}` | {k.shape} | {k.meaning} | {k.when} | {families} |")
     return "\n".join(rows)

@@ -10,6 +10,7 @@ the linear latent->RGB preview, and names every value by the key table
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,10 @@ import torch
 
 from .keys import LAYER_PREFIX, check_keys
 from .run import Run, fit_preview
+
+# a pipeline's text encoders and their tokenizers, numbered as diffusers numbers them
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+TOKENIZERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 
 
 @dataclass
@@ -28,25 +33,34 @@ class Schedule:
     offset: int  # index of the first visited timestep in `timesteps` (img2img starts late)
     timesteps: torch.Tensor  # (T,) the scheduler's whole schedule, CPU
     sigmas: torch.Tensor | None  # (T+1,) for sigma schedulers, CPU; else None
-    abar: torch.Tensor  # (T,) alpha-bar of each timestep, CPU
-    abar_device: torch.Tensor  # the same on the pipeline's device (no host sync per step)
+    abar: torch.Tensor | None  # (T,) alpha-bar of each timestep, CPU; None for flow matching
+    abar_device: torch.Tensor  # alpha-bar (flow: sigma) per timestep on the pipeline's device
     guidance: float  # g, applied only under cfg
     rescale: float  # guidance rescale (Lin et al. 2024); 0 = off
-    prediction_type: str  # epsilon, v_prediction, ...
+    prediction_type: str  # epsilon, v_prediction, ..., flow (velocity)
+    flow: bool = False  # a flow-matching schedule (SD3, Flux)
+    grid: tuple[int, int] = (0, 0)  # where attention maps live: latent (UNet) or patch grid
+    embedded_guidance: float | None = None  # Flux dev's guidance embedding's scale
+    text_ptr: int = 0  # identity of the text tensor of the first call (Flux true CFG check)
     embeds: torch.Tensor | None = None  # (L, d) the text branch's encoder_hidden_states
     negative_embeds: torch.Tensor | None = None  # (L, d) the unconditional branch's
+    pooled: torch.Tensor | None = None  # (d_pool,) pooled text embedding (SDXL, SD3, Flux)
+    negative_pooled: torch.Tensor | None = None
+    time_ids: torch.Tensor | None = None  # (6,) SDXL's size/crop conditioning
 
 
 @dataclass
 class RunState:
     """What one pipe(...) call has produced so far (tensors on the pipeline's device)."""
 
-    text_calls: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # encoder name -> (input ids, output 0) per call, in call order (prompt, then negative)
+    text_calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
     meta: Schedule | None = None  # set by the first denoiser call
     steps: list[dict[str, torch.Tensor]] = field(default_factory=list)  # per denoiser call
     maps: list[torch.Tensor] = field(default_factory=list)  # (L, h, w) per step
     detail: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # layer -> per step
     layers: list[str] = field(default_factory=list)
+    extras: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # joint attention
     final: torch.Tensor | None = None  # (c, h, w) latents the VAE decoded
     image: torch.Tensor | None = None  # (3, H, W) in [0, 1]
 
@@ -59,27 +73,33 @@ def _cpu(t: torch.Tensor) -> torch.Tensor:
     return t.detach().float().cpu()
 
 
-def build_run(pipe: Any, run: RunState, known: dict[str, Any] | None = None) -> Run:
+def build_run(
+    pipe: Any,
+    run: RunState,
+    known: dict[str, Any] | None = None,
+    family: str = "stable-diffusion",
+) -> Run:
     """The `Run` of one recorded generation; `known` (inputs `generate` knows) wins."""
     d: dict[str, Any] = {}
-    d.update(_call(pipe, run))
-    d.update(_text(pipe, run))
+    d.update(_call(pipe, run, family))
+    d.update(_text(pipe, run, family))
+    d.update(_embeddings(pipe, run, family))
     d.update(_schedule(pipe, run))
-    d.update(_denoiser(run))
-    d.update(_attention(run))
+    d.update(_denoiser(pipe, run))
+    d.update(_attention(pipe, run, family))
     d.update(_vae(pipe, run, d["denoiser.latents"]))
     d.update(known or {})
     check_keys(d)
     return Run(d)
 
 
-def _call(pipe: Any, run: RunState) -> dict[str, Any]:
+def _call(pipe: Any, run: RunState, family: str) -> dict[str, Any]:
     meta, sched = run.meta, pipe.scheduler
     lat = run.steps[0]["x"].shape
     factor = int(pipe.vae_scale_factor)
     size = run.image.shape[-2:] if run.image is not None else (lat[-2] * factor, lat[-1] * factor)
-    return {
-        "pipeline.family": "stable-diffusion",
+    d = {
+        "pipeline.family": family,
         "pipeline.class_name": type(pipe).__name__,
         "pipeline.guidance_scale": meta.guidance,
         "pipeline.do_classifier_free_guidance": meta.cfg,
@@ -91,28 +111,96 @@ def _call(pipe: Any, run: RunState) -> dict[str, Any]:
         "pipeline.width": int(size[1]),
         "pipeline.seed": None,
     }
+    if meta.embedded_guidance is not None:
+        d["denoiser.guidance"] = meta.embedded_guidance
+    return d
 
 
-def _text(pipe: Any, run: RunState) -> dict[str, Any]:
+def _text(pipe: Any, run: RunState, family: str) -> dict[str, Any]:
     tok = getattr(pipe, "tokenizer", None)
-    cond_ids, uncond_ids = _pick_ids(run)
+    if family == "stable-diffusion":
+        cond_ids, uncond_ids = _pick_ids(run)
+    else:  # diffusers encodes the prompt, then the negative prompt, with every encoder
+        calls = run.text_calls.get("text_encoder", [])
+        cond_ids = calls[0][0] if calls else None
+        uncond_ids = calls[1][0] if run.meta.cfg and len(calls) > 1 else None
     d: dict[str, Any] = {"pipeline.prompt": _decode(tok, cond_ids)}
     d["pipeline.negative_prompt"] = (_decode(tok, uncond_ids) if run.meta.cfg else "") or None
     if cond_ids is not None:
-        d["tokenizer.input_ids"] = cond_ids.cpu().long()
-        d.update(_tokens(tok, cond_ids, "tokenizer."))
+        d.update(_ids(tok, cond_ids, uncond_ids, "tokenizer."))
         # A raw trace sees only the ids after truncation: when the prompt filled every
         # position it may have been cut, and which words were cut is unknown here.
         filled = d["tokenizer.n_tokens"] >= len(cond_ids)
         d["tokenizer.truncated"] = None if filled else []
-        if uncond_ids is not None:
-            d["tokenizer.negative_input_ids"] = uncond_ids.cpu().long()
-            d.update(_tokens(tok, uncond_ids, "tokenizer.negative_"))
-    if run.meta.embeds is not None:
-        d["text_encoder.prompt_embeds"] = _cpu(run.meta.embeds)
-    if run.meta.negative_embeds is not None:
-        d["text_encoder.negative_prompt_embeds"] = _cpu(run.meta.negative_embeds)
+    for encoder, tokenizer in zip(TEXT_ENCODERS[1:], TOKENIZERS[1:], strict=True):
+        calls = run.text_calls.get(encoder, [])
+        if calls:
+            negative = calls[1][0] if run.meta.cfg and len(calls) > 1 else None
+            d.update(_ids(getattr(pipe, tokenizer), calls[0][0], negative, tokenizer + "."))
     return d
+
+
+def _ids(tok: Any, ids: torch.Tensor, negative: torch.Tensor | None, prefix: str) -> dict:
+    d = {prefix + "input_ids": ids.cpu().long(), **_tokens(tok, ids, prefix)}
+    if negative is not None:
+        d[prefix + "negative_input_ids"] = negative.cpu().long()
+        d.update(_tokens(tok, negative, prefix + "negative_"))
+    return d
+
+
+def _embeddings(pipe: Any, run: RunState, family: str) -> dict[str, Any]:
+    """What the denoiser read: the text sequence, split back into each encoder's part."""
+    meta = run.meta
+    d: dict[str, Any] = {}
+    for prefix, embeds in (("", meta.embeds), ("negative_", meta.negative_embeds)):
+        if embeds is None:
+            continue
+        embeds = _cpu(embeds)  # (L_all, d_all)
+        parts = _encoder_parts(pipe, family, embeds)
+        if family in ("sdxl", "sd3"):
+            d[f"pipeline.{prefix}prompt_embeds"] = embeds
+        for encoder, part in parts.items():
+            d[f"{encoder}.{prefix}prompt_embeds"] = part
+    if meta.pooled is not None:
+        d["pipeline.pooled_prompt_embeds"] = _cpu(meta.pooled)
+    if meta.negative_pooled is not None:
+        d["pipeline.negative_pooled_prompt_embeds"] = _cpu(meta.negative_pooled)
+    if meta.time_ids is not None:
+        d["pipeline.add_time_ids"] = _cpu(meta.time_ids)
+    return d
+
+
+def _width(pipe: Any, encoder: str) -> int:
+    config = getattr(pipe, encoder).config
+    return int(getattr(config, "hidden_size", None) or config.d_model)
+
+
+def _encoder_parts(pipe: Any, family: str, embeds: torch.Tensor) -> dict[str, torch.Tensor]:
+    """encoder name -> its (L, d) slice of the sequence the denoiser read."""
+    if family == "stable-diffusion":
+        return {"text_encoder": embeds}
+    if family == "flux":  # CLIP gives only the pooled vector; the sequence is T5's
+        return {"text_encoder_2": embeds}
+    d1, d2 = _width(pipe, "text_encoder"), _width(pipe, "text_encoder_2")
+    if family == "sdxl":  # both CLIPs' tokens, joined along channels
+        return {"text_encoder": embeds[:, :d1], "text_encoder_2": embeds[:, d1 : d1 + d2]}
+    n_clip = int(pipe.tokenizer.model_max_length)  # SD3: CLIP tokens first, then T5's
+    parts = {"text_encoder": embeds[:n_clip, :d1], "text_encoder_2": embeds[:n_clip, d1 : d1 + d2]}
+    if getattr(pipe, "text_encoder_3", None) is not None:
+        parts["text_encoder_3"] = embeds[n_clip:, : _width(pipe, "text_encoder_3")]
+    return parts
+
+
+def text_sequence(pipe: Any, family: str, n_tokens: int) -> dict[str, tuple[int, int]]:
+    """Which rows of the denoiser's text sequence (n_tokens long) come from which tokenizer."""
+    if family == "stable-diffusion":
+        return {"tokenizer": (0, n_tokens)}
+    if family == "sdxl":
+        return {"tokenizer": (0, n_tokens), "tokenizer_2": (0, n_tokens)}
+    if family == "flux":
+        return {"tokenizer_2": (0, n_tokens)}
+    n_clip = int(pipe.tokenizer.model_max_length)
+    return {"tokenizer": (0, n_clip), "tokenizer_2": (0, n_clip), "tokenizer_3": (n_clip, n_tokens)}
 
 
 def _schedule(pipe: Any, run: RunState) -> dict[str, Any]:
@@ -127,45 +215,81 @@ def _schedule(pipe: Any, run: RunState) -> dict[str, Any]:
     if meta.sigmas is not None:
         d["scheduler.sigmas"] = meta.sigmas
     steps = slice(meta.offset, meta.offset + len(run.steps))
-    abar = meta.abar[steps].clone()  # (S,)
     d["scheduler.step_timestep"] = meta.timesteps[steps].clone()
-    d["scheduler.step_alpha_bar"] = abar
-    d["scheduler.step_sigma"] = ((1 - abar) / abar).sqrt()
+    if meta.flow:
+        d["scheduler.step_sigma"] = meta.sigmas[steps].clone()
+        d["scheduler.shift"] = _shift(sched, meta.grid)
+    else:
+        abar = meta.abar[steps].clone()  # (S,)
+        d["scheduler.step_alpha_bar"] = abar
+        d["scheduler.step_sigma"] = ((1 - abar) / abar).sqrt()
     return d
 
 
-def _denoiser(run: RunState) -> dict[str, Any]:
+def _shift(sched: Any, grid: tuple[int, int]) -> float:
+    """The time shift s the flow-matching schedule used (Flux: dynamic, from the token count)."""
+    config = sched.config
+    if not config.get("use_dynamic_shifting", False):
+        return float(sched.shift)
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    mu = calculate_shift(
+        grid[0] * grid[1],  # the pipeline's image_seq_len: one token per patch
+        config.get("base_image_seq_len", 256),
+        config.get("max_image_seq_len", 4096),
+        config.get("base_shift", 0.5),
+        config.get("max_shift", 1.15),
+    )
+    return math.exp(mu) if config.get("time_shift_type", "exponential") == "exponential" else mu
+
+
+def _denoiser(pipe: Any, run: RunState) -> dict[str, Any]:
     def stack(key: str) -> torch.Tensor:  # (S, c, h, w)
         return _cpu(torch.stack([s[key] for s in run.steps]))
 
     xs = [s["x"] for s in run.steps] + ([run.final] if run.final is not None else [])
-    return {
-        "denoiser.name": "unet",
+    d = {
+        "denoiser.name": "unet" if getattr(pipe, "unet", None) is not None else "transformer",
         "denoiser.prediction_type": run.meta.prediction_type,
         "denoiser.latents": _cpu(torch.stack(xs)),  # (S+1, c, h, w)
-        "denoiser.noise_pred_uncond": stack("uncond"),
-        "denoiser.noise_pred_text": stack("text"),
-        "denoiser.noise_pred": stack("eps"),
         "denoiser.pred_original_sample": stack("x0"),
     }
+    if run.meta.flow:
+        if run.meta.cfg:
+            d["denoiser.velocity_uncond"] = stack("uncond")
+        d["denoiser.velocity_text"] = stack("text")
+        d["denoiser.velocity"] = stack("eps")
+    else:
+        d["denoiser.noise_pred_uncond"] = stack("uncond")
+        d["denoiser.noise_pred_text"] = stack("text")
+        d["denoiser.noise_pred"] = stack("eps")
+    return d
 
 
-def _attention(run: RunState) -> dict[str, Any]:
+def _attention(pipe: Any, run: RunState, family: str) -> dict[str, Any]:
     d: dict[str, Any] = {}
     if run.maps:
-        d["attention.maps"] = _cpu(torch.stack(run.maps))  # (S, L, h, w)
+        maps = _cpu(torch.stack(run.maps))  # (S, L, h_a, w_a)
+        d["attention.maps"] = maps
+        d["attention.text_sequence"] = text_sequence(pipe, family, maps.shape[1])
         d["attention.layers"] = list(run.layers)
         d["attention.n_layers"] = len(run.layers)
+    names = {"text_share": "attention.text_share", "image_to_text": "attention.image_to_text_maps"}
+    for name, maps in run.extras.items():
+        d[names[name]] = _cpu(torch.stack(maps))
     for name, maps in run.detail.items():
         d[LAYER_PREFIX + name] = _cpu(torch.stack(maps))
     return d
 
 
 def _vae(pipe: Any, run: RunState, latents: torch.Tensor) -> dict[str, Any]:
+    config = pipe.vae.config
     d: dict[str, Any] = {
-        "vae.scaling_factor": float(pipe.vae.config.scaling_factor),
+        "vae.scaling_factor": float(config.scaling_factor),
         "vae.downsampling_factor": int(pipe.vae_scale_factor),
     }
+    if run.meta.flow:
+        d["vae.shift_factor"] = float(getattr(config, "shift_factor", None) or 0.0)
     if run.image is not None:
         d["vae.image"] = _cpu(run.image)
         coef = fit_preview(latents[-1], d["vae.image"])
@@ -176,7 +300,7 @@ def _vae(pipe: Any, run: RunState, latents: torch.Tensor) -> dict[str, Any]:
 
 def _pick_ids(run: RunState) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Which text-encoder call made the prompt and which the negative prompt."""
-    calls = run.text_calls
+    calls = run.text_calls.get("text_encoder", [])
     if not calls:
         return None, None
 

@@ -108,34 +108,66 @@ class Run(Mapping[str, Any]):
         layers = self._data.get("attention.layers", [])
         return [LAYER_PREFIX + name for name in layers if LAYER_PREFIX + name in self._data]
 
+    def _map_tokenizer(self, tokenizer: str | None) -> tuple[str, int]:
+        """(tokenizer, first map row) of the tokens a word is looked up in."""
+        sequence = self._data.get("attention.text_sequence") or {"tokenizer": (0, 0)}
+        name = next(iter(sequence)) if tokenizer is None else tokenizer
+        if name not in sequence:
+            raise KeyError(
+                f"tokenizer {name!r} feeds no rows of the attention maps; this run's text "
+                f"sequence is {sequence} (rows: (start, stop))."
+            )
+        return name, sequence[name][0]
+
+    def words_of(self, tokenizer: str | None = None) -> list[str]:
+        """Readable tokens of the prompt as `tokenizer` split it, start and end included.
+
+        Default: the tokenizer whose tokens the attention maps' rows start with (CLIP;
+        Flux: T5, `tokenizer_2`).
+        """
+        name, _ = self._map_tokenizer(tokenizer)
+        tokens = self._data.get(f"{name}.tokens", [])
+        n = self._data.get(f"{name}.n_tokens", 0)
+        return [readable_token(t).removeprefix("\u2581") or "\u2581" for t in tokens[:n]]
+
     @property
     def words(self) -> list[str]:
         """Readable tokens of the prompt, BOS and EOS included (index = map token)."""
-        tokens = self._data.get("tokenizer.tokens", [])
-        return [readable_token(t) for t in tokens[: self._data.get("tokenizer.n_tokens", 0)]]
+        return self.words_of()
 
-    def token_index(self, word: str) -> int:
-        """Index of the first token of `word` in the prompt (words split into pieces too)."""
+    def token_index(self, word: str, tokenizer: str | None = None) -> int:
+        """Map row of the first token of `word` (words split into pieces too).
+
+        `tokenizer` picks whose tokens (SD3: "tokenizer" for CLIP's rows, "tokenizer_3"
+        for T5's, which follow CLIP's); the default is the first of the maps' rows.
+        """
+        name, start = self._map_tokenizer(tokenizer)
         target = word.strip().lower()
-        words = [w.lower() for w in self.words]
+        words = [w.lower() for w in self.words_of(name)]
         for i in range(len(words)):
             joined = ""
             for piece in words[i:]:
                 joined += piece
                 if joined == target:
-                    return i
+                    return start + i
                 if not target.startswith(joined):
                     break
-        raise ValueError(f"{word!r} is not a token of this prompt; its tokens are {self.words}.")
+        raise ValueError(
+            f"{word!r} is not a token of this prompt; its tokens ({name}) are {words}."
+        )
 
     def word_map(
-        self, word: str | int, step: int | None = None, layer: str | None = None
+        self,
+        word: str | int,
+        step: int | None = None,
+        layer: str | None = None,
+        tokenizer: str | None = None,
     ) -> torch.Tensor:
         """One token's attention map: (h, w) at `step`, or averaged over steps when None.
 
         `word` is a prompt word (its first token) or a token index; `layer` a recorded
         layer's module path (or its "attention.<path>" key) instead of the layer mean.
-        Per-head layers are averaged over heads.
+        Per-head layers are averaged over heads. `tokenizer` as in `token_index`.
         """
         if layer is None:
             maps = self["attention.maps"]  # (S, L, h, w)
@@ -148,7 +180,7 @@ class Run(Mapping[str, Any]):
                 )
             maps = self[key]
             maps = maps.mean(1) if maps.ndim == 5 else maps  # (S, L, h_l, w_l)
-        index = word if isinstance(word, int) else self.token_index(word)
+        index = word if isinstance(word, int) else self.token_index(word, tokenizer)
         if not -maps.shape[1] <= index < maps.shape[1]:
             raise IndexError(f"token {index} is out of range for {maps.shape[1]} tokens.")
         if step is None:
