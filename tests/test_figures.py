@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import diffusers
 import numpy as np
 import pytest
 import torch
@@ -105,14 +106,30 @@ def test_noise_schedule_marks_sampled_timesteps(pipe):
     for word in ("ᾱ_t", "σ_t", "snr", "timestep t", "ddimscheduler", "eulerdiscretescheduler"):
         assert word in text
     ax_abar = list(iter_axes(fig))[0]
-    curve, dots = ax_abar.lines[0], ax_abar.lines[1]
-    assert len(dots.get_xdata()) == 10
-    assert len(ax_abar.lines[3].get_xdata()) == 7
+    # Euler built from the pipeline's schedule has the same ᾱ_t: one curve, drawn once,
+    # with both samplers' timesteps on it, and the legend says they coincide
+    curve, dots, euler_dots = ax_abar.lines
+    assert len(dots.get_xdata()) == 10 and len(euler_dots.get_xdata()) == 7
+    assert "2 of them share one ᾱ_t curve" in fig.legends[0].get_title().get_text()
     abar = np.asarray(curve.get_ydata())
     assert abar[0] > abar[-1] and np.all(np.diff(abar) <= 0)  # signal decays with t
     strip = list(iter_axes(fig))[3]  # one row of markers per scheduler
     assert [len(line.get_xdata()) for line in strip.lines] == [10, 7]
     assert pipe.scheduler.num_inference_steps is None  # the pipeline's scheduler untouched
+    # where sampling starts and the last ᾱ, from the loaded scheduler: never pure noise
+    first = max(float(t) for t in dots.get_xdata())
+    T = pipe.scheduler.config.num_train_timesteps
+    assert (
+        f"starts at t={first:g}: ᾱ={float(pipe.scheduler.alphas_cumprod[int(first)]):.4f}" in text
+    )
+    assert f"t={T - 1}: ᾱ={float(pipe.scheduler.alphas_cumprod[-1]):.4f} > 0" in text
+    # same timesteps are named as such; a different schedule gets its own curve
+    twin = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    assert "same t as ddim" in texts(figures.noise_schedule(pipe, twin, steps=[10, 10]))
+    linear = diffusers.DDPMScheduler(beta_schedule="linear")
+    apart = figures.noise_schedule(pipe, linear, steps=[10, 10])
+    assert len(list(iter_axes(apart))[0].lines) == 4
+    assert "share one" not in apart.legends[0].get_title().get_text()
 
 
 def test_noise_schedule_errors():

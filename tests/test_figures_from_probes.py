@@ -55,18 +55,30 @@ def test_denoising_filmstrip_decoded_and_previewed(run, pipe):
     images = probes.step_images(run, pipe)
     assert images.decoded and images.steps == list(range(STEPS))
     fig = figures.denoising_filmstrip(run, [0, 2, -1], images=images)
-    assert_drawn(fig, 6)
-    text = texts(fig)
-    assert "x_t (decoded)" in text and "x̂0 (decoded)" in text
+    assert_drawn(fig, 9)  # x_t's linear preview, x_t decoded, x̂0 decoded
+    text = texts(fig).replace("\n", " ")
+    assert "x_t, linear preview" in text and "x_t, vae-decoded" in text
+    assert "x̂0, vae-decoded" in text
+    assert f"numbered 0…{STEPS - 1}" in text  # steps counted from 0, said once
     t = run["scheduler.step_timestep"]
     assert f"step 0, t={int(t[0])}" in text and f"step {STEPS - 1}, t={int(t[-1])}" in text
-    decoded = list(iter_axes(fig))[0].images[0].get_array()
+    axes = list(iter_axes(fig))
+    preview, decoded = axes[0].images[0].get_array(), axes[3].images[0].get_array()
+    assert preview.shape[:2] == tuple(run["denoiser.latents"].shape[-2:])  # one px per latent
     assert decoded.shape[:2] == tuple(run["vae.image"].shape[1:])  # VAE output size
+    np.testing.assert_allclose(
+        np.asarray(preview), run.preview("latents", steps=[0])[0].permute(1, 2, 0), atol=1e-6
+    )
+    two = figures.denoising_filmstrip(run, [0, 2, -1], images=images, show=["x_t", "x0"])
+    assert_drawn(two, 6)
+    assert "linear preview" not in texts(two)
+    with pytest.raises(ValueError, match="show picks rows"):
+        figures.denoising_filmstrip(run, images=images, show=["noise"])
     preview = figures.denoising_filmstrip(run)  # no images: the cheap preview, 5 steps
     assert_drawn(preview, 10)
-    assert "linear preview" in texts(preview)
+    assert "linear preview" in texts(preview) and "vae-decoded" not in texts(preview)
     few = probes.step_images(run, pipe, steps=[1, 3])  # a chosen few: all of them drawn
-    assert_drawn(figures.denoising_filmstrip(run, images=few), 4)
+    assert_drawn(figures.denoising_filmstrip(run, images=few), 6)
     with pytest.raises(ValueError, match="not among the decoded"):
         figures.denoising_filmstrip(run, [0], images=few)
     with pytest.raises(IndexError, match="out of range"):
@@ -85,6 +97,10 @@ def test_denoising_animation_writes_one_gif_frame_per_step(run, pipe, tmp_path):
     path = figures.denoising_animation(run, tmp_path / "decoded.gif", images=images)
     with Image.open(path) as gif:
         assert gif.n_frames == 3
+        three = gif.size  # three panels: x_t previewed, x_t decoded, x̂0 decoded
+    path = figures.denoising_animation(run, tmp_path / "two.gif", images=images, show=["x_t", "x0"])
+    with Image.open(path) as gif:
+        assert gif.size[0] < three[0] and gif.size[1] == three[1]
     with pytest.raises(ValueError, match=".gif or .mp4"):
         figures.denoising_animation(run, tmp_path / "run.avi")
     from sdviz.figures.animation import mp4_available
@@ -96,18 +112,27 @@ def test_denoising_animation_writes_one_gif_frame_per_step(run, pipe, tmp_path):
 
 
 def test_forward_noising_labels_t_and_alpha_bar(run, pipe):
-    fig = figures.forward_noising(probes.noised_images(pipe, run, timesteps=[0, 500, 999]))
-    assert_drawn(fig, 6)
-    text = texts(fig)
+    noised = probes.noised_images(pipe, run, timesteps=[0, 500, 999])
+    fig = figures.forward_noising(noised)
+    assert_drawn(fig, 9)  # pixels, latent preview, latent decoded
+    text = texts(fig).replace("\n", " ")
     abar = pipe.scheduler.alphas_cumprod
     for t in (0, 500, 999):
         assert f"t={t}, ᾱ={float(abar[t]):.3f}" in text
-    assert "pixel space" in text and "latent space" in text
-    top = [ax.images[0].get_array() for ax in list(iter_axes(fig))[:3]]
+    assert "pixel space" in text and "linear preview" in text and "vae-decoded" in text
+    axes = list(iter_axes(fig))
+    top = [ax.images[0].get_array() for ax in axes[:3]]
     clean = np.asarray(run["vae.image"].permute(1, 2, 0))
     # more noise with t: the pixel panel drifts further from the clean image
     errors = [np.abs(np.asarray(x) - clean).mean() for x in top]
     assert errors[0] < errors[1] < errors[2]
+    preview = axes[3].images[0].get_array()
+    assert preview.shape[:2] == noised.latent_shape[1:]  # one pixel per latent position
+    only = figures.forward_noising(noised, show=["preview", "decoded"])
+    assert_drawn(only, 6)
+    assert "pixel space" not in texts(only)
+    with pytest.raises(ValueError, match="show picks rows"):
+        figures.forward_noising(noised, show=["latent"])
     with pytest.raises(ValueError, match="0..999"):
         probes.noised_images(pipe, run, timesteps=[1000])
     with pytest.raises(TypeError, match="noised_images"):

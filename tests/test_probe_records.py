@@ -53,6 +53,10 @@ def test_noised_images_one_draw_for_every_t(pipe):
     assert (noised.pixels[0] - image).abs().mean() < (noised.pixels[1] - image).abs().mean()
     again = noised_images(pipe, image, [0, 999], seed=3)
     assert torch.equal(again.pixels, noised.pixels) and torch.equal(again.decoded, noised.decoded)
+    assert noised.preview.shape == (2, 3, 8, 8)  # the linear preview: one pixel per latent
+    # the preview of the clean latent approximates the image pooled to latent size
+    pooled = torch.nn.functional.adaptive_avg_pool2d(image[None], (8, 8))[0]
+    assert (noised.preview[0] - pooled).abs().mean() < (noised.preview[1] - pooled).abs().mean()
 
 
 def test_noise_predictions_are_epsilon_for_v_models(vpipe):
@@ -82,3 +86,23 @@ def test_step_images_decode_or_preview(pipe):
     preview = step_images(run)
     assert not preview.decoded and preview.steps == [0, 1, 2]
     assert preview.latents.shape == (3, 3, 8, 8)  # latent resolution
+    assert torch.equal(preview.preview, preview.latents)  # no pipe: x_t is the preview
+    assert torch.equal(decoded.preview, run.preview("latents", steps=[0, 2]))
+
+
+def test_colour_statistics_tell_noise_from_flat_shapes():
+    from sdviz.probes import colour_statistics
+    from sdviz.shapes import COLOURS, ShapesWorld
+
+    world, _ = ShapesWorld(size=32).batch(0, 4)  # (4, 32, 32, 3) uint8
+    noise = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    purple = torch.tensor(COLOURS["purple"]).float().div(255)[None, :, None, None]
+    flat = purple.expand(2, 3, 32, 32)
+    table = colour_statistics({"world": world, "noise": noise, "purple": flat}, COLOURS)
+    assert table["images"] == ["world (4×32×32)", "noise (4×32×32)", "purple (2×32×32)"]
+    light, inside = table["light background"], table["in the world's colours"]
+    assert light[0] > 0.5 and light[1] < 0.1 and light[2] == 0  # ShapesWorld is mostly pale
+    assert inside[0] > 0.9 and inside[1] < 0.5 and inside[2] == 1
+    assert table["coloured pixels' nearest colour"][2] == "purple 100%"
+    rough = table["neighbour difference"]
+    assert rough[2] == 0 and rough[0] < 0.05 < rough[1]  # flat shapes vs independent pixels

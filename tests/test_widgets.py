@@ -64,7 +64,8 @@ def state(widget) -> str:
 
 def test_denoising_slider_moves_every_panel_without_running_models(pipe, run):
     ex = DenoisingExplorer(run, pipe)
-    panels = [ex.xt_image, ex.x0_image, ex.noise_image, ex.schedule_image, *ex.attention_images]
+    panels = [ex.preview_image, ex.xt_image, ex.x0_image, ex.noise_image, ex.schedule_image]
+    panels += ex.attention_images
     before = [p.value for p in panels]
     assert all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in before)
     assert all(state(p) == "sdviz-state-0" for p in panels)
@@ -78,7 +79,7 @@ def test_denoising_slider_moves_every_panel_without_running_models(pipe, run):
     changed = [a != b for a, b in zip(after, before, strict=True)]
     assert all(changed), f"panels that did not redraw: {changed}"
     assert all(state(p) == "sdviz-state-3" for p in panels)
-    assert f"step 4 of {STEPS}" in ex.state.value
+    assert f"step 3 (of 0…{STEPS - 1})" in ex.state.value  # counted from 0, as run[...][3]
     assert f"t = {int(run['scheduler.step_timestep'][3])}" in ex.state.value
 
 
@@ -89,6 +90,10 @@ def test_denoising_image_is_the_decoded_step(pipe, run):
         decoded = run.decode(pipe, which, steps=[2])[0]  # (3, H, W)
         expected = decoded.mean((1, 2)).numpy() * 255
         np.testing.assert_allclose(png_mean(widget.value), expected, atol=3.0)
+    preview = run.preview("latents", steps=[2])[0]  # (3, h, w): the linear preview of x_t
+    np.testing.assert_allclose(
+        png_mean(ex.preview_image.value), preview.mean((1, 2)).numpy() * 255, atol=3.0
+    )
 
 
 def test_denoising_play_drives_the_slider_range(pipe, run):
@@ -101,6 +106,7 @@ def test_denoising_play_drives_the_slider_range(pipe, run):
 def test_denoising_preview_without_pipe_and_bad_input(run):
     ex = DenoisingExplorer(run)  # no pipe: cheap linear preview
     assert ex.xt_image.value[:4] == b"\x89PNG"
+    assert ex.preview_image.value == b""  # x_t is the preview already: no second panel
     with pytest.raises(ValueError, match="step must be in"):
         ex.show(STEPS)
     with pytest.raises(ValueError, match="not among the prompt's tokens"):

@@ -1,7 +1,8 @@
 """Figure 5b — an animation of a whole run: x_t and x̂0 decoded at every step.
 
-The same two quantities as the filmstrip (DDIM, Song et al. 2021: the current noisy
-latent and the predicted clean latent), one frame per sampling step. GIF files are
+The same rows as the filmstrip (DDIM, Song et al. 2021: the current noisy latent, as the
+linear preview and VAE-decoded, and the predicted clean latent), one frame per sampling
+step, titled "step 10 (of 0…19), t=451": steps counted from 0, as everywhere in sdviz. GIF files are
 written with matplotlib's Pillow writer (always available); MP4 needs an ffmpeg
 writer, which is used only where matplotlib finds one.
 """
@@ -16,7 +17,7 @@ from matplotlib.figure import Figure
 
 from ..autoencoder import image_hwc
 from ..probes import StepImages
-from .denoising import ROWS, pick_images, run_steps, step_label
+from .denoising import pick_images, rows_to_show, step_title
 from .style import DPI, PANEL, bare, new_figure, style
 
 DEFAULT_FPS = 4  # frames per second: a 20-step run plays in 5 s
@@ -33,6 +34,7 @@ def denoising_animation(
     *,
     images: StepImages | None = None,
     steps: list[int] | None = None,
+    show: list[str] | None = None,
     fps: int = DEFAULT_FPS,
 ) -> Path:
     """Write x_t and x̂0 (`images` from `sdviz.probes.step_images(run, pipe)`, else the run's
@@ -40,7 +42,7 @@ def denoising_animation(
 
     The format follows the file suffix: ".gif" (Pillow, always) or ".mp4" (needs
     ffmpeg; check `mp4_available()`). `steps` restricts the frames (default: all, or
-    all of `images`).
+    all of `images`); `show` picks the panels as in `denoising_filmstrip`.
     Returns the path written.
 
     Example:
@@ -60,16 +62,17 @@ def denoising_animation(
     if not isinstance(fps, int) or fps < 1:
         raise ValueError(f"fps must be a positive integer, got {fps!r}.")
     picked = pick_images(run, steps, images, default=0)  # 0: every step
-    chosen, n_steps = picked.steps, run_steps(run)
-    stacks = [getattr(picked, which) for which, _ in ROWS]
+    rows = rows_to_show(picked, show)
+    chosen = picked.steps
+    stacks = [getattr(picked, which) for which, _ in rows]
     with style():
-        fig: Figure = new_figure(None, 2 * PANEL, PANEL + 0.7)
-        axes = fig.subplots(1, 2)
+        fig: Figure = new_figure(None, len(rows) * PANEL, PANEL + 0.7)
+        axes = fig.subplots(1, len(rows), squeeze=False)[0]
         artists = []
-        for ax, (_, label), stack in zip(axes, ROWS, stacks, strict=True):
+        for ax, (_, label), stack in zip(axes, rows, stacks, strict=True):
             artists.append(ax.imshow(image_hwc(stack[0]), interpolation="nearest"))
             bare(ax, label)
-        title = fig.suptitle(f"{step_label(run, chosen[0])} of {n_steps}")
+        title = fig.suptitle(step_title(run, chosen[0]))
         fig.draw_without_rendering()  # lay out once (constrained), then freeze the layout
         fig.set_layout_engine("none")
         writer = (
@@ -81,6 +84,6 @@ def denoising_animation(
             for k, i in enumerate(chosen):
                 for artist, stack in zip(artists, stacks, strict=True):
                     artist.set_data(image_hwc(stack[k]))
-                title.set_text(f"{step_label(run, i)} of {n_steps}")
+                title.set_text(step_title(run, i))
                 writer.grab_frame()
     return path

@@ -2,46 +2,70 @@
 
 The forward process of DDPM (Ho et al. 2020, Eq. 4) jumps to any noise level at once:
 x_t = sqrt(ᾱ_t)·x_0 + sqrt(1-ᾱ_t)·ε with ε ~ N(0, I). Latent diffusion (Rombach et
-al. 2022) applies it to the VAE latents instead of pixels; decoding noisy latents
-shows that noise in latent space looks different from pixel noise.
+al. 2022) applies it to the VAE latents instead of pixels. Noisy latents are drawn two
+ways: through a linear latent->RGB preview (one pixel per latent position: the noise
+looks like noise) and decoded by the VAE (what a decoder trained on one world makes of
+noise: shapes and colours of that world).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
 from ..probes import NoisedImages
 from .style import PANEL, Canvas, expect, new_figure, show_image, style
 
+# row name -> (NoisedImages field, row label)
+NOISING_ROWS = {
+    "pixels": ("pixels", "pixel space"),
+    "preview": ("preview", "latent space,\nlinear preview"),
+    "decoded": ("decoded", "latent space,\nVAE-decoded"),
+}
 
-def forward_noising(noised: NoisedImages, *, fig: Canvas | None = None) -> Figure:
-    """An image noised to each timestep: pixel space (top) and latent space, decoded (bottom).
+
+def forward_noising(
+    noised: NoisedImages, *, show: Sequence[str] | None = None, fig: Canvas | None = None
+) -> Figure:
+    """An image noised to each timestep: one row per view, one column per t.
 
     `noised` comes from `sdviz.probes.noised_images(pipe, image, timesteps, seed=...)`:
-    one noise draw for all t. Each panel is titled with t and ᾱ_t.
+    one noise draw for all t. `show` picks the rows, from "pixels" (noise added to the
+    pixels), "preview" (noise added to the latents, drawn by the linear latent->RGB map)
+    and "decoded" (the same latents decoded by the VAE); default: all three. Each panel
+    is titled with t and ᾱ_t.
 
     Example:
         >>> run = sdviz.generate(pipe, "a red circle")
         >>> noised = sdviz.probes.noised_images(pipe, run, timesteps=[0, 250, 500, 999])
-        >>> fig = sdviz.figures.forward_noising(noised)
+        >>> fig = sdviz.figures.forward_noising(noised, show=["preview", "decoded"])
     """
     expect(noised, NoisedImages, "sdviz.probes.noised_images(pipe, image)")
+    rows = list(NOISING_ROWS if show is None else show)
+    unknown = [r for r in rows if r not in NOISING_ROWS]
+    if unknown or not rows:
+        raise ValueError(f"show picks rows from {list(NOISING_ROWS)}; got {list(show or [])}.")
+    if show is None and noised.preview is None:
+        rows.remove("preview")
+    elif "preview" in rows and noised.preview is None:
+        raise ValueError("This record has no linear preview (its latents held inf or NaN).")
     ts, abar = noised.timesteps, noised.alpha_bar
     c, h, w = noised.latent_shape
     H, W = noised.pixels.shape[-2:]
+    spaces = [f"pixel space (3×{H}×{W})"] if "pixels" in rows else []
+    spaces += [f"latent space ({c}×{h}×{w})"] if rows != ["pixels"] else []
     with style():
         fig = new_figure(
             fig,
             PANEL * len(ts) + 0.4,
-            2 * PANEL + 1.0,
-            suptitle="Forward noising x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε, "
-            f"in pixel space (3×{H}×{W}) and latent space ({c}×{h}×{w})",
+            len(rows) * PANEL + 1.0,
+            suptitle="Forward noising x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε, in " + " and ".join(spaces),
         )
-        axes = fig.subplots(2, len(ts), squeeze=False)
-        for col, (t, a) in enumerate(zip(ts, abar.tolist(), strict=True)):
-            title = f"t={t}, ᾱ={a:.3f}"
-            show_image(axes[0, col], noised.pixels[col], title)
-            show_image(axes[1, col], noised.decoded[col], title)
-        axes[0, 0].set_ylabel("pixel space")
-        axes[1, 0].set_ylabel("latent space\n(decoded)")
+        axes = fig.subplots(len(rows), len(ts), squeeze=False)
+        for row, name in enumerate(rows):
+            field, label = NOISING_ROWS[name]
+            for col, (t, a) in enumerate(zip(ts, abar.tolist(), strict=True)):
+                show_image(axes[row, col], getattr(noised, field)[col], f"t={t}, ᾱ={a:.3f}")
+            axes[row, 0].set_ylabel(label)
     return fig

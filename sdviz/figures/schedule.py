@@ -4,7 +4,12 @@ In DDPM (Ho et al. 2020) a noisy sample is x_t = sqrt(ᾱ_t)·x_0 + sqrt(1-ᾱ_t
 ᾱ_t the cumulative product of (1 - β_t). The same schedule as a noise level is
 σ_t = sqrt((1-ᾱ_t)/ᾱ_t) (Karras et al. 2022), and SNR(t) = ᾱ_t/(1-ᾱ_t) = 1/σ_t².
 A sampler visits only a few of the T training timesteps; they are marked on each
-curve. Several schedulers (or several step counts) can be drawn side by side.
+curve. Several schedulers (or several step counts) can be drawn side by side. Samplers
+built on one model share its training schedule: their curves coincide, so a shared
+curve is drawn once and labelled so, and only the visited timesteps tell them apart.
+The figure also prints where sampling starts and the last ᾱ_t: Stable Diffusion's
+schedule never reaches pure noise (ᾱ_999 ≈ 0.0047, a non-zero terminal SNR; Lin et al.
+2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed").
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ def noise_schedule(
             names,
             loc="outside lower center",
             ncols=min(len(curves), 3),
-            title="markers: the sampled timesteps",
+            title="markers: the sampled timesteps" + shared_note(curves),
         )
     return fig
 
@@ -138,13 +143,40 @@ def _curves_of(sources: tuple, steps: Any, labels: Sequence[str] | None) -> list
     return [schedule_curves(s, n) for s, n in zip(resolved, per_source, strict=True)]
 
 
+def same_schedule(a: dict, b: dict) -> bool:
+    """Whether two `schedule_curves` share their ᾱ_t over all training timesteps."""
+    return a["alpha_bar"].shape == b["alpha_bar"].shape and np.allclose(
+        a["alpha_bar"], b["alpha_bar"], rtol=1e-5, atol=1e-7
+    )
+
+
+def shared_note(curves: list[dict]) -> str:
+    """A legend line saying which sources share one ᾱ_t curve ('' when none do)."""
+    shared = sum(any(same_schedule(curves[j], c) for j in range(i)) for i, c in enumerate(curves))
+    if not shared:
+        return ""
+    return (
+        f"; {shared + 1} of them share one ᾱ_t curve (the model's training schedule) "
+        "and differ only in which timesteps they visit"
+    )
+
+
+def curve_label(c: dict, label: str | None = None) -> str:
+    """'DDIMScheduler (scaled_linear), 25 steps', or `label` with the step count."""
+    name = label or f"{c['name']} ({c['schedule']})".replace(" ()", "")
+    return f"{name}, {len(c['timesteps'])} steps"
+
+
 def _draw_curves(axes: Any, curves: list[dict], labels: Sequence[str] | None) -> None:
-    """ᾱ_t, σ_t and SNR(t) per source on the first three axes, sampled timesteps marked."""
+    """ᾱ_t, σ_t and SNR(t) per source on the first three axes, sampled timesteps marked.
+
+    A curve equal to an earlier one is not drawn again (it would hide under it): its
+    sampled timesteps are marked (hollow) on the earlier curve; the legend says so."""
     for i, c in enumerate(curves):
         color = LINE_COLORS[i % len(LINE_COLORS)]
         marker = MARKERS[i % len(MARKERS)]
-        label = labels[i] if labels else f"{c['name']} ({c['schedule']})".replace(" ()", "")
-        label += f", {len(c['timesteps'])} steps"
+        label = curve_label(c, labels[i] if labels else None)
+        first = next(j for j in range(i + 1) if same_schedule(curves[j], c))
         abar_s = c["sampled_alpha_bar"]
         ys = (
             (c["alpha_bar"], abar_s),
@@ -152,8 +184,18 @@ def _draw_curves(axes: Any, curves: list[dict], labels: Sequence[str] | None) ->
             (c["snr"], abar_s / (1 - abar_s)),
         )
         for ax, (y, y_s) in zip(axes[:3], ys, strict=True):
-            ax.plot(c["t"], y, color=color, linewidth=2, label=label)
-            ax.plot(c["timesteps"], y_s, marker, color=color, markersize=5)
+            if first == i:
+                ax.plot(c["t"], y, color=color, linewidth=2, label=label)
+            ax.plot(
+                c["timesteps"],
+                y_s,
+                marker,
+                color=color,
+                markersize=6 if first != i else 5,
+                fillstyle="none" if first != i else "full",
+                label=(label if first != i else None),
+            )
+    _mark_ends(axes[0], curves[0])
     titles = (
         "ᾱ_t: fraction of signal variance",
         "σ_t = √((1-ᾱ_t)/ᾱ_t): noise level",
@@ -168,18 +210,45 @@ def _draw_curves(axes: Any, curves: list[dict], labels: Sequence[str] | None) ->
     axes[2].set_yscale("log")
 
 
+def _mark_ends(ax: Any, c: dict) -> None:
+    """Where sampling starts and the last training timestep's ᾱ, printed on the ᾱ panel."""
+    start = int(np.argmax(c["timesteps"]))
+    t_start, abar_start = float(c["timesteps"][start]), float(c["sampled_alpha_bar"][start])
+    last = len(c["alpha_bar"]) - 1
+    ax.text(
+        0.98,
+        0.97,
+        f"sampling starts at t={t_start:g}: ᾱ={abar_start:.4f}\n"
+        f"t={last}: ᾱ={float(c['alpha_bar'][-1]):.4f} > 0, never pure noise",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=7,
+    )
+
+
 def _draw_strip(strip: Any, curves: list[dict], xlim: tuple[float, float]) -> None:
     """One row of markers per source: the timesteps its sampler visits."""
     for i, c in enumerate(curves):
         row = np.full(len(c["timesteps"]), len(curves) - 1 - i)
         color, marker = LINE_COLORS[i % len(LINE_COLORS)], MARKERS[i % len(MARKERS)]
         strip.plot(c["timesteps"], row, marker, color=color, markersize=7)
+    names = []
+    for i, c in enumerate(curves):
+        name = f"{c['name'].removesuffix('Scheduler')}, {len(c['timesteps'])} steps"
+        twin = next((j for j in range(i) if _same_steps(curves[j], c)), None)
+        twin_name = "" if twin is None else curves[twin]["name"].removesuffix("Scheduler")
+        names.append(name if twin is None else f"{name}\n(same t as {twin_name})")
     strip.set_title("Timesteps each sampler visits")
     strip.set_xlabel("timestep t")
-    strip.set_yticks(
-        range(len(curves)),
-        [str(len(c["timesteps"])) + " steps" for c in reversed(curves)],
-    )
+    strip.set_yticks(range(len(curves)), list(reversed(names)))
     strip.set_ylim(-0.7, len(curves) - 0.3)
     strip.set_xlim(xlim)
     strip.grid(axis="x", alpha=0.3)
+
+
+def _same_steps(a: dict, b: dict) -> bool:
+    """Whether two samplers visit the same timesteps."""
+    return a["timesteps"].shape == b["timesteps"].shape and np.allclose(
+        a["timesteps"], b["timesteps"]
+    )

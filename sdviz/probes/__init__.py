@@ -9,7 +9,8 @@ lesson as a record (a dataclass, a dict or tensors). One module per kind of prob
                    noised to timesteps, the UNet's ε̂ for it; predict_noise, check_timesteps
     images.py      step_images (figure 5): a run's x_t and x̂0 as images;
                    reconstruction_psnr (lesson 5): the VAE's reconstructions against
-                   their originals (psnr itself lives in sdviz.autoencoder)
+                   their originals (psnr itself lives in sdviz.autoencoder);
+                   colour_statistics (lessons 2, 4): decoded noise vs ShapesWorld
     clip.py        clip_embeddings (figure 8): images and captions embedded by CLIP
     generation.py  guidance_runs (figure 11b), image_to_image, interpolate_prompts:
                    whole generations compared side by side (lesson 8)
@@ -34,7 +35,13 @@ from .generation import (
     image_to_image,
     interpolate_prompts,
 )
-from .images import STEP_IMAGES, StepImages, reconstruction_psnr, step_images
+from .images import (
+    STEP_IMAGES,
+    StepImages,
+    colour_statistics,
+    reconstruction_psnr,
+    step_images,
+)
 from .noising import (
     NoisedImages,
     NoisePredictions,
@@ -63,6 +70,7 @@ __all__ = [
     "StepImages",
     "step_images",
     "reconstruction_psnr",
+    "colour_statistics",
     "psnr",
     "ClipEmbeddings",
     "clip_embeddings",

@@ -2,7 +2,9 @@
 
 `noised_images` noises one image to several training timesteps, in pixels and in the
 VAE's latent space, x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (Ho et al. 2020, eq. 4);
-`noise_predictions` is one training example (Ho et al. 2020, Alg. 1): z_0 noised with
+the noised latents are shown twice, decoded by the VAE and through a linear latent->RGB
+preview (a least-squares fit, as `Run.preview`), because a decoder trained on one small
+world decodes noise into that world; `noise_predictions` is one training example (Ho et al. 2020, Alg. 1): z_0 noised with
 one ε, and the UNet's ε̂ at each timestep, with the error the training minimises.
 """
 
@@ -18,6 +20,7 @@ import torch
 from ..autoencoder import decode, encode, image_input
 from ..diffusion import add_noise, alpha_bar, to_epsilon
 from ..text import embed
+from ..tracing.run import fit_preview
 
 
 def check_timesteps(timesteps: Any, pipe: Any, default_count: int) -> list[int]:
@@ -41,6 +44,14 @@ class NoisedImages:
     pixels: torch.Tensor  # (n, 3, H, W): x_t = √ᾱ·x_0 + √(1−ᾱ)·ε on pixels, clipped to [0, 1]
     decoded: torch.Tensor  # (n, 3, H, W) in [0, 1]: the VAE latents noised alike, decoded
     latent_shape: tuple[int, int, int]  # (c, h, w)
+    preview: torch.Tensor | None = None  # (n, 3, h, w) in [0, 1]: the same latents, linear preview
+
+
+def linear_preview(latents: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """Latents (n, c, h, w) through a (c+1, 3) latent->RGB map (`fit_preview`): (n, 3, h, w)
+    in [0, 1], one pixel per latent position."""
+    rgb = torch.einsum("nchw,cd->ndhw", latents, coef[:-1]) + coef[-1][None, :, None, None]
+    return rgb.clamp(0, 1)
 
 
 @torch.no_grad()
@@ -50,7 +61,8 @@ def noised_images(
     """Noise `image` (a run, a (3, H, W) tensor in [0, 1] or PIL) to each timestep (default 6).
 
     One noise draw (from `seed`) serves every t: in pixel space, and in latent space
-    (VAE-encoded, noised, decoded).
+    (VAE-encoded, noised, then decoded and previewed). The preview's latent->RGB map is the
+    run's own (`vae.preview_coefficients`) when `image` is a run, else fitted on this image.
     """
     ts = check_timesteps(timesteps, pipe, 6)
     x0 = image_input(image, pipe)  # (1, 3, H, W) in [0, 1]
@@ -60,12 +72,15 @@ def noised_images(
     latent_noise = torch.randn(z0.shape, generator=g)
     pixels = torch.cat([add_noise(x0 * 2 - 1, t, pipe, noise=pixel_noise) for t in ts])
     latents = torch.cat([add_noise(z0, t, pipe, noise=latent_noise) for t in ts])
+    coef = image.get("vae.preview_coefficients") if isinstance(image, Mapping) else None
+    coef = fit_preview(z0[0], x0[0]) if coef is None else coef  # (c+1, 3)
     return NoisedImages(
         ts,
         alpha_bar(pipe, ts),
         ((pixels + 1) / 2).clamp(0, 1),
         decode(pipe, latents),
         tuple(z0.shape[1:]),
+        None if coef is None else linear_preview(latents, coef),
     )
 
 

@@ -3,8 +3,9 @@
 "The Illustrated Stable Diffusion" (Alammar, 2022) draws the reverse process as a
 strip: at each step the UNet looks at the noisy latents x_t, predicts the noise in them
 (Ho et al. 2020's epsilon), and the scheduler removes part of it. This widget replays a
-recorded `Run` at any step: x_t decoded, the predicted clean image x̂0 decoded, the noise
-prediction's latent channels, the cross-attention map of each word, and the step's place
+recorded `Run` at any step: x_t through the linear latent->RGB preview (noise looks like
+noise) and decoded by the VAE (which maps noise into the world it was trained on), the
+predicted clean image x̂0 decoded, the noise prediction's latent channels, the cross-attention map of each word, and the step's place
 on the noise schedule. Everything comes from the Run (decodes are batched once and
 cached); moving the slider never runs the UNet again.
 """
@@ -30,8 +31,10 @@ class DenoisingExplorer(W.VBox):
     whose VAE decodes the latents (None: the Run's cheap linear preview); `words`: which
     of the prompt's words get an attention map (default: all). `size`: image width in px.
 
-    Controls: `.slider` (the step, 0 = pure noise) and `.play`, linked in the browser.
+    Controls: `.slider` (the step, counted from 0 like `run[...][step]`; step 0 starts
+    from the noise) and `.play`, linked in the browser.
     CSS hooks: sdviz-denoise (the whole widget), sdviz-denoise-slider, sdviz-denoise-play,
+    sdviz-denoise-preview (x_t's linear preview, when the run has one),
     sdviz-denoise-image (x_t), sdviz-denoise-x0, sdviz-denoise-noise,
     sdviz-denoise-attention (one per word), sdviz-denoise-schedule, sdviz-denoise-state
     (caption); each image also carries `sdviz-state-<step>` naming the step it shows.
@@ -53,6 +56,8 @@ class DenoisingExplorer(W.VBox):
         # decoded once, batched (sdviz.probes.step_images); the slider only indexes into these
         images = step_images(run, pipe, range(self.n_steps))
         self._xt, self._x0 = images.latents, images.pred_original_sample  # (S, 3, H, W) each
+        self._preview = images.preview if images.decoded else None  # (S, 3, h, w)
+        self._decoded = images.decoded
         self._schedule: _images.MarkedFigure | None = None
 
         self.slider = W.IntSlider(
@@ -78,18 +83,21 @@ class DenoisingExplorer(W.VBox):
 
     def _pictures(self) -> list[W.Widget]:
         """The image widgets (empty until `show`), laid out under the controls."""
+        self.preview_image = image_widget("sdviz-denoise-preview")
         self.xt_image = image_widget("sdviz-denoise-image", "sdviz-denoise-xt")
         self.x0_image = image_widget("sdviz-denoise-x0")
         self.noise_image = image_widget("sdviz-denoise-noise")
         self.attention_images = [image_widget("sdviz-denoise-attention") for _ in self.words]
         self.schedule_image = image_widget("sdviz-denoise-schedule")
-        pictures = W.HBox(
-            [
-                labelled("x_t (decoded)", self.xt_image),
-                labelled("x̂0: predicted clean image", self.x0_image),
-                labelled("predicted noise (latent channels)", self.noise_image),
-            ]
-        )
+        how = "VAE-decoded" if self._decoded else "linear preview"
+        panels = [
+            labelled(f"x_t, {how}", self.xt_image),
+            labelled(f"x̂0: predicted clean image, {how}", self.x0_image),
+            labelled("predicted noise (latent channels)", self.noise_image),
+        ]
+        if self._preview is not None:
+            panels.insert(0, labelled("x_t, linear preview", self.preview_image))
+        pictures = W.HBox(panels)
         attention = W.HBox(
             [
                 labelled(w, img)
@@ -122,9 +130,12 @@ class DenoisingExplorer(W.VBox):
         t = int(run["scheduler.step_timestep"][step])
         abar = float(run["scheduler.step_alpha_bar"][step])
         self.state.value = (
-            f"step {step + 1} of {self.n_steps} · t = {t} · ᾱ_t = {abar:.3f} "
+            f"step {step} (of 0…{self.n_steps - 1}) · t = {t} · ᾱ_t = {abar:.3f} "
             f"(signal {abar**0.5:.2f}, noise {(1 - abar) ** 0.5:.2f})"
         )
+        if self._preview is not None:
+            preview = _images.image_png(self._preview[step], self.size)
+            set_tagged(self.preview_image, tag, value=preview)
         set_tagged(self.xt_image, tag, value=_images.image_png(self._xt[step], self.size))
         set_tagged(self.x0_image, tag, value=_images.image_png(self._x0[step], self.size))
         noise = run["denoiser.noise_pred"][step]  # (c, h, w)
