@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ from .builder import (
     count_parameters,
     t5_tokenizer,
 )
+from .pipeline import pipeline_default
 from .seeding import drawing_from
 from .tokenizer import build_tokenizer
 
@@ -325,13 +325,6 @@ def architecture_pipeline(
     return pipe
 
 
-def _call_default(pipeline: str, argument: str) -> Any:
-    """A default of the pipeline's `__call__` (steps, guidance, T5's sequence length)."""
-    cls = getattr(importlib.import_module("diffusers"), pipeline)
-    parameter = inspect.signature(cls.__call__).parameters.get(argument)
-    return None if parameter is None else parameter.default
-
-
 @dataclass(frozen=True)
 class TextEncoderFacts:
     component: str  # text_encoder, text_encoder_2, ...
@@ -369,7 +362,7 @@ class ArchitectureFacts:
 
 
 def _text_facts(arch: Architecture, modules: dict[str, Any]) -> list[TextEncoderFacts]:
-    t5_tokens = _call_default(arch.pipeline, "max_sequence_length")
+    t5_tokens = pipeline_default(arch.pipeline, "max_sequence_length")
     out = []
     for component, (_, class_name, config) in arch.components.items():
         if not component.startswith("text_encoder"):
@@ -461,8 +454,8 @@ def architecture_facts(name: str) -> ArchitectureFacts:
         attention_layers=len(layers),
         attention_heads=sum(m.heads for m, _ in layers),
         attention_head_cells=sum(m.heads * (grid // down) ** 2 for m, down in layers),
-        steps=_call_default(arch.pipeline, "num_inference_steps"),
-        guidance_scale=_call_default(arch.pipeline, "guidance_scale"),
+        steps=pipeline_default(arch.pipeline, "num_inference_steps"),
+        guidance_scale=pipeline_default(arch.pipeline, "guidance_scale"),
         guidance="distilled" if distilled else "classifier-free",
         scheduler=arch.scheduler[0],
     )

@@ -130,26 +130,35 @@ def recommended(model: Any = None) -> Recommended:
     """The settings `model` recommends: a pipeline, a folder, a hub id, or None (embedded).
 
     Read from the model folder's `sdviz.json` (so a copy of sdviz-mini recommends what
-    the original does); Stable Diffusion's 7.5 and 25 steps when there is none.
+    the original does); when there is none, Stable Diffusion's 7.5 and 25 steps for SD
+    1.x/2.x, and the pipeline class's own defaults for SDXL, SD3 and Flux (Flux-dev's
+    guidance 3.5 is an input of a distilled model, not SD's classifier-free 7.5).
     """
+    class_name = None
     if model is None:
         folder: Any = EMBEDDED_MODEL
     elif isinstance(model, str | os.PathLike):
         folder = model
     else:  # a pipeline: diffusers keeps the folder it was loaded from
+        class_name = type(model).__name__
         folder = getattr(model, "config", {}).get("_name_or_path") or getattr(
             model, "name_or_path", None
         )
+    index = Path(folder) / "model_index.json" if folder else None
+    if class_name is None and index is not None and index.is_file():
+        try:
+            class_name = json.loads(index.read_text()).get("_class_name")
+        except (ValueError, AttributeError):
+            class_name = None  # sdviz.load explains a broken index
+    base = _family_defaults(class_name)
     path = Path(folder) / RECOMMENDED_FILE if folder else None
     if path is None or not path.is_file():
-        return Recommended()
+        return base
     try:
         data = json.loads(path.read_text())
         return Recommended(
-            guidance_scale=float(data.get("guidance_scale", Recommended.guidance_scale)),
-            num_inference_steps=int(
-                data.get("num_inference_steps", Recommended.num_inference_steps)
-            ),
+            guidance_scale=float(data.get("guidance_scale", base.guidance_scale)),
+            num_inference_steps=int(data.get("num_inference_steps", base.num_inference_steps)),
             closed_vocabulary=bool(data.get("closed_vocabulary", False)),
             source=str(path),
         )
@@ -158,6 +167,28 @@ def recommended(model: Any = None) -> Recommended:
             f"{path} is not a valid sdviz settings file ({e}); it should hold JSON such as "
             '{"guidance_scale": 3.0, "num_inference_steps": 25}. Fix or delete it.'
         ) from None
+
+
+def pipeline_default(class_name: str, argument: str) -> Any:
+    """A default of a diffusers pipeline class's `__call__` (``num_inference_steps``,
+    ``guidance_scale``, T5's ``max_sequence_length``...); None when it has no such one."""
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, class_name)
+    parameter = inspect.signature(cls.__call__).parameters.get(argument)
+    return None if parameter is None else parameter.default
+
+
+def _family_defaults(class_name: Any) -> Recommended:
+    if class_name not in FAMILIES or class_name == "StableDiffusionPipeline":
+        return Recommended()
+    return Recommended(
+        guidance_scale=float(pipeline_default(class_name, "guidance_scale")),
+        num_inference_steps=int(pipeline_default(class_name, "num_inference_steps")),
+        source=f"{class_name}'s defaults (the model folder recommends nothing)",
+    )
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -373,6 +404,15 @@ def set_scheduler(pipe: Any, name: str):
     Returns the new scheduler.
     """
     canonical_name(name)
+    current = type(pipe.scheduler).__name__
+    if current.startswith("FlowMatch"):
+        raise ValueError(
+            f"{type(pipe).__name__} samples with {current}: it was trained with flow matching "
+            "(a straight path from noise to image, velocity prediction), not on the noise "
+            f"schedule (betas, alpha-bar) that {name!r} and the other names in "
+            "sdviz.scheduler_names() walk. Keep its own scheduler; change "
+            "num_inference_steps instead."
+        )
     new = make_scheduler(name, pipe.scheduler.config)
     pipe.scheduler = new
     return new

@@ -21,7 +21,7 @@ from sdviz.builder import (
     tiny_sd3_pipeline,
     tiny_sdxl_pipeline,
 )
-from sdviz.pipeline import FAMILIES, denoiser, family, load
+from sdviz.pipeline import FAMILIES, denoiser, family, load, recommended, set_scheduler
 
 BUILDERS = {
     "sdxl": (tiny_sdxl_pipeline, StableDiffusionXLPipeline),
@@ -134,3 +134,26 @@ def test_uncached_sdxl_hub_id_gives_the_offline_error(tmp_path):
     assert "ERROR:" in msg, out.stderr[-2000:]
     assert "stabilityai/stable-diffusion-xl-base-1.0" in msg
     assert "sdviz.load()" in msg and "HF_HUB_OFFLINE" in msg
+
+
+def test_recommended_settings_are_the_family_defaults(built):
+    """No sdviz.json: SDXL, SD3 and Flux recommend their pipeline class's own defaults."""
+    import inspect
+
+    _, pipe, folder = built
+    defaults = inspect.signature(type(pipe).__call__).parameters
+    for model in (pipe, folder, load(folder, device="cpu")):
+        settings = recommended(model)
+        assert settings.guidance_scale == defaults["guidance_scale"].default
+        assert settings.num_inference_steps == defaults["num_inference_steps"].default
+        assert type(pipe).__name__ in settings.source
+    assert recommended(tiny_flux_pipeline()).guidance_scale != recommended().guidance_scale
+
+
+@pytest.mark.parametrize("build", [tiny_sd3_pipeline, tiny_flux_pipeline])
+def test_flow_matching_pipelines_keep_their_scheduler(build):
+    pipe = build()
+    before = pipe.scheduler
+    with pytest.raises(ValueError, match="flow matching"):
+        set_scheduler(pipe, "ddim")
+    assert pipe.scheduler is before
