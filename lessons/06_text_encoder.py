@@ -59,24 +59,58 @@ print("ids:   ", tok["input_ids"][:n].tolist())
 print(f"then {L - n} padding tokens {tok['tokens'][n]!r} (id {int(tok['input_ids'][n])})")
 
 # %% [markdown]
-# A word the tokenizer does not know is not rejected: it is spelled out in smaller pieces
-# that it does know (byte-pair encoding). The end of a word is marked `</w>`.
+# ## Byte-pair encoding: where the pieces come from
+#
+# CLIP's tokenizer uses **byte-pair encoding** (BPE, Sennrich et al. 2016). Its vocabulary
+# is *learned* from text: start with every single character (every byte, so that any text
+# can be written down), then again and again add the most frequent adjacent pair of
+# pieces in the corpus as a new token — a **merge** — until the vocabulary is as large as
+# wanted. The loaded tokenizer's vocabulary, counted by kind:
 
 # %%
-odd = sdviz.tokenize(pipe, "a red dodecahedron")
-print(odd["tokens"][: odd["n_tokens"]])
+sdviz.course.tables.vocabulary_table(pipe.tokenizer)
 
 # %% [markdown]
-# And a prompt longer than L tokens is cut: the text encoder never sees the end of it.
+# sdviz-mini's tokenizer learned its merges from ShapesWorld's captions alone, and stopped
+# when every word in them was one token: the merges in the table build ShapesWorld's few
+# dozen words, and nothing more. It is a tiny, **closed** vocabulary. Stable Diffusion's
+# CLIP tokenizer learned 48,894 merges (of its 49,408 tokens) from a large corpus of web
+# text, so it holds pieces for the frequent letter sequences of English.
+#
+# Tokenizing a word replays the learned merges, the earliest-learned (most frequent) first,
+# as long as one applies. A ShapesWorld word is merged all the way into one token:
+
+# %%
+sdviz.course.tables.bpe_table(pipe.tokenizer, "triangle")
+
+# %% [markdown]
+# A word is never rejected: it is cut into the pieces the merges can build. Three words
+# the captions never contained, against one they did:
+
+# %%
+sdviz.course.tables.pieces_table(pipe.tokenizer, ["triangle", "rectangle", "dodecahedron"])
+
+# %% [markdown]
+# "rectangle" never appears in ShapesWorld, yet it comes out in three pieces: "re" (from
+# "red"), "ct" (from "picture") and "angle" (from "triangle") were all learned. That is
+# what BPE is for: an unseen word is built from known pieces. "dodecahedron" has almost no
+# letter pair that ShapesWorld's captions repeat, so this vocabulary can only spell it out
+# letter by letter — a symptom of the tiny closed vocabulary, not of BPE. A vocabulary
+# learned from a large corpus has merges for its frequent parts, so with Stable Diffusion
+# loaded (`MODEL` in the setup cell) these cells show "dodecahedron" in a few pieces.
+#
+# Every piece takes one of the L positions, and a prompt longer than L tokens is cut: the
+# text encoder never sees the end of it.
 # sdviz reports what was lost (diffusers only prints a warning):
 
 # %%
 long_prompt = ", ".join([lesson.prompt] * 12)
 cut = sdviz.tokenize(pipe, long_prompt)
 print(
-    f"{len(long_prompt.split())} words; kept {cut['n_tokens']} tokens; cut off: {len(cut['truncated'])} tokens"
+    f"{len(long_prompt.split())} words; kept {cut['n_tokens']} tokens (start and end included);"
+    f" cut off: {len(cut['truncated'])} tokens"
 )
-print("cut off:", " ".join(cut["truncated"]).replace("</w>", "")[:150], "...")
+print("cut off:", sdviz.text.readable_text(cut["truncated"])[:150], "...")
 
 # %% [markdown]
 # Try it: type in the box and watch the tokens change. **Generate** runs the pipeline.
@@ -96,6 +130,24 @@ sdviz.widgets.PromptExplorer(
 embeds = sdviz.embed(pipe, lesson.prompt)
 print("embeddings:", tuple(embeds.shape), "(tokens × dimensions)")
 sdviz.figures.tokens_and_embeddings(sdviz.text.prompt_record(pipe, lesson.prompt))
+
+# %% [markdown]
+# The text encoder that made them, read from the loaded model:
+
+# %%
+text_config = pipe.text_encoder.config
+print(
+    f"{text_config.num_hidden_layers} Transformer layers, {text_config.hidden_size} wide (d), "
+    f"{text_config.num_attention_heads} attention heads: "
+    f"{sdviz.course.count_parameters(pipe.text_encoder):,} parameters"
+)
+
+# %% [markdown]
+# The article gives "ClipText" 63M parameters. That is the *base* text Transformer of the
+# CLIP paper (Radford et al. 2021: 12 layers, 512 wide). Stable Diffusion 1.x uses the text
+# tower of a larger CLIP, ViT-L/14: also 12 layers, but 768 wide (d = 768), which makes
+# 123M parameters — the number this cell prints with SD 1.5 loaded. Both are small next to
+# the UNet; sdviz-mini's is smaller still, sized for its few dozen words.
 
 # %% [markdown]
 # **Context.** Compare the vector of "circle" in two prompts that differ only in the
@@ -187,22 +239,47 @@ sdviz.figures.clip_similarity(similarities)
 # A batch of random captions almost never holds two that differ only in "left" and
 # "right", so the contrastive loss can be pushed down without reading word order: a CLIP
 # can rank captions by their **bag of words** (Yuksekgonul et al. 2023). Below, each test
-# image faces its own caption and its **counterfactuals** — the same words, another
-# picture: the relation flipped, or two colours swapped (`sdviz.shapes.contrast_captions`).
+# image faces its own caption and its two **counterfactuals** — the same words, another
+# picture: the relation flipped, and two colours swapped (`sdviz.shapes.contrast_captions`).
+# `sdviz.probes.clip.counterfactuals` picks the test pictures whose captions have both.
 
 # %%
-relational = sdviz.course.examples(test, 3, containing=("left of", "right of"))
-captions = relational.counterfactual_captions()  # each caption, then its counterfactuals
-print(*captions, sep="\n")
+relational = sdviz.probes.clip.counterfactuals(test, 3)  # pictures with both kinds
+print(*relational.captions, sep="\n")
 sdviz.figures.clip_similarity(
     sdviz.probes.clip_embeddings(
         relational.images,
-        captions,
+        relational.captions,
+        model=clip_run.model,
+        tokenizer=pipe.tokenizer,
+        image_mean=clip_run.image_mean,
+        image_std=clip_run.image_std,
+    ),
+    truth=relational.truth,
+    caption_kinds=relational.kinds,
+)
+
+# %% [markdown]
+# Three pictures are few. The same test on a hundred: how often does the true caption
+# score higher than each kind of counterfactual? A CLIP that reads only the bag of words
+# scores both alike: 50% (a tie counts half); one that reads relations and bindings: 100%.
+
+# %%
+many = sdviz.probes.clip.counterfactuals(test, lesson.pick(full=100, smoke=8))
+wins = many.true_wins(
+    sdviz.probes.clip_embeddings(
+        many.images,
+        many.captions,
         model=clip_run.model,
         tokenizer=pipe.tokenizer,
         image_mean=clip_run.image_mean,
         image_std=clip_run.image_std,
     )
+)
+sdviz.course.table(
+    {"counterfactual": wins.keys(), "true caption scores higher": wins.values()},
+    formats={"true caption scores higher": ".0%"},
+    notes=f"over {len(many.images)} test pictures; the live CLIP trained {len(clip_run.loss)} steps",
 )
 
 # %% [markdown]
@@ -215,11 +292,43 @@ sdviz.figures.clip_similarity(
 # those words too. sdviz-mini's recipe shows it the captions that say where three times as
 # often and weighs the noisiest steps, where the layout is decided, more; even so it
 # learns order last, in a jump late in training (its model card has the numbers).
+
+# %% [markdown]
+# ## Check yourself
 #
+# Answer each question first, then run the cell under it.
+#
+# **1.** How many tokens does "a big purple triangle above a small green circle" take,
+# start and end tokens included? And how many padding tokens follow?
+
+# %%
+check = sdviz.tokenize(pipe, "a big purple triangle above a small green circle")
+print(f"{check['n_tokens']} tokens, then {L - check['n_tokens']} padding tokens")
+
+# %% [markdown]
+# **2.** ShapesWorld says "square", never "squares". Will the plural come out as "square"
+# plus "s"? (Look again at how the merges of "triangle" used `</w>`.)
+
+# %%
+sdviz.course.tables.bpe_table(pipe.tokenizer, "squares")
+
+# %% [markdown]
+# **3.** CLIP's text encoder is causal. Does a word *after* "circle" change the vector of
+# "circle"? Predict the cosine, then compare "a red circle" with "a red circle on the left":
+
+# %%
+longer = sdviz.embed(pipe, "a red circle on the left")
+print(f"'circle': cosine {float(cosine(red[position], longer[position], dim=0)):.3f}")
+
+# %% [markdown]
 # ## Recap
 #
 # - The tokenizer turns a prompt into exactly L ids: start token, word pieces, end token,
 #   padding; anything beyond L is cut off.
+# - Its pieces come from byte-pair encoding: merges learned from a corpus, replayed on each
+#   word. sdviz-mini's corpus was ShapesWorld's captions, so it spells unrelated words out
+#   letter by letter; SD's CLIP tokenizer, learned from web text, keeps most words to a
+#   few pieces.
 # - The text encoder turns them into L contextual vectors (L × d): what the UNet reads.
 # - CLIP learns those vectors contrastively, pulling matching image–caption pairs together
 #   and pushing the others apart. Random batches let it read a bag of words; captions
@@ -230,7 +339,7 @@ sdviz.figures.clip_similarity(
 # 1. Find a prompt of ordinary words that uses more tokens than words. Which words were
 #    split, and why?
 # 2. Compare the vectors of "square" in "a red square" and "a square": how far does one
-#    adjective move it? Does a word *after* "square" change it?
+#    adjective move it? Does "big" move it as far as a colour does?
 # 3. Train the small CLIP for twice as many steps: how do the loss and the similarity
 #    matrix change? Does it tell the counterfactuals apart? Then load sdviz-mini's whole
 #    CLIP (the model folder's `clip/`, with `transformers.CLIPModel.from_pretrained`) and

@@ -7,10 +7,17 @@ and encoded to one d-dimensional vector per position (768 for SD 1.x, 1024 for 2
 
     tokenize(pipe, "a red circle")   # ids, token strings, count, what was cut off
     embed(pipe, "a red circle")      # (L, d) float32 on the CPU
+
+How the tokenizer's pieces come about (byte-pair encoding, Sennrich et al. 2016):
+
+    vocabulary(pipe.tokenizer)       # characters, learned merges, special tokens
+    bpe_steps(pipe.tokenizer, "rectangle")   # the word's merges replayed, in rank order
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -143,3 +150,78 @@ def prompt_record(pipe: Any, prompt: str) -> dict[str, Any]:
         | {f"tokenizer.{k}": v for k, v in tok.items()}
         | {"text_encoder.prompt_embeds": embed(pipe, prompt)}
     )
+
+
+WORD_END = "</w>"  # CLIP's BPE marks the last piece of a word with it
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What a CLIP BPE vocabulary is made of (Radford et al. 2021; Sennrich et al. 2016).
+
+    BPE starts from single characters (bytes), each also in a word-final form ("a</w>"),
+    and adds one token per learned **merge** of two adjacent pieces; the special tokens
+    frame the prompt. `merges` is how much text the vocabulary was learned from shows.
+    """
+
+    characters: int  # single characters inside a word
+    word_end_characters: int  # single characters ending a word ("a</w>")
+    merges: int  # pieces made by learned merges (one per merge)
+    special: int  # <|startoftext|>, <|endoftext|>
+    total: int  # len(tokenizer)
+
+
+def vocabulary(tokenizer: Any) -> Vocabulary:
+    """Count the kinds of tokens in a CLIP tokenizer's vocabulary (sdviz-mini's or SD's)."""
+    vocab = tokenizer.get_vocab()
+    special = [t for t in vocab if t in set(tokenizer.all_special_tokens)]
+    ordinary = [t for t in vocab if t not in special]
+    word_end = [t for t in ordinary if t.endswith(WORD_END) and len(t) == len(WORD_END) + 1]
+    characters = [t for t in ordinary if len(t) == 1]
+    rest = len(ordinary) - len(word_end) - len(characters)
+    return Vocabulary(len(characters), len(word_end), rest, len(special), len(tokenizer))
+
+
+def bpe_merges(tokenizer: Any) -> list[tuple[str, str]]:
+    """The tokenizer's learned merges, in the order they were learned (their rank)."""
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    if model.get("type") != "BPE":
+        raise ValueError(f"{type(tokenizer).__name__} is not a byte-pair-encoding tokenizer.")
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+
+
+@dataclass(frozen=True)
+class BpeStep:
+    """One merge applied to a word: the pair, its rank among the learned merges, and the
+    word's pieces after it."""
+
+    pair: tuple[str, str]
+    rank: int
+    pieces: tuple[str, ...]
+
+
+def bpe_steps(tokenizer: Any, word: str) -> list[BpeStep]:
+    """Replay BPE on one lowercase word (a-z): start from its letters (the last marked
+    `</w>`), then apply the learned merge of lowest rank among adjacent pieces, again and
+    again, until no adjacent pair has a merge. The last step's pieces are
+    `tokenizer.tokenize(word)`; with no merge at all the list is empty."""
+    if not word.isascii() or not word.isalpha() or word != word.lower():
+        raise ValueError(f"bpe_steps replays one lowercase word of letters a-z; got {word!r}.")
+    ranks = {pair: i for i, pair in enumerate(bpe_merges(tokenizer))}
+    pieces = [*word[:-1], word[-1] + WORD_END]
+    steps = []
+    while True:
+        pairs = [p for p in zip(pieces, pieces[1:], strict=False) if p in ranks]
+        if not pairs:
+            return steps
+        best = min(pairs, key=ranks.__getitem__)
+        merged, i = [], 0
+        while i < len(pieces):
+            if tuple(pieces[i : i + 2]) == best:
+                merged.append(pieces[i] + pieces[i + 1])
+                i += 2
+            else:
+                merged.append(pieces[i])
+                i += 1
+        pieces = merged
+        steps.append(BpeStep(best, ranks[best], tuple(pieces)))

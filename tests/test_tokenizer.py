@@ -1,5 +1,6 @@
 """The locally learned CLIP tokenizer: whole words, unknown words, padding, saving."""
 
+import pytest
 from transformers import CLIPTokenizer
 
 from sdviz.tokenizer import build_tokenizer, learn_bpe
@@ -35,3 +36,39 @@ def test_padding_and_truncation_to_model_max_length(tmp_path):
 def test_learn_bpe_is_deterministic():
     texts = ["the cat sat on the mat", "a cat and a hat"]
     assert learn_bpe(texts) == learn_bpe(list(texts))
+
+
+def test_vocabulary_counts_characters_merges_and_specials():
+    from sdviz.text import bpe_merges, vocabulary
+
+    tok = build_tokenizer(["a red circle left of a blue square"])
+    v = vocabulary(tok)
+    assert v.total == len(tok) == v.characters + v.word_end_characters + v.merges + v.special
+    assert v.merges == len(bpe_merges(tok)) > 0 and v.special == 2
+    assert v.characters == v.word_end_characters  # every byte, and every byte ending a word
+
+
+def test_bpe_steps_replay_the_tokenizer():
+    from sdviz.text import bpe_steps
+
+    tok = build_tokenizer(["a red triangle", "a small picture"])
+    for word in ("triangle", "rectangle", "dodecahedron", "squares", "a"):
+        steps = bpe_steps(tok, word)
+        letters = [*word[:-1], word[-1] + "</w>"]
+        assert (list(steps[-1].pieces) if steps else letters) == tok.tokenize(word), word
+    assert bpe_steps(tok, "triangle")[-1].pieces == ("triangle</w>",)  # a corpus word: one
+    assert len(tok.tokenize("rectangle")) < len("rectangle")  # known pieces, not letters
+    assert not bpe_steps(tok, "zzz")  # no merge applies: letters
+    with pytest.raises(ValueError, match="lowercase word"):
+        bpe_steps(tok, "Two words")
+
+
+def test_tables_show_the_vocabulary_and_the_merges():
+    from sdviz.course.tables import bpe_table, pieces_table, vocabulary_table
+
+    tok = build_tokenizer(["a red triangle", "a small picture"])
+    assert vocabulary_table(tok)["count"][-1] == len(tok)
+    merges = bpe_table(tok, "triangle")
+    assert merges["pieces"][0] == "t r i a n g l e</w>" and merges["pieces"][-1] == "triangle</w>"
+    pieces = pieces_table(tok, ["triangle", "dodecahedron"])
+    assert pieces["pieces"] == [1, len(tok.tokenize("dodecahedron"))]

@@ -117,3 +117,68 @@ def attention_layers_table(run: Any) -> Table:
         },
         notes="h, w: the layer's own resolution (the average resizes each to the latent's)",
     )
+
+
+def vocabulary_table(tokenizer: Any) -> Table:
+    """What the tokenizer's BPE vocabulary is made of (`sdviz.text.vocabulary`), a row per
+    kind of token with an example and what it is for."""
+    from ..text import WORD_END, bpe_merges, vocabulary
+
+    v = vocabulary(tokenizer)
+    last = "".join(bpe_merges(tokenizer)[-1])  # the last merge learned
+    return table(
+        {
+            "kind of token": [
+                "single character",
+                "single character ending a word",
+                "learned merge",
+                "special",
+                "all",
+            ],
+            "count": [v.characters, v.word_end_characters, v.merges, v.special, v.total],
+            "example": ["q", f"s{WORD_END}", last, tokenizer.bos_token, ""],
+        },
+        notes=(
+            "every byte is a token, so any text can be tokenized; a merge joins two pieces",
+            f"into a new token; {WORD_END} marks a piece that ends a word",
+        ),
+    )
+
+
+def bpe_table(tokenizer: Any, word: str) -> Table:
+    """The merges BPE applies to `word`, in order (`sdviz.text.bpe_steps`): the pair
+    merged, its rank among the learned merges (lower: learned earlier, more frequent) and
+    the pieces after it."""
+    from ..text import WORD_END, bpe_steps
+
+    steps = bpe_steps(tokenizer, word)
+    return table(
+        {
+            "step": range(len(steps) + 1),
+            "merge": ["(letters)", *(" + ".join(s.pair) for s in steps)],
+            "rank (0: learned first)": ["", *(s.rank for s in steps)],
+            "pieces": [
+                " ".join([*word[:-1], word[-1] + WORD_END]),
+                *(" ".join(s.pieces) for s in steps),
+            ],
+        },
+        title=f"BPE on {word!r}",
+    )
+
+
+def pieces_table(tokenizer: Any, words: Sequence[str]) -> Table:
+    """How `tokenizer` cuts each word: its pieces, how many, and how many merges built them
+    (`sdviz.text.bpe_steps`)."""
+    from ..text import bpe_steps
+
+    steps = [bpe_steps(tokenizer, w) for w in words]
+    pieces = [tokenizer.tokenize(w) for w in words]
+    return table(
+        {
+            "word": list(words),
+            "letters": [len(w) for w in words],
+            "pieces": [len(p) for p in pieces],
+            "merges applied": [len(s) for s in steps],
+            "tokens": [" ".join(p) for p in pieces],
+        }
+    )

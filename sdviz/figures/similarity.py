@@ -9,6 +9,8 @@ the best caption per image sits on the diagonal when the model is good.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
@@ -33,13 +35,22 @@ def _wrap(text: str, width: int = CAPTION_WRAP) -> str:
     return "\n".join(lines + [line])
 
 
-def clip_similarity(embeddings: ClipEmbeddings, *, ax: Axes | None = None) -> Figure:
+def clip_similarity(
+    embeddings: ClipEmbeddings,
+    *,
+    truth: Sequence[int] | None = None,
+    caption_kinds: Sequence[str] | None = None,
+    ax: Axes | None = None,
+) -> Figure:
     """Images (rows, as thumbnails) × captions (columns): cosine similarity of CLIP embeddings.
 
     `embeddings` come from `sdviz.probes.clip_embeddings(images, captions, model=clip,
     tokenizer=tok)`, or are built from precomputed vectors with
     `sdviz.probes.ClipEmbeddings(images, captions, image_embeds, text_embeds)` (images
     may be [] there: rows are then numbered). The best caption of each image is outlined.
+    `truth` (a column per image) marks each image's true caption with a dashed frame, and
+    `caption_kinds` (one per caption) labels the columns, as
+    `sdviz.probes.counterfactuals(world, n)` gives both.
 
     Example:
         >>> runs = [sdviz.generate(pipe, p) for p in ["a red circle", "a blue square"]]
@@ -49,6 +60,15 @@ def clip_similarity(embeddings: ClipEmbeddings, *, ax: Axes | None = None) -> Fi
     expect(embeddings, ClipEmbeddings, "sdviz.probes.clip_embeddings(images, captions, ...)")
     sim, captions, pictures = embeddings.similarity, embeddings.captions, embeddings.images
     n, m = sim.shape
+    if truth is not None and len(truth) != n:
+        raise ValueError(f"truth needs one caption column per image ({n}), got {len(truth)}.")
+    if caption_kinds is not None and len(caption_kinds) != m:
+        raise ValueError(
+            f"caption_kinds needs one label per caption ({m}), got {len(caption_kinds)}."
+        )
+    labels = [_wrap(c) for c in captions]
+    if caption_kinds is not None:
+        labels = [f"[{k}]\n{c}" for k, c in zip(caption_kinds, labels, strict=True)]
     with style():
         if ax is None:
             fig = new_figure(None, ROW_INCHES * (m + 1.5) + 1.5, ROW_INCHES * n + 2.2)
@@ -64,7 +84,19 @@ def clip_similarity(embeddings: ClipEmbeddings, *, ax: Axes | None = None) -> Fi
             ax.add_patch(
                 Rectangle((best - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#E69F00", linewidth=3)
             )
-        ax.set_xticks(range(m), [_wrap(c) for c in captions], rotation=0)
+            if truth is not None:
+                ax.add_patch(
+                    Rectangle(
+                        (truth[i] - 0.42, i - 0.42),
+                        0.84,
+                        0.84,
+                        fill=False,
+                        edgecolor="white",
+                        linestyle="--",
+                        linewidth=2,
+                    )
+                )
+        ax.set_xticks(range(m), labels, rotation=0)
         ax.set_xlabel("caption")
         thumb_points = ROW_INCHES * 72 * 0.9
         ax.set_ylabel("image", labelpad=thumb_points + 8 if pictures else 4)
@@ -83,6 +115,9 @@ def clip_similarity(embeddings: ClipEmbeddings, *, ax: Axes | None = None) -> Fi
                 ax.add_artist(box)
         else:
             ax.set_yticks(range(n), [f"image {i}" for i in range(n)])
-        ax.set_title("CLIP cosine similarity, images × captions (outline: best caption)")
+        frames = "outline: best caption" + (
+            "; dashed: the true caption" if truth is not None else ""
+        )
+        ax.set_title(f"CLIP cosine similarity, images × captions ({frames})")
         fig.colorbar(im, ax=ax, label="cosine similarity", shrink=0.8)
     return fig

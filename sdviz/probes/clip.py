@@ -100,3 +100,55 @@ def clip_embeddings(
         attention_mask=tokens["attention_mask"].to(param.device),
     )
     return ClipEmbeddings(pictures, list(captions), out.image_embeds, out.text_embeds)
+
+
+COUNTERFACTUAL_KINDS = {"relation": "relation flipped", "colours": "colours swapped"}
+
+
+@dataclass(frozen=True)
+class Counterfactuals:
+    """Test pictures, each with its own caption and its counterfactuals: captions made of
+    the same words that describe another picture (`sdviz.shapes.contrast_captions`)."""
+
+    images: list[Any]  # PIL images
+    captions: list[str]  # per image: its caption, then one counterfactual per kind
+    kinds: list[str]  # per caption: "true caption", "relation flipped", "colours swapped"
+    truth: list[int]  # per image: the column of its true caption
+
+    def true_wins(self, embeddings: ClipEmbeddings) -> dict[str, float]:
+        """Per counterfactual kind: the share of images whose true caption scores higher
+        than that counterfactual, a tie counting half. 0.5 is what a CLIP that reads only
+        the bag of words gets (it scores both alike), 1.0 a CLIP that always reads them."""
+        sim = embeddings.similarity  # (images, captions)
+        wins: dict[str, list[float]] = {}
+        for row, col in enumerate(self.truth):
+            for j in range(col + 1, col + 1 + len(COUNTERFACTUAL_KINDS)):
+                win = np.sign(sim[row, col] - sim[row, j]) / 2 + 0.5  # 1, 0.5 (tie) or 0
+                wins.setdefault(self.kinds[j], []).append(float(win))
+        return {kind: float(np.mean(w)) for kind, w in wins.items()}
+
+
+def counterfactuals(world: Any, n: int, *, start: int = 0, search: int = 2000) -> Counterfactuals:
+    """The first `n` samples of a ShapesWorld (from index `start`) that have *every* kind
+    of counterfactual — the relation flipped ("left of" <-> "right of", "above" <->
+    "below") and two colours swapped — so that each image faces exactly those."""
+    from PIL import Image
+
+    from ..shapes import contrast_captions
+
+    images, captions, kinds, truth = [], [], [], []
+    for i in range(start, start + search):
+        sample = world[i]
+        other = contrast_captions(sample.caption)
+        if set(other) != set(COUNTERFACTUAL_KINDS):
+            continue
+        images.append(Image.fromarray(sample.image))
+        truth.append(len(captions))
+        captions += [sample.caption, *(other[k] for k in COUNTERFACTUAL_KINDS)]
+        kinds += ["true caption", *COUNTERFACTUAL_KINDS.values()]
+        if len(images) == n:
+            return Counterfactuals(images, captions, kinds, truth)
+    raise ValueError(
+        f"only {len(images)} of {search} samples have every counterfactual "
+        f"({', '.join(COUNTERFACTUAL_KINDS.values())}); asked for {n}."
+    )
