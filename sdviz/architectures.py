@@ -78,6 +78,8 @@ T5_XXL = dict(
     feed_forward_proj="gated-gelu",
     is_encoder_decoder=False,
 )
+TEXT_ENCODERS = {"CLIP-L": CLIP_L, "CLIP-G": CLIP_G, "T5-XXL": T5_XXL}  # name -> config
+
 # the KL autoencoder's levels, shared by all four (SD3's and Flux's with 16 latent channels)
 _VAE = dict(
     in_channels=3,
@@ -328,6 +330,7 @@ def architecture_pipeline(
 @dataclass(frozen=True)
 class TextEncoderFacts:
     component: str  # text_encoder, text_encoder_2, ...
+    label: str  # which published encoder: CLIP-L, CLIP-G, T5-XXL
     kind: str  # the class
     parameters: int
     width: int  # the hidden size of its token vectors
@@ -381,6 +384,7 @@ def _text_facts(arch: Architecture, modules: dict[str, Any]) -> list[TextEncoder
         out.append(
             TextEncoderFacts(
                 component,
+                next(k for k, v in TEXT_ENCODERS.items() if v == config),
                 class_name,
                 count_parameters(modules[component]),
                 width,
@@ -497,3 +501,28 @@ def attention_map_shapes(name: str) -> MapShapes:
         f.attention_heads,
         f.attention_head_cells,
     )
+
+
+def comparison(names: tuple[str, ...] = tuple(ARCHITECTURES)) -> dict[str, list[Any]]:
+    """The architectures side by side, a column per fact (header: what it is, its unit),
+    ready for `sdviz.course.table`: what grew from SD 1.5 to SDXL, SD3 and Flux."""
+    rows = [architecture_facts(n) for n in names]
+    billions = 1e9
+    return {
+        "model": [f.name for f in rows],
+        "text encoders": [" + ".join(t.label for t in f.text_encoders) for f in rows],
+        "text encoders (B params)": [
+            sum(t.parameters for t in f.text_encoders) / billions for f in rows
+        ],
+        "text tokens L (the denoiser reads)": [f.text_tokens for f in rows],
+        "denoiser": [f.denoiser for f in rows],
+        "denoiser (B params)": [f.parameters[f.denoiser] / billions for f in rows],
+        "VAE (B params)": [f.parameters["vae"] / billions for f in rows],
+        "image (px)": [f.resolution for f in rows],
+        "latent (c, h, w)": [f.latent_shape for f in rows],
+        "attention grid (h, w)": [f.denoiser_grid for f in rows],
+        "text-attention layers": [f.attention_layers for f in rows],
+        "scheduler": [f.scheduler for f in rows],
+        "default steps": [f.steps for f in rows],
+        "guidance": [f"{f.guidance} {f.guidance_scale:g}" for f in rows],
+    }

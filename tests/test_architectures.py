@@ -11,6 +11,7 @@ from sdviz.architectures import (
     architecture_facts,
     architecture_pipeline,
     attention_map_shapes,
+    comparison,
     meta_component,
 )
 from sdviz.builder import count_parameters
@@ -116,3 +117,12 @@ def test_architecture_pipeline_assembles_the_published_networks(name):
         tokenizer = getattr(pipe, "tokenizer" + encoder.component.removeprefix("text_encoder"))
         assert len(tokenizer) <= getattr(pipe, encoder.component).config.vocab_size
     assert type(pipe.scheduler).__name__ == f.scheduler
+
+
+def test_comparison_columns_follow_the_facts():
+    columns = comparison(("sd15", "flux-dev"))
+    assert {len(v) for v in columns.values()} == {2}
+    assert columns["text encoders"] == ["CLIP-L", "CLIP-L + T5-XXL"]
+    flux = architecture_facts("flux-dev")
+    assert columns["denoiser (B params)"][1] == flux.parameters["transformer"] / 1e9
+    assert columns["text tokens L (the denoiser reads)"] == [77, flux.text_tokens]
