@@ -218,3 +218,33 @@ def test_diagram_draws_one_chip_per_layer(unet):
     assert chips == n_layers + 3  # and the legend's R, S, C
     assert sum("skips" in x for x in letters) == sum(b.part == "up" for b in s.blocks)
     assert any("only_cross_attention" in x for x in letters)
+
+
+def test_attention_table_says_where_keys_come_from(unet):
+    pipe = tiny_pipeline(seed=0)
+    s = probes.unet_structure(pipe)
+    table = s.attention_table()
+    assert len(table["layer"]) == s.count(SELF) + s.count(CROSS)
+    layers = {x.name: x for b in s.blocks for x in b.layers}
+    for name, kind, keys, matrix in zip(
+        table["layer"], table["kind"], table["keys (count × width)"],
+        table["attention matrix per head (queries × keys)"], strict=True,
+    ):  # fmt: skip
+        h, w = layers[name].resolution
+        if kind == CROSS:  # keys: the prompt's token vectors, as wide as the text encoder's
+            assert (
+                keys
+                == f"{pipe.tokenizer.model_max_length} × {pipe.text_encoder.config.hidden_size}"
+            )
+            assert matrix == f"{h * w} × {pipe.tokenizer.model_max_length}"
+        else:  # keys: the image positions, as wide as the block's channels
+            assert keys == f"{h * w} × {layers[name].channels}" and matrix == f"{h * w} × {h * w}"
+
+
+def test_cosines_to_a_reference():
+    emb = probes.timestep_embeddings(tiny_pipeline(seed=0), [0, 3, 500, 999])
+    got = emb.cosines(0, [3, 999, 500], "features")
+    want = [emb.cosine(0, t, "features") for t in (3, 999, 500)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(ValueError, match="not probed"):
+        emb.cosines(1, [3])

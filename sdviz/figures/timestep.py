@@ -41,9 +41,9 @@ def timestep_embedding(
     t = record.timesteps
     if rows is None:
         rows = [r for r in FEATURE_ROWS if r in set(t.tolist())] or t[:: max(len(t) // 10, 1)]
-    row_idx = [_index(t, r, "rows") for r in rows]
+    row_idx = [record.index(r) for r in rows]
     middle = int(t[np.argmin(np.abs(t - (t[0] + t[-1] + 1) / 2))])
-    ref = _index(t, middle if reference is None else reference, "reference")
+    ref = record.index(middle if reference is None else reference)
     n_feat, n_emb = record.features.shape[1], record.embeddings.shape[1]
     extent_t = (t[0] - 0.5, t[-1] + 0.5, t[-1] + 0.5, t[0] - 0.5)
     with style():
@@ -97,13 +97,3 @@ def timestep_embedding(
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left")
     return fig
-
-
-def _index(t: np.ndarray, value: int, what: str) -> int:
-    hits = np.flatnonzero(t == value)
-    if not len(hits):
-        raise ValueError(
-            f"{what}: t={value} was not probed; the record holds t = {t[0]}..{t[-1]} "
-            f"({len(t)} values)."
-        )
-    return int(hits[0])

@@ -46,7 +46,7 @@ STAGGER = 0.75  # how far each deeper level moves towards the middle
 LEFT, RIGHT = 4.2, 21.8  # centres of the level-0 down and up blocks
 MIDDLE = (LEFT + RIGHT) / 2  # the text's bus and the mid block
 WIDTH = 26.0  # axis units across
-ARROW = dict(arrowstyle="-|>", mutation_scale=13, linewidth=1.4)
+ARROW = dict(arrowstyle="-|>", mutation_scale=13, linewidth=1.4, shrinkA=0, shrinkB=1)
 
 
 def _res(r: tuple[int, int]) -> str:

@@ -51,6 +51,8 @@ class Layer:
     kind: str  # one of KINDS
     channels: int  # channels it puts out
     resolution: tuple[int, int]  # (h, w) of what it puts out
+    key_width: int | None = None  # attention: width of the vectors its keys/values read
+    heads: int | None = None  # attention: how many heads
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,28 @@ class UnetStructure:
             ],
         }
 
+    def attention_table(self) -> dict[str, list[Any]]:
+        """Columns for `sdviz.course.table`: one row per attention layer, with where its
+        queries and its keys/values come from and the size of its attention matrix."""
+        rows = [x for b in self.blocks for x in b.layers if x.kind in (SELF, CROSS)]
+        tokens = self.text_tokens or "L"
+        keys = [tokens if x.kind == CROSS else x.resolution[0] * x.resolution[1] for x in rows]
+        return {
+            "layer": [x.name for x in rows],
+            "kind": [x.kind for x in rows],
+            "keys, values from": [
+                "text tokens" if x.kind == CROSS else "image positions" for x in rows
+            ],
+            "keys (count × width)": [
+                f"{k} × {x.key_width}" for k, x in zip(keys, rows, strict=True)
+            ],
+            "attention matrix per head (queries × keys)": [
+                f"{x.resolution[0] * x.resolution[1]} × {k}"
+                for k, x in zip(keys, rows, strict=True)
+            ],
+            "heads": [x.heads for x in rows],
+        }
+
 
 def _unet(pipe_or_unet: Any) -> torch.nn.Module:
     unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
@@ -155,7 +179,9 @@ def _attention_layers(prefix: str, transformer: Any, cross: set[str], ch: int, r
         for attn in ("attn1", "attn2"):
             if getattr(tb, attn, None) is not None:
                 name = f"{prefix}.transformer_blocks.{i}.{attn}"
-                out.append(Layer(name, CROSS if name in cross else SELF, ch, res))
+                module = getattr(tb, attn)
+                kind = CROSS if name in cross else SELF
+                out.append(Layer(name, kind, ch, res, module.to_k.in_features, module.heads))
     return out
 
 
@@ -279,18 +305,25 @@ class TimestepEmbeddings:
         x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
         return x @ x.T
 
+    def index(self, t: int) -> int:
+        """The row of timestep t in `features` and `embeddings`."""
+        hits = np.flatnonzero(self.timesteps == t)
+        if not len(hits):
+            raise ValueError(
+                f"t={t} was not probed; probed timesteps run {self.timesteps[0]}..."
+                f"{self.timesteps[-1]} ({len(self.timesteps)} of them): pass it in timesteps= "
+                "or pick one of them."
+            )
+        return int(hits[0])
+
     def cosine(self, t1: int, t2: int, which: str = "embeddings") -> float:
-        """Cosine similarity between the vectors of timesteps t1 and t2 (both in `timesteps`)."""
-        idx = []
-        for t in (t1, t2):
-            hits = np.flatnonzero(self.timesteps == t)
-            if not len(hits):
-                raise ValueError(
-                    f"t={t} was not probed; probed timesteps run {self.timesteps[0]}..."
-                    f"{self.timesteps[-1]}: pass it in timesteps= or pick one of them."
-                )
-            idx.append(int(hits[0]))
-        return float(self.similarity(which)[idx[0], idx[1]])
+        """Cosine similarity between the vectors of timesteps t1 and t2 (both probed)."""
+        return float(self.similarity(which)[self.index(t1), self.index(t2)])
+
+    def cosines(self, reference: int, ts: Sequence[int], which: str = "embeddings") -> np.ndarray:
+        """(len(ts),) cosine similarity of each t in `ts` to the `reference` timestep."""
+        rows = self.similarity(which)[self.index(reference)]
+        return rows[[self.index(t) for t in ts]]
 
 
 @torch.no_grad()
