@@ -17,8 +17,9 @@
 # # Lesson 4 — Painting by removing noise
 #
 # Lesson 3 trained a network to look at a noisy latent and say which noise is in it. Now we
-# run it **backwards**, as *"The Illustrated Stable Diffusion"* pictures it: start from pure
-# noise; at each step the UNet predicts the noise, and the **scheduler** subtracts a
+# run it **backwards**, as *"The Illustrated Stable Diffusion"* pictures it: start from
+# noise (a random latent x_T; lesson 2 showed the schedule's first sampled timestep is
+# not even pure noise, ᾱ > 0); at each step the UNet predicts the noise, and the **scheduler** subtracts a
 # portion of it, giving a slightly cleaner latent. After a few dozen steps a picture is left.
 #
 # Two quantities make each step easy to see:
@@ -51,7 +52,9 @@ lesson
 # ## One generation, traced
 #
 # `sdviz.generate` records every step: the latents going in, the noise predicted, the
-# x̂0 implied, the timestep and its ᾱ_t.
+# x̂0 implied, the timestep and its ᾱ_t. Steps are counted from 0, as Python indexes
+# them: step k is `run["denoiser.latents"][k]`, in the tables, the figures and the explorer
+# alike.
 
 # %%
 run = sdviz.generate(
@@ -68,18 +71,58 @@ sdviz.course.table(
 )
 
 # %% [markdown]
-# The film strip decodes x_t (top) and x̂0 (bottom) at a few steps. Early on, x_t is noise
-# but x̂0 already shows a blurry guess of the layout; later, the guess sharpens and x_t
-# converges to it. (`sdviz.probes.step_images` decodes them with the VAE; the figure draws.)
+# The film strip shows a few steps in three rows:
+#
+# - **x_t, linear preview**: the latent drawn one pixel per latent position by a linear map
+#   from its channels to RGB (least squares, fitted on the run's final image);
+# - **x_t, VAE-decoded**: the same latent through the VAE's decoder;
+# - **x̂0, VAE-decoded**: the model's current guess of the final picture.
+#
+# (`sdviz.probes.step_images` decodes them with the VAE; the figure draws.)
 
 # %%
-sdviz.figures.denoising_filmstrip(run, images=sdviz.probes.step_images(run, pipe))
+images = sdviz.probes.step_images(run, pipe)
+sdviz.figures.denoising_filmstrip(run, images=images)
+
+# %% [markdown]
+# Early on x_t is noise, and the preview shows it as noise, while x̂0 already holds a
+# blurry guess of the layout; later the guess sharpens and x_t converges to it. The decoded
+# x_t row tells another story: pale background with purple shards at first, and — with
+# sdviz-mini — a red circle drawn **green** for a while before it turns red. Lesson 2
+# explained both: a decoder trained only on ShapesWorld draws anything, noise included, in
+# ShapesWorld's vocabulary, and it draws a *shrunk* latent (x_t holds √ᾱ_t of the picture)
+# in another colour. The UNet never sees those pictures; it sees the latent, which the
+# preview shows more honestly. Measured on this run's pictures:
+
+# %%
+k = lesson.steps // 2  # a middle step
+sdviz.course.table(
+    sdviz.probes.colour_statistics(
+        {
+            "x_t decoded, step 0": images.latents[[0]],
+            f"x_t decoded, step {k}": images.latents[[k]],
+            f"x̂0 decoded, step {k}": images.pred_original_sample[[k]],
+            "final image": run["vae.image"][None],
+        },
+        sdviz.shapes.COLOURS,
+    ),
+    formats={
+        "light background": ".0%",
+        "coloured": ".0%",
+        "in the world's colours": ".0%",
+        "neighbour difference": ".3f",
+    },
+    notes=[
+        "coloured pixels' nearest colour: the ShapesWorld colour most coloured pixels are closest to",
+        "light background: every channel > 0.75 and grey; coloured: saturation > 0.35",
+    ],
+)
 
 # %% [markdown]
 # ## Explore every step
 #
-# Move the slider (or press play). All panels show the same step: x_t and x̂0 decoded by the
-# VAE, the predicted noise in latent space (one tile per latent channel), where each word
+# Move the slider (or press play). All panels show the same step (counted from 0, as in the
+# table): x_t through the linear preview and decoded by the VAE, x̂0 decoded, the predicted noise in latent space (one tile per latent channel), where each word
 # of the prompt is attended to (lesson 7), and where the step sits on the noise schedule.
 # Nothing is recomputed: the widget reads the recorded run.
 
@@ -91,10 +134,11 @@ sdviz.widgets.DenoisingExplorer(run, pipe)
 #
 # `sdviz.denoise_step` performs a single step — one UNet call with guidance, one scheduler
 # update — on any latent you give it. Feed it the recorded x_t of a middle step: it should
-# reproduce what the pipeline did at that step.
+# reproduce what the pipeline did at that step. (Lesson 9, `09_sampling_loop.py`, opens it
+# up: you write the whole loop — tokenizer, text encoder, UNet on [unconditional, text],
+# guidance, `scheduler.step`, decode — in plain diffusers calls, and match `pipe(...)`.)
 
 # %%
-k = lesson.steps // 2
 x_t, t = run["denoiser.latents"][k], int(run["scheduler.step_timestep"][k])
 step = sdviz.denoise_step(
     pipe,
@@ -204,12 +248,47 @@ sdviz.figures.denoising_filmstrip(run_euler, images=sdviz.probes.step_images(run
 sdviz.figures.denoising_filmstrip(run_dpm, images=sdviz.probes.step_images(run_dpm, pipe))
 
 # %% [markdown]
+# ## Check yourself
+#
+# Predict, then run the cell below to check:
+#
+# 1. `run["denoiser.latents"]` holds one more latent than there are steps. What is its
+#    shape, and why one more?
+# 2. What are the first and the last timestep of this run, and is the first one 999?
+# 3. In `images` (from `sdviz.probes.step_images`), which is larger: the linear preview of
+#    x_t or its VAE decode? By what factor per side?
+
+# %%
+print(
+    "1. latents",
+    tuple(run["denoiser.latents"].shape),
+    "for",
+    run.n_steps,
+    "steps: x_T and each step's output",
+)
+print(
+    "2. first and last timestep:",
+    int(run["scheduler.step_timestep"][0]),
+    int(run["scheduler.step_timestep"][-1]),
+)
+print(
+    "3. preview",
+    tuple(images.preview.shape[-2:]),
+    "vs decode",
+    tuple(images.latents.shape[-2:]),
+    "(height, width): the VAE's factor",
+    pipe.vae_scale_factor,
+)
+
+# %% [markdown]
 # ## Recap
 #
 # - Generation runs diffusion backwards: at each step the UNet predicts the noise in x_t,
 #   and the scheduler removes part of it.
 # - x̂0, the clean picture implied by the prediction, is a running guess that sharpens from
 #   step to step; x_t follows it.
+# - To look at x_t, use the linear preview: the VAE decodes it into the world it was
+#   trained on (for sdviz-mini, ShapesWorld's shards and shifted colours).
 # - Early steps decide the composition, late steps the details.
 # - The scheduler is interchangeable: different solvers of the same process visit
 #   different timesteps and need different numbers of steps.
