@@ -2,11 +2,12 @@
 
     steps = filmstrip_steps(run.n_steps, 6)
     images = run.decode(pipe, "pred_original_sample", steps=steps)  # (6, 3, H, W)
-    filmstrip(images, [f"step {i + 1}" for i in steps], "x0-hat").savefig("filmstrip.png")
+    filmstrip(images, [f"step {i}" for i in steps], "x0-hat").savefig("filmstrip.png")
 
 The predicted clean image x0_hat decoded at a few steps is DDIM's view of the denoising
 (Song et al. 2021): blurry and average at first, sharp at the end. `denoising_filmstrip`
-(figure 5) shows the same with x_t beside it; this is the lighter one-row version.
+(figure 5) shows the same with x_t beside it; this is the lighter one-row version. Steps
+are counted from 0 throughout sdviz (step i is `run[...][i]`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ PANEL_WIDTH, STRIP_HEIGHT = 1.9, 2.3  # inches: one small panel, and the row wit
 
 
 def filmstrip_steps(n_steps: int, frames: int) -> list[int]:
-    """`frames` step indices spread evenly from the first step to the last one."""
+    """`frames` step indices (counted from 0) spread evenly from the first step to the last."""
     if min(frames, n_steps) == 1:
         return [n_steps - 1]  # one frame: the finished image
     return check_steps(None, n_steps, default=frames)
