@@ -160,7 +160,7 @@ ts = [1, 10, 100, 250, 500, 750, 850, last]
 sdviz.course.table(
     {
         "t": ts,
-        "ᾱ_t (share of x_t that is signal)": pipe.scheduler.alphas_cumprod[ts].numpy(),
+        "ᾱ_t (signal's share of x_t's variance)": pipe.scheduler.alphas_cumprod[ts].numpy(),
         "cos(features of t, of t=0)": emb.cosines(0, ts, "features"),
         "cos(embedding of t, of t=0)": emb.cosines(0, ts),
     },

@@ -21,14 +21,6 @@ from sdviz.figures.style import render
 from sdviz.probes.unet import CROSS, DOWN, KINDS, RESNET, SELF, UP
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def only_cross_unet() -> UNet2DConditionModel:
     """sdviz-mini's kind of design: three levels, a plain deepest block, attn1 of the first
     block (and its mirror) cross-attention, a mid block with attention."""
