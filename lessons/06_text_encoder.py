@@ -96,8 +96,10 @@ sdviz.course.tables.pieces_table(pipe.tokenizer, ["triangle", "rectangle", "dode
 # what BPE is for: an unseen word is built from known pieces. "dodecahedron" has almost no
 # letter pair that ShapesWorld's captions repeat, so this vocabulary can only spell it out
 # letter by letter — a symptom of the tiny closed vocabulary, not of BPE. A vocabulary
-# learned from a large corpus has merges for its frequent parts, so with Stable Diffusion
-# loaded (`MODEL` in the setup cell) these cells show "dodecahedron" in a few pieces.
+# learned from a large corpus has merges for the frequent parts of words: Stable
+# Diffusion's tokenizer (CLIP's 48,894 merges) cuts "dodecahedron" into five pieces,
+# do·de·ca·he·dron, "rectangle" into rec·tangle, and keeps "triangle" whole. Load it
+# (`MODEL` in the setup cell) and these cells show it.
 #
 # Every piece takes one of the L positions, and a prompt longer than L tokens is cut: the
 # text encoder never sees the end of it.
@@ -265,8 +267,10 @@ sdviz.figures.clip_similarity(
 # scores both alike: 50% (a tie counts half); one that reads relations and bindings: 100%.
 
 # %%
+import transformers
+
 many = sdviz.probes.clip.counterfactuals(test, lesson.pick(full=100, smoke=8))
-wins = many.true_wins(
+live_wins = many.true_wins(
     sdviz.probes.clip_embeddings(
         many.images,
         many.captions,
@@ -276,22 +280,39 @@ wins = many.true_wins(
         image_std=clip_run.image_std,
     )
 )
+# sdviz-mini's whole CLIP (both towers), trained with counterfactuals as extra negatives;
+# it ships in the embedded model's folder with its own tokenizer and image processor
+mini = sdviz.pipeline.EMBEDDED_MODEL / "clip"
+mini_wins = many.true_wins(
+    sdviz.probes.clip_embeddings(
+        many.images,
+        many.captions,
+        model=transformers.CLIPModel.from_pretrained(mini),
+        tokenizer=transformers.CLIPTokenizer.from_pretrained(mini),
+        image_processor=transformers.CLIPImageProcessor.from_pretrained(mini),
+    )
+)
 sdviz.course.table(
-    {"counterfactual": wins.keys(), "true caption scores higher": wins.values()},
-    formats={"true caption scores higher": ".0%"},
-    notes=f"over {len(many.images)} test pictures; the live CLIP trained {len(clip_run.loss)} steps",
+    {
+        "counterfactual": live_wins.keys(),
+        f"live CLIP ({len(clip_run.loss)} steps)": live_wins.values(),
+        "sdviz-mini's CLIP": mini_wins.values(),
+    },
+    formats={f"live CLIP ({len(clip_run.loss)} steps)": ".0%", "sdviz-mini's CLIP": ".0%"},
+    notes=f"how often the true caption scores higher, over {len(many.images)} test pictures",
 )
 
 # %% [markdown]
-# If a flipped caption scores about as high as the true one, this CLIP does not read
-# relations — and the UNet, which sees only the text encoder's vectors, cannot place
-# objects from them either. Training with such counterfactuals as extra negatives fixes
+# If a flipped caption scores about as high as the true one (near 50%), a CLIP does not
+# read relations — and the UNet, which sees only the text encoder's vectors, cannot place
+# objects from them either. Training with such counterfactuals as extra negatives helps
 # the text side: sdviz-mini's CLIP was trained that way (`hard_negatives=True` in
-# `sdviz.training.clip`), and `benchmarks/mini_quality.py` reports how often it prefers
-# the true caption. The text side is not the whole story: the UNet must learn to use
-# those words too. sdviz-mini's recipe shows it the captions that say where three times as
-# often and weighs the noisiest steps, where the layout is decided, more; even so it
-# learns order last, in a jump late in training (its model card has the numbers).
+# `sdviz.training.clip`), and the table shows how much more often it prefers the true
+# caption; relations stay harder than colours. The text side is not the whole story: the
+# UNet must learn to use those words too. sdviz-mini's recipe shows it the captions that
+# say where three times as often and weighs the noisiest steps, where the layout is
+# decided, more; even so it learns order last, in a jump late in training (its model card
+# has the numbers).
 
 # %% [markdown]
 # ## Check yourself
@@ -341,6 +362,5 @@ print(f"'circle': cosine {float(cosine(red[position], longer[position], dim=0)):
 # 2. Compare the vectors of "square" in "a red square" and "a square": how far does one
 #    adjective move it? Does "big" move it as far as a colour does?
 # 3. Train the small CLIP for twice as many steps: how do the loss and the similarity
-#    matrix change? Does it tell the counterfactuals apart? Then load sdviz-mini's whole
-#    CLIP (the model folder's `clip/`, with `transformers.CLIPModel.from_pretrained`) and
-#    redo the counterfactual matrix.
+#    matrix change? Does it tell the counterfactuals apart more often, or does that take
+#    counterfactual negatives (`hard_negatives=True` in `sdviz.training.clip.train_clip`)?
