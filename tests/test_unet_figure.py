@@ -240,3 +240,17 @@ def test_cosines_to_a_reference():
     np.testing.assert_allclose(got, want, rtol=1e-6)
     with pytest.raises(ValueError, match="not probed"):
         emb.cosines(1, [3])
+
+
+def test_what_else_enters_with_t_and_which_denoisers_have_no_unet():
+    """SDXL adds the pooled text and the image sizes to t's embedding: the record and the
+    figure say so; SD 1.x adds nothing; a transformer denoiser gets a teaching error."""
+    from sdviz.builder import tiny_sd3_pipeline, tiny_sdxl_pipeline
+
+    sdxl = probes.unet_structure(tiny_sdxl_pipeline())
+    assert "pooled text" in sdxl.time_added
+    title_and_texts = [t.get_text() for t in figures.unet_diagram(sdxl).axes[0].texts]
+    assert f"+ {sdxl.time_added}" in title_and_texts
+    assert probes.unet_structure(tiny_pipeline(seed=0)).time_added is None
+    with pytest.raises(TypeError, match="no UNet"):
+        probes.unet_structure(tiny_sd3_pipeline())

@@ -150,6 +150,10 @@ def _draw_time(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], 
         if i:
             _arrow(ax, (x - 0.5, y), (x, y), TIME_COLOR)
         x += w + 0.5
+    if s.time_added:  # SDXL and others: more is added to t's embedding before the ResNets
+        _box(ax, x + 3.6, y, 7.2, 0.6, TIME_COLOR, 0.22)
+        ax.text(x + 3.6, y, f"+ {s.time_added}", ha="center", va="center", fontsize=9)
+        _arrow(ax, (x, y), (x - 0.5, y), TIME_COLOR)
     bus_y, left, right = y - 0.75, 0.35, WIDTH - 0.35
     n_res = s.count(RESNET)
     kw = dict(color=TIME_COLOR, linewidth=1.4)

@@ -95,6 +95,7 @@ class UnetStructure:
     time_features: int  # sinusoidal features of t (time_proj)
     time_hidden: int  # the timestep MLP's hidden width (time_embedding.linear_1)
     time_dim: int  # the timestep embedding's width (time_embedding.linear_2)
+    time_added: str | None  # what else is added to t's embedding (SDXL: pooled text, sizes)
     text_dim: int  # width of the text token vectors the cross-attention reads
     text_tokens: int | None  # how many token vectors (the tokenizer's length); None: no pipeline
     only_cross_attention: tuple[str, ...]  # blocks whose attn1 reads the text too (config's
@@ -225,6 +226,28 @@ def _block(name: str, block: Any, part: str, level: int, res, layers: list[Layer
     return Block(name, type(block).__name__, part, level, res, layers[-1].channels, tuple(layers))
 
 
+ADDED_TO_TIME = {  # addition_embed_type -> what it adds to t's embedding (diffusers' names)
+    "text": "the pooled text",
+    "text_time": "the pooled text and the image size ids",
+    "image": "an image embedding",
+    "text_image": "text and image embeddings",
+    "image_hint": "an image embedding and a hint",
+}
+
+
+def _time_added(unet: Any) -> str | None:
+    """What the UNet adds to t's embedding besides t, from its config (None: nothing)."""
+    kind = unet.config.get("addition_embed_type")
+    if kind and getattr(unet, "add_embedding", None) is not None:
+        return f"add_embedding: {ADDED_TO_TIME.get(kind, kind)}"
+    kind = unet.config.get("class_embed_type") or (
+        "class labels" if unet.config.get("num_class_embeds") else None
+    )
+    if getattr(unet, "class_embedding", None) is not None:
+        return f"class_embedding: {kind}"
+    return None
+
+
 def unet_structure(
     pipe_or_unet: Any, latent_size: int | Sequence[int] | None = None
 ) -> UnetStructure:
@@ -268,6 +291,7 @@ def unet_structure(
         time_features=int(unet.time_proj.num_channels),
         time_hidden=int(te.linear_1.out_features),
         time_dim=int(te.linear_2.out_features),
+        time_added=_time_added(unet),
         text_dim=int(unet.config.cross_attention_dim),
         text_tokens=getattr(getattr(pipe_or_unet, "tokenizer", None), "model_max_length", None),
         only_cross_attention=tuple(
