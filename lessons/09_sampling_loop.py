@@ -23,10 +23,11 @@
 #
 # 1. the **tokenizer** turns the prompt (and an empty prompt) into token ids;
 # 2. the **text encoder** turns the ids into token vectors;
-# 3. the starting **latents** are seeded Gaussian noise;
-# 4. for each timestep t the **UNet** predicts the noise, **classifier-free guidance**
-#    mixes its two predictions, and the **scheduler** takes one step;
-# 5. the **VAE decoder** paints the final latents.
+# 3. the **scheduler** picks the timesteps to visit;
+# 4. the starting **latents** are seeded Gaussian noise;
+# 5. for each timestep t the **UNet** predicts the noise, **classifier-free guidance**
+#    mixes its two predictions, and the scheduler takes one step;
+# 6. the **VAE decoder** paints the final latents.
 #
 # Then you check that your loop gives *the very same image* as `pipe(...)`, bit for bit,
 # and change one thing at a time — the steps, the scheduler, the guidance scale, the
@@ -165,7 +166,7 @@ with torch.no_grad():
             latent_input, t, encoder_hidden_states=embeddings
         ).sample.chunk(2)
         noise = noise_uncond + guidance * (noise_text - noise_uncond)  # classifier-free guidance
-        latents = scheduler.step(noise, t, latents).prev_sample  # x_t → x_(t-1)
+        latents = scheduler.step(noise, t, latents).prev_sample  # x_t → the next, cleaner x
 print("final latents:", tuple(latents.shape))
 
 # %% [markdown]
@@ -210,7 +211,8 @@ sdviz.figures.filmstrip(torch.cat([image, reference]), ["your loop", "pipe(...)"
 # Bit for bit. Nothing else happens inside `pipe(...)` that changes the picture: the rest
 # of its `__call__` checks the inputs, picks the device, shows a progress bar, calls
 # callbacks and handles options not used here (a negative prompt, guidance rescale,
-# IP-Adapter images, a safety checker, which sdviz does not load). Equality needs the same operations, in the same order, on the same numbers:
+# IP-Adapter images, a safety checker, which sdviz does not load). Equality needs the same
+# operations, in the same order, on the same numbers:
 #
 # - the **same noise**: a generator on the same device with the same seed (a CPU and a
 #   CUDA generator draw different numbers from one seed), in the same dtype, times
@@ -226,8 +228,8 @@ sdviz.figures.filmstrip(torch.cat([image, reference]), ["your loop", "pipe(...)"
 # %% [markdown]
 # ## Change one thing
 #
-# Here is the whole loop once more, in one cell: the lines of steps 1–6, unchanged, run
-# once for each change below. Each change alters one setting; the first alters nothing, and
+# Here is the whole loop once more, in one cell: the lines of steps 1–6 again, run once
+# for each change below. Each change alters one setting; the first alters nothing, and
 # must reproduce the image above. (The names `prompt`, `steps`, `scheduler` and `guidance`
 # take each change's values in turn; the lesson's own settings stay in `lesson`.)
 #
@@ -377,14 +379,19 @@ print("both branches in each call:", run["pipeline.do_classifier_free_guidance"]
 print("sdviz.generate's image equals your loop's:", torch.equal(run["vae.image"], image[0]))
 
 # %% [markdown]
-# **3.** Which line of the loop does nothing for DDIM? Is `scale_model_input` the
-# identity for DDIM, and for Euler?
+# **3.** Two lines of the loop change nothing for DDIM: which? Do they change anything
+# for Euler? (True below: the line gives back exactly what it got.)
 
 # %%
 x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-t_first = pipe.scheduler.timesteps[0]
-print("DDIM: ", torch.equal(pipe.scheduler.scale_model_input(x, t_first), x))
 euler.set_timesteps(lesson.steps)
+print("init_noise_sigma     DDIM:", float(pipe.scheduler.init_noise_sigma), end="   ")
+print("Euler:", round(float(euler.init_noise_sigma), 2))
+print(
+    "scale_model_input    DDIM:",
+    torch.equal(pipe.scheduler.scale_model_input(x, pipe.scheduler.timesteps[0]), x),
+    end="  ",
+)
 print("Euler:", torch.equal(euler.scale_model_input(x, euler.timesteps[0]), x))
 
 # %% [markdown]
@@ -403,7 +410,7 @@ print("Euler:", torch.equal(euler.scale_model_input(x, euler.timesteps[0]), x))
 #
 # 1. A **negative prompt** replaces `""` in the tokenizer call. Put `"blue"` there and
 #    compare with `pipe(..., negative_prompt="blue", output_type="pt")`: still equal?
-#    What happened to the blue square?
+#    How far did the image move from the one without a negative prompt?
 # 2. `scheduler.step(...)` also returns `pred_original_sample`, the x̂0 of lesson 4. Keep
 #    it at every step and draw the list with `sdviz.figures.filmstrip` (decode each with
 #    the VAE first).
