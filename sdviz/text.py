@@ -17,6 +17,7 @@ How the tokenizer's pieces come about (byte-pair encoding, Sennrich et al. 2016)
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,7 +175,8 @@ class Vocabulary:
 def vocabulary(tokenizer: Any) -> Vocabulary:
     """Count the kinds of tokens in a CLIP tokenizer's vocabulary (sdviz-mini's or SD's)."""
     vocab = tokenizer.get_vocab()
-    special = [t for t in vocab if t in set(tokenizer.all_special_tokens)]
+    specials = set(tokenizer.all_special_tokens)
+    special = [t for t in vocab if t in specials]
     ordinary = [t for t in vocab if t not in special]
     word_end = [t for t in ordinary if t.endswith(WORD_END) and len(t) == len(WORD_END) + 1]
     characters = [t for t in ordinary if len(t) == 1]
@@ -182,8 +184,18 @@ def vocabulary(tokenizer: Any) -> Vocabulary:
     return Vocabulary(len(characters), len(word_end), rest, len(special), len(tokenizer))
 
 
+_MERGES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> merges
+
+
 def bpe_merges(tokenizer: Any) -> list[tuple[str, str]]:
-    """The tokenizer's learned merges, in the order they were learned (their rank)."""
+    """The tokenizer's learned merges, in the order they were learned (their rank); read
+    once per tokenizer (SD's 48,894 take about a second)."""
+    if tokenizer not in _MERGES:
+        _MERGES[tokenizer] = _read_merges(tokenizer)
+    return list(_MERGES[tokenizer])  # a copy: the cache stays as read
+
+
+def _read_merges(tokenizer: Any) -> list[tuple[str, str]]:
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
     if model.get("type") != "BPE":
         raise ValueError(f"{type(tokenizer).__name__} is not a byte-pair-encoding tokenizer.")
