@@ -42,6 +42,7 @@ from .attention import select_layers
 
 FLOAT_BYTES = 4  # maps are kept in float32
 _PROJECTIONS = ("to_q", "to_k", "add_q_proj", "add_k_proj")
+_CHUNK = 2**24  # image-image scores computed at once for the text share (64 MB in fp32)
 
 
 def joint_attention_layers(transformer: torch.nn.Module) -> list[str]:
@@ -74,28 +75,40 @@ def _norm(module, x: torch.Tensor) -> torch.Tensor:
 
 
 def joint_queries_keys(
-    attn, projections: dict[str, torch.Tensor | None], item: int, n_text: int, rope=None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    attn,
+    projections: dict[str, torch.Tensor | None],
+    item: int,
+    n_text: int,
+    rope=None,
+    text_queries: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """(q_img, k_img, q_txt, k_txt), each (n, heads, d) float32, as the attention used them.
 
     `projections`: the outputs (batch, n, heads*d) of the layer's "to_q", "to_k" and, for
     a joint layer, "add_q_proj", "add_k_proj" (None in a single-stream layer, whose
     sequence is [text, image]); `item` the batch item; `n_text` the text tokens. The
-    layer's own q/k norms are applied, then the rotary embedding over the whole
-    [text, image] sequence when `rope` is given (Flux).
+    layer's own q/k norms are applied, then the rotary embedding of each token's position
+    in the whole [text, image] sequence when `rope` (cos, sin) is given (Flux).
+    `text_queries=False` skips the text tokens' queries (q_txt is then None).
     """
-    q = _norm(attn.norm_q, _heads(projections["to_q"][item], attn))
-    k = _norm(attn.norm_k, _heads(projections["to_k"][item], attn))
+    q = _heads(projections["to_q"][item], attn)
+    k = _heads(projections["to_k"][item], attn)
     q_t, k_t = projections.get("add_q_proj"), projections.get("add_k_proj")
     if q_t is not None and k_t is not None:  # joint: text has its own projections
-        q_t = _norm(attn.norm_added_q, _heads(q_t[item], attn))
-        k_t = _norm(attn.norm_added_k, _heads(k_t[item], attn))
-        q, k = torch.cat([q_t, q]), torch.cat([k_t, k])  # text first, as Flux's rope
+        k = torch.cat([_norm(attn.norm_added_k, _heads(k_t[item], attn)), _norm(attn.norm_k, k)])
+        q = _norm(attn.norm_q, q)
+        q_t = _norm(attn.norm_added_q, _heads(q_t[item], attn)) if text_queries else None
+    else:  # single stream: one sequence, text first
+        q_t = _norm(attn.norm_q, q[:n_text]) if text_queries else None
+        q, k = _norm(attn.norm_q, q[n_text:]), _norm(attn.norm_k, k)
     if rope is not None:  # rotary positions over the whole [text, image] sequence
-        q = apply_rotary_emb(q[None], rope, sequence_dim=1)[0]
+        cos, sin = rope
+        q = apply_rotary_emb(q[None], (cos[n_text:], sin[n_text:]), sequence_dim=1)[0]
         k = apply_rotary_emb(k[None], rope, sequence_dim=1)[0]
-    q, k = q.float(), k.float()
-    return q[n_text:], k[n_text:], q[:n_text], k[:n_text]
+        if q_t is not None:
+            q_t = apply_rotary_emb(q_t[None], (cos[:n_text], sin[:n_text]), sequence_dim=1)[0]
+    k = k.float()
+    return q.float(), k[n_text:], None if q_t is None else q_t.float(), k[:n_text]
 
 
 class JointAttentionCapture:
@@ -222,21 +235,21 @@ class JointAttentionCapture:
         joint = stash["add_q_proj"] is not None and stash["add_k_proj"] is not None
         if not joint and not _is_single(name):
             return None
-        return joint_queries_keys(attn, stash, self._cond, self._n_text, rope)
+        return joint_queries_keys(
+            attn, stash, self._cond, self._n_text, rope, text_queries=self.image_to_text
+        )
 
     def record(self, name: str, attn, rope) -> None:
         """Softmax of the image queries over the text keys (and the text share) of one layer."""
         parts = self._queries_keys(name, attn, rope)
         if parts is None:
             return
-        q_img, k_img, q_txt, k_txt = (p.transpose(0, 1) for p in parts)  # (heads, n, d)
+        q_img, k_img, q_txt, k_txt = (None if p is None else p.transpose(0, 1) for p in parts)
         scale = getattr(attn, "scale", None) or q_img.shape[-1] ** -0.5
         scores = torch.bmm(q_img, k_txt.transpose(1, 2)).mul_(scale)  # (heads, N, L)
         probs = scores.softmax(-1)
         lse_text = scores.logsumexp(-1)  # (heads, N)
-        lse_image = torch.stack(  # one head at a time: (N, N) scores never all held at once
-            [(qh @ kh.T).mul_(scale).logsumexp(-1) for qh, kh in zip(q_img, k_img, strict=True)]
-        )
+        lse_image = _image_logsumexp(q_img, k_img, scale)  # (heads, N)
         share = torch.sigmoid(lse_text - lse_image).mean(0)  # (N,)
         m = probs.mean(0).T  # (L, N)
         self._sum = m if self._sum is None else self._sum + m
@@ -249,6 +262,19 @@ class JointAttentionCapture:
             per_head = probs.transpose(1, 2).reshape(probs.shape[0], -1, h, w)
             self._detail[name] = per_head.clone() if self.keep_heads else per_head.mean(0)
         self._layers.append(name)
+
+
+def _image_logsumexp(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """logsumexp over the image keys of each image query: (heads, N), N x N scores in chunks
+    of at most `_CHUNK` values (a 64x64 grid's 4096 x 4096 per head is 64 MB)."""
+    heads, n, _ = q.shape
+    per = max(1, _CHUNK // (n * n))
+    return torch.cat(
+        [
+            torch.bmm(q[i : i + per], k[i : i + per].transpose(1, 2)).mul_(scale).logsumexp(-1)
+            for i in range(0, heads, per)
+        ]
+    )
 
 
 class JointRecordingProcessor:

@@ -73,13 +73,6 @@ def pipeline_family(pipe: Any) -> str:
     return "stable-diffusion"
 
 
-def _unpack(packed: torch.Tensor, h2: int, w2: int) -> torch.Tensor:
-    """Flux's 2x2-packed tokens (batch, h2*w2, c*4) -> latents (batch, c, 2*h2, 2*w2)."""
-    b, _, c4 = packed.shape
-    x = packed.reshape(b, h2, w2, c4 // 4, 2, 2)
-    return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c4 // 4, 2 * h2, 2 * w2)
-
-
 # where the denoisers take their inputs: (position, keyword)
 _UNET_ARGS = {
     "sample": (0, "sample"),
@@ -254,13 +247,6 @@ class Tracer:
         table = _UNET_ARGS if self._is_unet else _TRANSFORMER_ARGS
         return {key: _arg(args, kwargs, i, name) for key, (i, name) in table.items()}
 
-    def _latent(self, run: RunState, sample: torch.Tensor) -> torch.Tensor:
-        """The denoiser's input as latents (batch, c, h, w): Flux's packed tokens unpacked."""
-        if self.family != "flux":
-            return sample
-        h2, w2 = run.meta.grid
-        return _unpack(sample, h2, w2)
-
     def _on_denoiser_in(self, module, args, kwargs) -> None:
         if kwargs.get("skip_layers") is not None:  # SD3's skip-layer guidance: an extra call
             return
@@ -357,8 +343,12 @@ class Tracer:
                 run.meta.negative_pooled = pooled[0].detach().float().clone()
         if added.get("time_ids") is not None:
             run.meta.time_ids = added["time_ids"][item].detach().float().clone()
-        c = sample.shape[1] if self.family != "flux" else sample.shape[-1] // 4
-        self._check_budget(run.meta.n_steps, tokens, c, grid, self._latent(run, sample).shape[-2:])
+        if self.family == "flux":  # 2x2-packed tokens: (batch, h/2 * w/2, c * 4)
+            run.meta.latent_shape = (sample.shape[-1] // 4, 2 * grid[0], 2 * grid[1])
+        else:
+            run.meta.latent_shape = tuple(sample.shape[1:])
+        c, h, w = run.meta.latent_shape
+        self._check_budget(run.meta.n_steps, tokens, c, grid, (h, w))
 
     def _check_budget(
         self, steps: int, tokens: int, c: int, grid: tuple[int, int], latent: Sequence[int]
@@ -393,13 +383,13 @@ class Tracer:
         if run is None or run.meta is None:
             return
         meta = run.meta
-        sample = self._latent(run, self._inputs(args, kwargs)["sample"])
-        raw = self._latent(run, _output0(output).detach().float())  # (batch, c, h, w)
+        sample = self._inputs(args, kwargs)["sample"]
+        raw = _output0(output).detach().float()  # (batch, c, h, w); Flux: (batch, N, c*4)
         i = meta.offset + len(run.steps)
         # 0-dim, on device: alpha-bar (diffusion) or sigma (flow) of this step
         value = meta.abar_device[min(i, len(meta.abar_device) - 1)]
         half = sample.shape[0] // 2 if meta.cfg else 0
-        x = sample[half].detach().float()  # (c, h, w), both halves hold the same x_t
+        x = sample[half].detach().float()  # both halves hold the same x_t
         raw_u, raw_c = raw[0], raw[half]
         guided = raw_u + meta.guidance * (raw_c - raw_u) if meta.cfg else raw_c
         if meta.rescale > 0:  # Lin et al. 2024, Sec. 3.4: match the text branch's std
@@ -432,7 +422,7 @@ class Tracer:
     def _on_vae_in(self, module, args) -> None:
         run = self._current
         if run is not None and run.steps and run.final is None:
-            if args[0].shape[1:] != run.steps[0]["x"].shape:  # a tile of a tiled decode
+            if tuple(args[0].shape[1:]) != run.meta.latent_shape:  # a tile of a tiled decode
                 return
             config = self._pipe.vae.config
             shift = float(getattr(config, "shift_factor", None) or 0.0)

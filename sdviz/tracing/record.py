@@ -11,6 +11,7 @@ the linear latent->RGB preview, and names every value by the key table
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class Schedule:
     grid: tuple[int, int] = (0, 0)  # where attention maps live: latent (UNet) or patch grid
     embedded_guidance: float | None = None  # Flux dev's guidance embedding's scale
     text_ptr: int = 0  # identity of the text tensor of the first call (Flux true CFG check)
+    latent_shape: tuple[int, ...] = ()  # (c, h, w) of the latents (Flux's unpacked)
     embeds: torch.Tensor | None = None  # (L, d) the text branch's encoder_hidden_states
     negative_embeds: torch.Tensor | None = None  # (L, d) the unconditional branch's
     pooled: torch.Tensor | None = None  # (d_pool,) pooled text embedding (SDXL, SD3, Flux)
@@ -95,7 +97,7 @@ def build_run(
 
 def _call(pipe: Any, run: RunState, family: str) -> dict[str, Any]:
     meta, sched = run.meta, pipe.scheduler
-    lat = run.steps[0]["x"].shape
+    lat = run.meta.latent_shape
     factor = int(pipe.vae_scale_factor)
     size = run.image.shape[-2:] if run.image is not None else (lat[-2] * factor, lat[-1] * factor)
     d = {
@@ -243,15 +245,25 @@ def _shift(sched: Any, grid: tuple[int, int]) -> float:
     return math.exp(mu) if config.get("time_shift_type", "exponential") == "exponential" else mu
 
 
-def _denoiser(pipe: Any, run: RunState) -> dict[str, Any]:
-    def stack(key: str) -> torch.Tensor:  # (S, c, h, w)
-        return _cpu(torch.stack([s[key] for s in run.steps]))
+def unpack(packed: torch.Tensor, latent_shape: Sequence[int]) -> torch.Tensor:
+    """Flux's 2x2-packed tokens (n, h/2 * w/2, c*4) -> latents (n, c, h, w)."""
+    c, h, w = latent_shape
+    x = packed.reshape(packed.shape[0], h // 2, w // 2, c, 2, 2)
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(packed.shape[0], c, h, w)
 
-    xs = [s["x"] for s in run.steps] + ([run.final] if run.final is not None else [])
+
+def _denoiser(pipe: Any, run: RunState) -> dict[str, Any]:
+    shape = run.meta.latent_shape
+
+    def stack(key: str) -> torch.Tensor:  # (S, c, h, w)
+        x = _cpu(torch.stack([s[key] for s in run.steps]))
+        return x if x.shape[1:] == shape else unpack(x, shape)
+
+    final = [_cpu(run.final)[None]] if run.final is not None else []
     d = {
         "denoiser.name": "unet" if getattr(pipe, "unet", None) is not None else "transformer",
         "denoiser.prediction_type": run.meta.prediction_type,
-        "denoiser.latents": _cpu(torch.stack(xs)),  # (S+1, c, h, w)
+        "denoiser.latents": torch.cat([stack("x"), *final]),  # (S+1, c, h, w)
         "denoiser.pred_original_sample": stack("x0"),
     }
     if run.meta.flow:
