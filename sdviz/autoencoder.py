@@ -278,9 +278,10 @@ class Reconstructions:
         return [int(order[round(q * (len(order) - 1))]) for q in quantiles]
 
 
-def reconstruct_many(pipe: Any, images: Any, *, batch_size: int = 32) -> Reconstructions:
+def reconstruct_many(pipe: Any, images: Any, *, batch_size: int = 8) -> Reconstructions:
     """encode then decode many images (anything `images_to_tensor` takes, several images)
-    and score each reconstruction (PSNR, dB)."""
+    and score each reconstruction (PSNR, dB). `batch_size` images go through the VAE at a
+    time: the VAE's memory grows with it, as with `encode` and `decode`."""
     x, _ = images_to_tensor(images)  # (n, 3, H, W)
     z = encode(pipe, x, batch_size=batch_size)  # (n, c, h, w)
     rebuilt = decode(pipe, z, batch_size=batch_size)  # (n, 3, H, W)
