@@ -157,3 +157,38 @@ def test_flow_matching_pipelines_keep_their_scheduler(build):
     with pytest.raises(ValueError, match="flow matching"):
         set_scheduler(pipe, "ddim")
     assert pipe.scheduler is before
+
+
+def test_cached_hub_id_loads_as_its_class_offline(tmp_path):
+    """A hub id in the local cache (laid out as huggingface_hub does) loads offline, as the
+    class its cached model_index.json names; the same with another class is refused."""
+    repo = tmp_path / "hf" / "hub" / "models--someone--tiny-sd3"
+    commit = "0" * 40
+    tiny_sd3_pipeline().save_pretrained(repo / "snapshots" / commit, safe_serialization=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = textwrap.dedent(
+        """
+        import json, pathlib, sys
+        import sdviz
+        print("LOADED", type(sdviz.load("someone/tiny-sd3", device="cpu")).__name__)
+        index = pathlib.Path(sys.argv[1])
+        index.write_text(json.dumps(dict(json.loads(index.read_text()), _class_name="Other")))
+        try:
+            sdviz.load("someone/tiny-sd3", device="cpu")
+        except ValueError as e:
+            print("REFUSED", e)
+        """
+    )
+    index = repo / "snapshots" / commit / "model_index.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing is reachable
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(index)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert "LOADED StableDiffusion3Pipeline" in out.stdout, out.stderr[-2000:]
+    assert "REFUSED" in out.stdout and "'Other'" in out.stdout and "FluxPipeline" in out.stdout
