@@ -14,11 +14,11 @@ from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch
 
 from ..autoencoder import native_size
 from ..builder import count_parameters
-from .style import LINE_COLORS, WIDE, figure_of, new_figure, style
+from .style import LINE_COLORS, WIDE, figure_of, new_figure, rounded_box, style
 
 NOTE = "#333333"  # colour of the annotations
 
@@ -60,18 +60,7 @@ def model_sizes(pipe: Any, run: Any = None) -> dict[str, Any]:
 
 
 def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, color: str) -> None:
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2),
-            w,
-            h,
-            boxstyle="round,pad=0.02",
-            facecolor=color,
-            alpha=0.25,
-            edgecolor=color,
-            linewidth=2,
-        )
-    )
+    rounded_box(ax, x, y, w, h, color)
     ax.text(x, y, text, ha="center", va="center", fontsize=11)
 
 

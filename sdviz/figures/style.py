@@ -121,6 +121,35 @@ def expect(record: Any, kind: type, probe: str) -> None:
         )
 
 
+def rounded_box(
+    ax: Axes,
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    color: str,
+    *,
+    alpha: float = 0.25,
+    pad: float = 0.02,
+    linewidth: float = 2.0,
+) -> None:
+    """A rounded box centred on (x, y), filled with a pale `color`: a diagram's block."""
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle=f"round,pad={pad}",
+            facecolor=color,
+            alpha=alpha,
+            edgecolor=color,
+            linewidth=linewidth,
+        )
+    )
+
+
 def bare(ax: Axes, title: str | None = None) -> None:
     """No ticks on an image panel, and an optional title."""
     ax.set_xticks([])

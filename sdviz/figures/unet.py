@@ -22,10 +22,10 @@ from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
+from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from ..probes.unet import CROSS, DOWN, RESNET, SELF, UP, Block, UnetStructure, unet_structure
-from .style import LINE_COLORS, figure_of, new_figure, style
+from .style import LINE_COLORS, figure_of, new_figure, rounded_box, style
 
 TIME_COLOR, TEXT_COLOR, SKIP_COLOR, SELF_COLOR = (
     LINE_COLORS[3],
@@ -62,18 +62,7 @@ def _centre(b: Block, n_levels: int) -> tuple[float, float]:
 
 
 def _box(ax: Axes, x: float, y: float, w: float, h: float, color: str, alpha: float) -> None:
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2),
-            w,
-            h,
-            boxstyle="round,pad=0.04",
-            facecolor=color,
-            alpha=alpha,
-            edgecolor=color,
-            linewidth=1.5,
-        )
-    )
+    rounded_box(ax, x, y, w, h, color, alpha=alpha, pad=0.04, linewidth=1.5)
 
 
 def _draw_block(ax: Axes, b: Block, x: float, y: float) -> None:
