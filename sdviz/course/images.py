@@ -3,7 +3,6 @@ images side by side as one PIL image (`image_row`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,41 +32,17 @@ class Examples:
         """The images side by side, as one PIL image."""
         return image_row(self.images)
 
-    def counterfactual_captions(self) -> list[str]:
-        """Each caption followed by its counterfactuals (`sdviz.shapes.contrast_captions`):
-        the same words for another picture (the relation flipped, two colours swapped)."""
-        from ..shapes import contrast_captions
-
-        return [c for cap in self.captions for c in [cap, *contrast_captions(cap).values()]]
-
     def __repr__(self) -> str:
         return "\n".join(f"{i}: {c}" for i, c in enumerate(self.captions))
 
 
-def examples(
-    world: Any,
-    n: int,
-    *,
-    containing: str | Sequence[str] | None = None,
-    start: int = 0,
-    search: int = 1000,
-) -> Examples:
-    """The first `n` samples of a ShapesWorld from index `start`; with `containing` (a text
-    or several), the first `n` whose caption holds it (one of them), looking at `search`
-    samples at most."""
+def examples(world: Any, n: int, *, start: int = 0) -> Examples:
+    """The first `n` samples of a ShapesWorld from index `start` (samples picked by what
+    their captions say come from probes with a stated rule, such as
+    `sdviz.probes.clip.counterfactuals`)."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}.")
-    if containing is None:
-        return Examples(tuple(world[i] for i in range(start, start + n)))
-    texts = [containing] if isinstance(containing, str) else list(containing)
-    candidates = (world[i] for i in range(start, start + search))
-    found = [s for s in candidates if any(t in s.caption for t in texts)]
-    if len(found) < n:
-        raise ValueError(
-            f"only {len(found)} of {search} samples have {containing!r} in their caption; "
-            f"asked for {n}."
-        )
-    return Examples(tuple(found[:n]))
+    return Examples(tuple(world[i] for i in range(start, start + n)))
 
 
 def image_row(images: Any) -> Any:
