@@ -63,6 +63,7 @@ _API = {
 
 # submodules reachable as attributes without an import (`sdviz.figures.components(...)`)
 _MODULES = (
+    "architectures",
     "attention",
     "autoencoder",
     "builder",
