@@ -24,9 +24,28 @@ BUILDERS = {"sd3": tiny_sd3_pipeline, "flux": tiny_flux_pipeline, "sdxl": tiny_s
 FAMILIES = list(BUILDERS)
 
 
+def tiny_sd35_pipeline(seed: int = 0):
+    """The tiny SD3 with an SD3.5-style transformer: RMS q/k norms and a dual-attention
+    block (an extra image-only self-attention `attn2`, which does not attend to text)."""
+    from diffusers import SD3Transformer2DModel
+
+    from sdviz.seeding import drawing_from
+
+    pipe = tiny_sd3_pipeline(seed)
+    config = dict(pipe.transformer.config)
+    config.update(qk_norm="rms_norm", dual_attention_layers=(0,))
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    with drawing_from(torch.Generator().manual_seed(seed)):
+        transformer = SD3Transformer2DModel(**config)
+    pipe.register_modules(transformer=transformer)
+    return pipe
+
+
 @pytest.fixture(scope="module")
 def pipes() -> dict:
-    return {family: build(seed=0) for family, build in BUILDERS.items()}
+    built = {family: build(seed=0) for family, build in BUILDERS.items()}
+    built["sd3.5"] = tiny_sd35_pipeline(seed=0)
+    return built
 
 
 def _call(pipe, steps=STEPS, **kw):
@@ -53,7 +72,7 @@ def _state(pipe):
     return procs, hooks
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES, "sd3.5"])
 def test_traced_image_equals_untraced_and_everything_is_restored(pipes, family):
     pipe = pipes[family]
     plain = _call(pipe)  # transformers installs its own output hooks on a first call
@@ -62,7 +81,7 @@ def test_traced_image_equals_untraced_and_everything_is_restored(pipes, family):
         traced = _call(pipe)
     assert (traced - plain).abs().max() <= 1e-5
     assert torch.allclose(tr.last["vae.image"], plain[0].float(), atol=1e-5)
-    assert tr.last["pipeline.family"] == family
+    assert tr.last["pipeline.family"] == family.removesuffix(".5")
     assert _state(pipe) == before
 
 
@@ -220,7 +239,7 @@ def test_attention_rows_sum_to_one_over_the_text_tokens(pipes, family):
         assert run["attention.n_layers"] == len(joint_attention_layers(pipe.transformer))
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd3", "sd3.5", "flux"])
 def test_rebuilt_queries_and_keys_reproduce_each_layers_output(pipes, family):
     """softmax(q k^T / sqrt(d)) V from the rebuilt q, k equals what the layer computed."""
     pipe = pipes[family]
@@ -250,6 +269,7 @@ def test_rebuilt_queries_and_keys_reproduce_each_layers_output(pipes, family):
         for h in handles:
             h.remove()
     n_text = seen[(names[0], "add_k_proj")].shape[1]
+    assert all(n.endswith(".attn") for n in names)  # SD3.5's image-only attn2 is left out
     for name in names:
         attn = transformer.get_submodule(name)
         projections = {p: seen.get((name, p)) for p in ("to_q", "to_k", "add_q_proj", "add_k_proj")}
