@@ -220,18 +220,8 @@ colours = sdviz.probes.colour_statistics(
 )
 sdviz.course.table(
     colours,
-    formats={
-        "light background": ".0%",
-        "coloured": ".0%",
-        "in the world's colours": ".0%",
-        "neighbour difference": ".3f",
-    },
-    notes=[
-        "light background: every channel > 0.75 and grey; coloured: saturation > 0.35",
-        "in the world's colours: light background or within 0.25 of a ShapesWorld colour",
-        "neighbour difference: mean |change| from one pixel to the next (pixel noise ≈ 0.4;"
-        " the preview has one pixel per latent, so fewer, larger steps)",
-    ],
+    formats=sdviz.probes.images.COLOUR_FORMATS,
+    notes=[*sdviz.probes.images.COLOUR_NOTES, "the linear preview has one pixel per latent"],
 )
 
 # %%

@@ -106,16 +106,8 @@ sdviz.course.table(
         },
         sdviz.shapes.COLOURS,
     ),
-    formats={
-        "light background": ".0%",
-        "coloured": ".0%",
-        "in the world's colours": ".0%",
-        "neighbour difference": ".3f",
-    },
-    notes=[
-        "coloured pixels' nearest colour: the ShapesWorld colour most coloured pixels are closest to",
-        "light background: every channel > 0.75 and grey; coloured: saturation > 0.35",
-    ],
+    formats=sdviz.probes.images.COLOUR_FORMATS,
+    notes=sdviz.probes.images.COLOUR_NOTES,
 )
 
 # %% [markdown]

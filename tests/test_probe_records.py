@@ -104,5 +104,8 @@ def test_colour_statistics_tell_noise_from_flat_shapes():
     assert light[0] > 0.5 and light[1] < 0.1 and light[2] == 0  # ShapesWorld is mostly pale
     assert inside[0] > 0.9 and inside[1] < 0.5 and inside[2] == 1
     assert table["coloured pixels' nearest colour"][2] == "purple 100%"
+    from sdviz.probes.images import COLOUR_FORMATS
+
+    assert set(COLOUR_FORMATS) <= set(table)  # every format names a column
     rough = table["neighbour difference"]
     assert rough[2] == 0 and rough[0] < 0.05 < rough[1]  # flat shapes vs independent pixels

@@ -64,6 +64,20 @@ def reconstruction_psnr(originals: Sequence[Any], rebuilt: Any) -> list[float]:
 PALE = (0.75, 0.15)  # a "light background" pixel: every channel above 0.75, saturation below 0.15
 COLOURFUL = 0.35  # a "coloured" pixel: saturation (max - min) / max above this
 NEAR = 0.25  # RGB distance (channels in [0, 1]) within which a pixel "is" a palette colour
+# how `colour_statistics`' columns print (`sdviz.course.table(..., formats=, notes=)`)
+COLOUR_FORMATS = {
+    "light background": ".0%",
+    "coloured": ".0%",
+    "in the world's colours": ".0%",
+    "neighbour difference": ".3f",
+}
+COLOUR_NOTES = (
+    f"light background: every channel > {PALE[0]} and grey (saturation < {PALE[1]}); "
+    f"coloured: saturation > {COLOURFUL}",
+    f"in the world's colours: light background or within {NEAR} (RGB distance) of a palette "
+    "colour; nearest colour: the one most coloured pixels are closest to",
+    "neighbour difference: mean |change| from one pixel to the next (pixel noise ≈ 0.4)",
+)
 
 
 def colour_statistics(
