@@ -131,7 +131,9 @@ def test_writes_every_figure_and_links_all_files(galleries):
     html = (out / "index.html").read_text(encoding="utf-8")
     links = set(re.findall(r'href="([^"]+)"', html))
     assert links == files - {"index.html"}  # every file linked, no dead link
-    assert html.count("<figcaption>") == len(FIGURES) + 2  # + animation + skipped CLIP
+    # + the animation, and the CLIP and measured-guidance figures skipped with a note
+    assert html.count("<figcaption>") == len(FIGURES) + 3
+    assert "ships no guidance measurements" in html
     assert "a red circle to the left of a blue square" in html
     assert not leftovers(out.parent)
 
@@ -224,6 +226,36 @@ def test_clip_figure_uses_a_clip_model_shipped_beside_the_model(tmp_path):
     entry, make = entries["11_guidance_terms"]
     assert make is None and "no guidance" in entry.note
     assert entries["11b_guidance_sweep"][1] is not None
+
+
+def test_measured_guidance_figure_when_the_model_ships_its_sweep(tmp_path):
+    import argparse
+
+    import sdviz
+    from sdviz.builder import tiny_pipeline
+    from sdviz.commands.figures import plan
+
+    folder = tmp_path / "model"
+    tiny_pipeline(seed=0).save_pretrained(folder)
+    scales = [1.0, 2.0, 7.5]
+    measured = {
+        "steps": 2,
+        "n": {"one_object": 4, "two_objects": 4, "held_out_pairs": 2},
+        "scales": scales,
+        "accuracy": {"one_object": [50.0, 75.0, 75.0], "two_objects": [25.0, 50.0, 50.0]},
+        "quality": {"palette_error": [20.0, 15.0, 18.0], "extra_objects": [0.1, 0.0, 0.2]},
+        "reference": {"palette_error": 0.0, "extra_objects": 0.0},
+        "recommended": {"guidance_scale": 2.0, "rule": "the smallest g near the best"},
+    }
+    (folder / "guidance.json").write_text(json.dumps(measured))
+    pipe = sdviz.load(str(folder))
+    args = argparse.Namespace(prompt="a red circle", seed=0, steps=2, guidance=2.0, model=None)
+    run = sdviz.generate(pipe, args.prompt, steps=2, seed=0, guidance_scale=2.0)
+    entry, make = {e.name: (e, m) for e, m in plan(pipe, run, args)}["11c_guidance_benefit"]
+    assert make is not None and not entry.note
+    fig = make()
+    titles = [ax.get_title() for ax in fig.get_axes() if ax.images]
+    assert titles == ["g = 1", "g = 2", "g = 7.5"]  # the run itself at its own g, 2 more
 
 
 def test_progress_bar_total_is_right_from_the_start(recorded):

@@ -4,8 +4,11 @@
 
 Loads a model (the embedded one by default, `sdviz.load`), traces one generation with
 per-layer cross-attention (`sdviz.generate`) at the model's recommended steps and
-guidance (or `--steps`, `--guidance`), renders figures 1-11 of "The Illustrated Stable
-Diffusion" (see `sdviz.figures`) in the requested formats, a GIF of the run (and an
+guidance (or `--steps`, `--guidance`), draws the explanatory figures in the order of
+"The Illustrated Stable Diffusion"'s story (see `sdviz.figures`) — the pipeline's parts,
+forward noising and the noise schedule, a training example, the denoising steps, the
+latent space, tokens and embeddings, CLIP, the UNet, cross-attention, classifier-free
+guidance and its measured benefit — in the requested formats, a GIF of the run (and an
 MP4 where ffmpeg exists) and `index.html` (`gallery_html`) with the settings used, a
 caption under each figure and a link to every file. Files are written into a temporary
 folder beside `--out` and moved into place at the end: a failure leaves no half-written
@@ -34,8 +37,9 @@ from .common import (
 from .gallery_html import Entry, write_index
 
 DEFAULT_OUT = Path("sdviz-figures")
-# the sweep shows no guidance, the model's own scale and Stable Diffusion's usual 7.5
-SWEEP_SCALES = (1.0, 3.0, 7.5)  # extra guidance scales rendered next to the run's own
+# the sweep shows no guidance, Stable Diffusion's usual 7.5 and an over-guided 15 next to
+# the run's own scale (the model's recommendation unless --guidance)
+SWEEP_SCALES = (1.0, 7.5, 15.0)  # extra guidance scales rendered next to the run's own
 CLIP_CAPTIONS = ("a green triangle", "a yellow star")  # contrast captions for figure 8
 STOPWORDS = {"a", "an", "the", "of", "to", "and", "on", "in", "with", "at", "<start>", "<end>"}
 MAX_ATTENTION_WORDS = 6
@@ -44,7 +48,7 @@ MAX_ATTENTION_WORDS = 6
 FIGURES = (
     ("01_components", "Components", "The text encoder, the UNet with its scheduler and the VAE decoder, with the loaded model's shapes and parameter counts."),
     ("02_forward_noising", "Forward noising", "The generated image noised to increasing timesteps t, in pixel space (top) and in latent space, decoded (bottom)."),
-    ("03_noise_schedule", "Noise schedule", "ᾱ_t, σ_t and the signal-to-noise ratio over the training timesteps; dots are the timesteps each sampler visits."),
+    ("03_noise_schedule", "Noise schedule", "ᾱ_t, σ_t and the signal-to-noise ratio over the training timesteps. The samplers (the run's, Euler, DPM++) share one curve, the model's training schedule; they differ only in which timesteps they visit (markers)."),
     ("04_training_example", "A training example", "A clean latent, the noise added, the noisy latent at t, the UNet's noise prediction and its error; right: the error over t."),
     ("05_denoising_filmstrip", "Denoising filmstrip", "The noisy latent x_t (top) and the predicted clean image x̂0 (bottom), decoded by the VAE at several steps."),
     ("06_latent_space", "Latent space", "The image, its latent channels and the VAE's reconstruction, with the compression ratio."),
@@ -55,10 +59,13 @@ FIGURES = (
     ("10b_attention_drilldown", "Cross-attention per layer and step", "The attention of the word {word} in every cross-attention layer (rows) at several steps (columns)."),
     ("11_guidance_terms", "Classifier-free guidance", "The unconditional and text-conditioned noise predictions, their difference and the guided prediction; right: the text's push per step."),
     ("11b_guidance_sweep", "Guidance-scale sweep", "The same prompt and seed at several guidance scales."),
+    ("11c_guidance_benefit", "Guidance, measured", "What guidance buys and costs on this model, scored from pixels by benchmarks/guidance_sweep.py (the model's guidance.json): prompts followed per task, and how far the drawings stray from the training images, against the guidance scale g; beneath, the prompt at each measured scale."),
 )  # fmt: skip
 SKIPPED = {
     "08_clip_similarity": "Skipped: this model ships no CLIP model (a clip/ folder next to it).",
     "11_guidance_terms": "Skipped: the run used no guidance (--guidance 1 or less).",
+    "11c_guidance_benefit": "Skipped: this model ships no guidance measurements (a "
+    "guidance.json beside it, written by benchmarks/guidance_sweep.py).",
 }
 # name, title, caption of the animation, shown after the filmstrip
 ANIMATION = (
@@ -90,7 +97,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "figures",
         out=DEFAULT_OUT,
         help="write every explanatory figure and an index.html gallery",
-        description="Trace one generation and write figures 1-11 plus an HTML gallery.",
+        description="Trace one generation and write every explanatory figure, from the "
+        "pipeline's parts to guidance, plus an HTML gallery.",
     )
     p.add_argument(
         "--format",
@@ -147,6 +155,15 @@ def plan(
         runs = probes.guidance_runs(pipe, args.prompt, scales, seed=args.seed, steps=args.steps)
         return F.guidance_sweep(sorted(runs + [run], key=lambda r: r["pipeline.guidance_scale"]))
 
+    def benefit():
+        own = run["pipeline.guidance_scale"]
+        extra = [g for g in measured.scales if g != own]
+        runs = probes.guidance_runs(pipe, args.prompt, extra, seed=args.seed, steps=args.steps)
+        runs += [run] if own in measured.scales else []
+        return F.guidance_benefit(
+            measured, sorted(runs, key=lambda r: r["pipeline.guidance_scale"])
+        )
+
     def similarity():
         model, tokenizer, mean, std = clip
         others = [
@@ -164,6 +181,7 @@ def plan(
     steps = run.n_steps
     word = run.words[-2] if len(run.words) > 2 else 0
     clip = find_clip(pipe)
+    measured = find_measured_guidance(pipe)
     makers = {
         "01_components": lambda: F.components(pipe, run),
         "02_forward_noising": lambda: F.forward_noising(probes.noised_images(pipe, run)),
@@ -178,6 +196,7 @@ def plan(
         "10b_attention_drilldown": lambda: F.attention_drilldown(run, word),
         "11_guidance_terms": (lambda: F.guidance_terms(run)) if uses_guidance(run) else None,
         "11b_guidance_sweep": sweep,
+        "11c_guidance_benefit": benefit if measured else None,
     }  # fmt: skip
     out = []
     for name, title, caption in FIGURES:
@@ -185,6 +204,17 @@ def plan(
         note = "" if make else SKIPPED[name]
         out.append((Entry(name, title, caption.format(word=repr(word)), note=note), make))
     return out
+
+
+def find_measured_guidance(pipe: Any) -> Any:
+    """The guidance sweep shipped beside the model (`sdviz.probes.measured_guidance`), or
+    None for a model without one (SD 1.5, a pipeline built in code)."""
+    from ..probes.guidance import measured_guidance
+
+    try:
+        return measured_guidance(pipe)
+    except FileNotFoundError:
+        return None
 
 
 def step_images_once(run: Any, pipe: Any) -> Callable[[], Any]:

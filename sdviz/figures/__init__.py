@@ -27,6 +27,7 @@ Figures (numbers as in the seed article) and what they draw:
        `timestep_embedding(emb)`               sdviz.probes.timestep_embeddings(pipe)
     10 `cross_attention(run)` / `attention_drilldown(run, word)`
     11 `guidance_terms(run)` / `guidance_sweep(runs)`   sdviz.probes.guidance_runs(...)
+       `guidance_benefit(measured, runs)`    sdviz.probes.measured_guidance(pipe)
 
 `filmstrip(images, titles)` draws a plain row of images, `training_curves(loss)` a loss
 (and accuracy) over training steps. `save` writes reproducible
@@ -56,6 +57,7 @@ _API = {
     "attention_drilldown": "attention",
     "guidance_terms": "guidance",
     "guidance_sweep": "guidance",
+    "guidance_benefit": "guidance",
     "filmstrip": "image_row",
     "training_curves": "curves",
     "save": "style",

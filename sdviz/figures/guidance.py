@@ -4,7 +4,10 @@ Classifier-free guidance (Ho & Salimans 2022) runs the UNet twice per step, with
 prompt (ε_text) and with an empty or negative prompt (ε_uncond), and extrapolates:
 ε = ε_uncond + g·(ε_text - ε_uncond). The difference is the direction the text adds;
 the guidance scale g (7.5 in Stable Diffusion) sets how far to push along it. The
-sweep draws one prompt and seed at several scales (`sdviz.probes.guidance_runs`).
+sweep draws one prompt and seed at several scales (`sdviz.probes.guidance_runs`);
+`guidance_benefit` draws what guidance measurably buys (prompts followed, scored from
+pixels) and costs (drawings further from the training images) against g, from
+`sdviz.probes.measured_guidance`, with one prompt's images across g beneath.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ from matplotlib.figure import Figure
 from ..autoencoder import to_numpy
 from .denoising import step_label
 from .style import (
+    LINE_COLORS,
+    MARKERS,
     PANEL,
     SIGNED_CMAP,
+    WIDE,
     Canvas,
     check_channel,
     check_steps,
+    expect,
     maps_and_plot,
     new_figure,
     plot_over_t,
@@ -33,6 +40,26 @@ from .style import (
     style,
     symmetric_limit,
 )
+
+SD_GUIDANCE = 7.5  # Stable Diffusion's usual scale, marked on the measured curves
+ACCURACY_LABELS = {
+    "one_object": "one object",
+    "two_objects": "two objects",
+    "placement": "two objects, left/right right",
+    "held_out_pairs": "unseen colour-shape pair",
+}
+QUALITY_TITLES = {
+    "palette_error": "colours off the palette (lower is closer)",
+    "speckle": "stray specks (lower is closer)",
+    "extra_objects": "extra objects (lower is closer)",
+    "edge_sharpness": "edge sharpness (higher is sharper)",
+}
+QUALITY_LABELS = {
+    "palette_error": "distance to nearest palette colour (RGB, 0-255)",
+    "speckle": "saturated pixels in no object (%)",
+    "extra_objects": "objects beyond those named, per image",
+    "edge_sharpness": "steepest change / contrast (1/px)",
+}
 
 
 def uses_guidance(run: Mapping[str, Any]) -> bool:
@@ -156,3 +183,120 @@ def guidance_sweep(runs: Sequence[Mapping[str, Any]], *, fig: Canvas | None = No
             note = " (no guidance)" if g <= 1 else ""
             show_image(ax, r["vae.image"], f"guidance g = {g:g}{note}")
     return fig
+
+
+def _mark_scales(ax: Any, recommended: float) -> None:
+    """Dashed line at the recommended scale, dotted at Stable Diffusion's usual 7.5."""
+    ax.axvline(recommended, color="black", ls="--", lw=1, label=f"recommended g = {recommended:g}")
+    ax.axvline(SD_GUIDANCE, color="grey", ls=":", lw=1.2, label=f"SD's usual g = {SD_GUIDANCE:g}")
+
+
+def _scale_axis(ax: Any, scales: Sequence[float]) -> None:
+    ax.set_xscale("log")
+    ax.set_xticks(list(scales), [f"{g:g}" for g in scales], minor=False)
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("guidance scale g (log axis)")
+    ax.grid(alpha=0.3)
+
+
+def _draw_accuracy(ax: Any, measured: Any) -> None:
+    for i, (key, values) in enumerate(measured.accuracy.items()):
+        n = measured.n.get("two_objects" if key == "placement" else key, "?")
+        label = f"{ACCURACY_LABELS.get(key, key)} (n={n})"
+        ax.plot(measured.scales, values, marker=MARKERS[i % len(MARKERS)], label=label)
+    _mark_scales(ax, measured.recommended)
+    _scale_axis(ax, measured.scales)
+    ax.set_ylabel("prompts followed (%)")
+    ax.set_title("Benefit: prompts followed (higher is better)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
+
+
+def _draw_quality(ax: Any, measured: Any, key: str, color: str) -> None:
+    ax.plot(measured.scales, measured.quality[key], marker="o", color=color, label="generated")
+    real = measured.reference.get(key)
+    if real is not None:
+        ax.axhline(real, color="#009E73", lw=1.5, label=f"real ShapesWorld ({real:.2g})")
+    vae = measured.reference_vae.get(key)
+    if vae is not None:
+        ax.axhline(
+            vae, color="#56B4E9", lw=1.5, ls="-.", label=f"real, through the VAE ({vae:.2g})"
+        )
+    _mark_scales(ax, measured.recommended)
+    _scale_axis(ax, measured.scales)
+    ax.set_ylabel(QUALITY_LABELS.get(key, key))
+    ax.set_title(f"Quality: {QUALITY_TITLES.get(key, key)}")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[:-2], labels[:-2], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+
+
+def guidance_benefit(
+    measured: Any,
+    runs: Sequence[Mapping[str, Any]] = (),
+    *,
+    quality: Sequence[str] = ("palette_error", "edge_sharpness"),
+    fig: Canvas | None = None,
+) -> Figure:
+    """What guidance buys and costs, measured: prompt-following accuracy per task against g,
+    image-quality statistics against g (lines: real ShapesWorld images, and the same
+    through the VAE), and beneath, one prompt's images at each scale (`runs`, optional).
+
+    `measured` is `sdviz.probes.measured_guidance(...)` (the model folder's benchmark);
+    `runs` come from `sdviz.probes.guidance_runs(pipe, prompt, scales, seed=...)`. When
+    they are the benchmark's own example (same prompt and seed), each image is labelled
+    with the benchmark's verdict: ✓ followed, ✗ not. Images are drawn pixel for pixel
+    (nearest neighbour), enlarged.
+
+    Example:
+        >>> measured = sdviz.probes.measured_guidance()
+        >>> ex = measured.example
+        >>> runs = sdviz.probes.guidance_runs(pipe, ex["prompt"], measured.scales, seed=ex["seed"])
+        >>> fig = sdviz.figures.guidance_benefit(measured, runs)
+    """
+    from ..probes.guidance import MeasuredGuidance
+
+    expect(measured, MeasuredGuidance, "sdviz.probes.measured_guidance")
+    unknown = [k for k in quality if k not in measured.quality]
+    if unknown:
+        raise ValueError(f"No quality measure {unknown}; the record has {list(measured.quality)}.")
+    runs = list(runs)
+    for r in runs:
+        require(r, "vae.image", "pipeline.guidance_scale")
+    n_top = 1 + len(quality)
+    width = max(n_top * (WIDE + 0.4), 1.45 * len(runs))
+    with style():
+        fig = new_figure(
+            fig,
+            width,
+            4.9 + (2.3 if runs else 0),
+            suptitle="Classifier-free guidance on this model, measured from pixels "
+            f"({measured.n.get('one_object', '?')} + {measured.n.get('two_objects', '?')} "
+            "prompts per scale)",
+        )
+        top, bottom = fig.subfigures(2, 1, height_ratios=[4.9, 2.3]) if runs else (fig, None)
+        axes = np.atleast_1d(top.subplots(1, n_top))
+        _draw_accuracy(axes[0], measured)
+        for ax, key, color in zip(axes[1:], quality, LINE_COLORS[3:], strict=False):
+            _draw_quality(ax, measured, key, color)
+        if bottom is not None:
+            _draw_example(bottom, measured, runs)
+    return fig
+
+
+def _draw_example(fig: Canvas, measured: Any, runs: list[Mapping[str, Any]]) -> None:
+    """One prompt's images across g, with the benchmark's verdict when it scored them."""
+    ex = measured.example
+    prompt, seed = runs[0].get("pipeline.prompt"), runs[0].get("pipeline.seed")
+    same = (prompt, seed, getattr(runs[0], "n_steps", None)) == (
+        ex.get("prompt"),
+        ex.get("seed"),
+        measured.steps,
+    )
+    scored = same and all(r.get("pipeline.prompt") == prompt for r in runs)
+    verdict = dict(zip(measured.scales, ex.get("followed", []), strict=False)) if scored else {}
+    axes = np.atleast_1d(fig.subplots(1, len(runs)))
+    for ax, r in zip(axes, runs, strict=True):
+        g = float(r["pipeline.guidance_scale"])
+        mark = {True: " ✓", False: " ✗"}.get(verdict.get(g), "")
+        show_image(ax, r["vae.image"], f"g = {g:g}{mark}")
+    note = " (✓/✗: the benchmark's scorer on this prompt and seed)" if verdict else ""
+    fig.suptitle(f"{prompt!r}, seed {seed}{note}", fontsize=11)

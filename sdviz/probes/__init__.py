@@ -35,6 +35,7 @@ from .generation import (
     image_to_image,
     interpolate_prompts,
 )
+from .guidance import MeasuredGuidance, measured_guidance
 from .images import (
     STEP_IMAGES,
     StepImages,
@@ -75,6 +76,8 @@ __all__ = [
     "ClipEmbeddings",
     "clip_embeddings",
     "guidance_runs",
+    "MeasuredGuidance",
+    "measured_guidance",
     "ImageToImage",
     "image_to_image",
     "PromptMix",

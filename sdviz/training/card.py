@@ -51,14 +51,79 @@ def _image_and_latent_shape(folder: Path) -> str:
     return f"{side}x{side} images <-> {latent} latents."
 
 
+def guidance_why(folder: Path) -> str:
+    """Why the card recommends its guidance scale: the measured rule when the folder holds
+    `guidance.json` (`benchmarks/guidance_sweep.py`), else a pointer to that benchmark."""
+    from ..probes.guidance import GUIDANCE_FILE, measured_guidance
+
+    if not (folder / GUIDANCE_FILE).is_file():
+        return (
+            "small models usually want less guidance than Stable Diffusion's 7.5; measure it "
+            "with benchmarks/guidance_sweep.py"
+        )
+    m = measured_guidance(folder)
+    return f"measured by benchmarks/guidance_sweep.py ({GUIDANCE_FILE}): {m.rule}"
+
+
+def guidance_section(folder: Path) -> str:
+    """The card's "## Guidance" section: `guidance.json`'s table (prompts followed and image
+    quality per scale, real ShapesWorld images as the reference), or "" without one."""
+    from ..probes.guidance import ACCURACY_NAMES, GUIDANCE_FILE, QUALITY_NAMES, measured_guidance
+
+    if not (folder / GUIDANCE_FILE).is_file():
+        return ""
+    m = measured_guidance(folder)
+    names = {**ACCURACY_NAMES, **QUALITY_NAMES}
+    keys = [*m.accuracy, *m.quality]
+    head = "| g | " + " | ".join(names.get(k, k) for k in keys) + " |"
+    lines = [head, "|" + "---|" * (len(keys) + 1)]
+    for i, g in enumerate(m.scales):
+        cells = [f"{m.accuracy[k][i]:.1f}" for k in m.accuracy]
+        cells += [f"{m.quality[k][i]:.2f}" for k in m.quality]
+        lines.append(f"| {g:g} | " + " | ".join(cells) + " |")
+    for name, ref in (
+        ("real ShapesWorld", m.reference),
+        ("real, through the VAE", m.reference_vae),
+    ):
+        blanks = [""] * len(m.accuracy)
+        cells = blanks + [f"{ref[k]:.2f}" if k in ref else "" for k in m.quality]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    n = m.n
+    return (
+        f"## Guidance (`python benchmarks/guidance_sweep.py`, scored from pixels)\n\n"
+        f"The same prompts and seeds at every scale, {m.steps} steps: {n['one_object']} "
+        f"one-object and {n['two_objects']} two-object prompts, {n['held_out_pairs']} naming "
+        "a colour-shape pair never seen in training. Accuracy in % of prompts followed; "
+        "then how far the drawings stray from ShapesWorld (colour: mean RGB distance of "
+        "object pixels from the nearest palette colour; specks: % of pixels saturated but "
+        "in no object; extra objects per image; edge sharpness: steepest change across an "
+        "outline over the object's contrast). Recommended: "
+        f"**g = {m.recommended:g}**, {m.rule}.\n\n" + "\n".join(lines)
+    )
+
+
+def _check_measured(folder: Path, guidance: float) -> None:
+    """A card must not recommend another scale than the one its own measurements chose."""
+    from ..probes.guidance import GUIDANCE_FILE, measured_guidance
+
+    if (folder / GUIDANCE_FILE).is_file():
+        chosen = measured_guidance(folder).recommended
+        if not math.isclose(chosen, guidance):
+            raise ValueError(
+                f"guidance={guidance:g}, but {folder / GUIDANCE_FILE} (benchmarks/"
+                f"guidance_sweep.py) recommends {chosen:g}: pass guidance={chosen:g}, or "
+                "re-run the benchmark if the weights changed."
+            )
+
+
 def write_settings(folder: Path, guidance: float, steps: int) -> None:
     """`folder/sdviz.json`: what `sdviz.pipeline.recommended` reads for this model."""
     settings = {
         "guidance_scale": float(guidance),
         "num_inference_steps": int(steps),
         "closed_vocabulary": True,  # its tokenizer holds ShapesWorld's words, letters else
-        "why": "sdviz-mini is small: it over-guides at Stable Diffusion's usual 7.5, and it "
-        "knows only ShapesWorld's words (see README.md, the model card)",
+        "why": f"guidance: {guidance_why(folder)}; it knows only ShapesWorld's words "
+        "(see README.md, the model card)",
     }
     (folder / RECOMMENDED_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
@@ -79,13 +144,16 @@ def write_model_card(
     and `sections` whole markdown sections (recipe, cost, ...) in order. The parameter
     counts, folder size and sha256 checksums are measured here, from the files. The
     recommended guidance and steps also go to `folder/sdviz.json`, which `sdviz.generate`,
-    the commands and the lessons read (`sdviz.pipeline.recommended`).
+    the commands and the lessons read (`sdviz.pipeline.recommended`). When the folder
+    holds `guidance.json` (`benchmarks/guidance_sweep.py --json`), its table becomes the
+    card's "Guidance" section and `guidance` must be the scale it recommends.
     """
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder} is not a pipeline folder (no model_index.json).")
     if not guidance > 0:
         raise ValueError(f"guidance must be a positive scale, not {guidance}.")
+    _check_measured(folder, guidance)
     write_settings(folder, guidance, steps)
     size_mb = (
         sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != "README.md")
@@ -104,8 +172,8 @@ encoder (the text tower of a contrastively trained `CLIPModel`, shipped whole in
 SD's DDIM scheduler configuration. {shape} Folder size {size_mb:.1f} MB. Loads offline with
 `StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True)` or `sdviz.load()`.
 
-**Use it at guidance scale {guidance:g}** with {steps} steps (`sdviz.json`, read by `sdviz.generate`): small models want low guidance;
-at SD's usual 7.5 the images show the classic over-guidance artefacts.""",
+**Use it at guidance scale {guidance:g}** with {steps} steps (`sdviz.json`, read by
+`sdviz.generate`): {guidance_why(folder)}.""",
         status.strip(),
         """It knows only ShapesWorld: one to three circles, squares, triangles or stars in red,
 orange, yellow, green, blue or purple, small or big, with positions ("at the top")
@@ -113,6 +181,7 @@ and relations ("to the left of"). The colour-shape pairs yellow square, blue
 triangle and purple circle were never shown in training.""",
         "## Quality (`python benchmarks/mini_quality.py`, scored from pixels, not with CLIP)\n\n"
         + quality_table.strip(),
+        guidance_section(folder),
         *(section.strip() for section in sections),
         f"## Parameters\n\n| part | parameters |\n|---|---|\n{params}",
         f"## Weight checksums (sha256)\n\n| file | sha256 |\n|---|---|\n{sums}",
