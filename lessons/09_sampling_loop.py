@@ -237,7 +237,7 @@ sdviz.figures.filmstrip(torch.cat([image, reference]), ["your loop", "pipe(...)"
 # - **another scheduler**: Euler, built from the model's own scheduler config (the same
 #   training schedule, a different solver; lesson 4);
 # - **guidance 1**: ε̂ = ε̂_text, no push away from the unconditional prediction;
-# - **guidance 7.5**: Stable Diffusion's usual scale;
+# - **guidance 7.5**: Stable Diffusion's usual scale (with SD loaded, the lesson's own);
 # - **another prompt**.
 
 # %%
@@ -309,7 +309,10 @@ sdviz.figures.filmstrip(
 # for a `with` block.
 
 # %%
-print(f"Euler: init_noise_sigma = {float(euler.init_noise_sigma):.2f} (DDIM: 1)")
+print(
+    f"init_noise_sigma: Euler {float(euler.init_noise_sigma):.2f},",
+    f"{type(pipe.scheduler).__name__} {float(pipe.scheduler.init_noise_sigma)}",
+)
 with sdviz.schedulers.using_scheduler(pipe, "euler"):
     reference_euler = pipe(
         lesson.prompt,
@@ -379,16 +382,18 @@ print("both branches in each call:", run["pipeline.do_classifier_free_guidance"]
 print("sdviz.generate's image equals your loop's:", torch.equal(run["vae.image"], image[0]))
 
 # %% [markdown]
-# **3.** Two lines of the loop change nothing for DDIM: which? Do they change anything
-# for Euler? (True below: the line gives back exactly what it got.)
+# **3.** Two lines of the loop change nothing for DDIM (sdviz-mini's scheduler; SD 1.5's
+# PNDM too): which? Do they change anything for Euler? (True below: the line gives back
+# exactly what it got.)
 
 # %%
 x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
 euler.set_timesteps(lesson.steps)
-print("init_noise_sigma     DDIM:", float(pipe.scheduler.init_noise_sigma), end="   ")
+print(f"the pipeline's scheduler: {type(pipe.scheduler).__name__}")
+print("init_noise_sigma     it:", float(pipe.scheduler.init_noise_sigma), end="   ")
 print("Euler:", round(float(euler.init_noise_sigma), 2))
 print(
-    "scale_model_input    DDIM:",
+    "scale_model_input    it:",
     torch.equal(pipe.scheduler.scale_model_input(x, pipe.scheduler.timesteps[0]), x),
     end="  ",
 )
