@@ -29,7 +29,6 @@ from sdviz.course import execute
 
 LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"
 PER_LESSON_BUDGET_S = 75.0  # kernel CPU seconds per lesson; a set of lessons: 75 s each
-COURSE_BUDGET_S = 600.0  # the first eight lessons' 10 minutes (tests/test_course.py: 8 x 75 s)
 
 
 def lessons(prefixes: list[str]) -> list[Path]:
