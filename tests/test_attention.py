@@ -8,9 +8,13 @@ import torch.nn.functional as F
 
 from sdviz.attention import (
     AttentionCapture,
+    aggregate,
+    capture_attention,
     check_layer_filter,
     cross_attention_layers,
+    default_aggregate_layers,
     layer_halvings,
+    mean_of_layers,
     select_layers,
 )
 from sdviz.builder import tiny_pipeline
@@ -75,17 +79,68 @@ def test_per_layer_and_per_head_shapes(pipe):
     assert torch.allclose(run["attention.maps"], run_h["attention.maps"], atol=1e-6)
 
 
-def test_aggregate_is_mean_of_resized_layers(pipe):
+def test_aggregate_is_mean_of_resized_default_layers(pipe):
     with trace(pipe, attention_layers="*") as tr:
         _call(pipe)
     run = tr.last
     layers = run.attention_layers
-    assert len(layers) == 7 == run["attention.n_layers"]
+    assert len(layers) == 7 == run["attention.n_layers"]  # every layer that attends is listed
+    default = default_aggregate_layers(pipe.unet)
+    assert len(default) == 5 and not any(n.startswith("mid_block") for n in default)
     h, w = run["denoiser.latents"].shape[-2:]
     resized = [
-        F.interpolate(run[k], size=(h, w), mode="bilinear", align_corners=False) for k in layers
+        F.interpolate(run["attention." + n], size=(h, w), mode="bicubic", align_corners=False)
+        for n in default
     ]
-    assert torch.allclose(run["attention.maps"], torch.stack(resized).mean(0), atol=1e-6)
+    mean = torch.stack(resized).mean(0).clamp_min(0)
+    assert torch.allclose(run["attention.maps"], mean / mean.sum(1, keepdim=True), atol=1e-6)
+    maps = {n: run["attention." + n] for n in default}
+    assert torch.allclose(aggregate(maps, default, (h, w)), run["attention.maps"], atol=1e-6)
+    sums = run["attention.maps"].sum(1)  # still shares of each position's attention
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+    assert run["attention.maps"].min() >= 0
+    everything = mean_of_layers(
+        {k.removeprefix("attention."): run[k] for k in layers},
+        [k.removeprefix("attention.") for k in layers],
+        (h, w),
+    )
+    assert not torch.allclose(run["attention.maps"], everything, atol=1e-4)  # not all layers
+
+
+def test_default_aggregate_layers_rule():
+    """attn2 outside the mid block; attn1 cross-attention and the mid block are left out."""
+    from sdviz.builder import tiny_pipeline as build
+
+    unet = build().unet
+    names = cross_attention_layers(unet)
+    chosen = default_aggregate_layers(unet)
+    halvings = layer_halvings(unet, names)
+    assert chosen == [
+        n
+        for n in names
+        if n.endswith("attn2")
+        and not n.startswith("mid_block")
+        and not (n.startswith("down") and halvings[n] > 0)
+    ]
+    assert any(n.startswith("down") for n in chosen) and any(n.startswith("up") for n in chosen)
+    with pytest.raises(ValueError, match="aggregate must name"):
+        AttentionCapture(unet, aggregate=["no.such.layer"])
+
+
+def test_capture_with_a_chosen_aggregate(pipe):
+    """capture_attention averages the layers it is told to, and restores the processors."""
+    names = cross_attention_layers(pipe.unet)
+    before = {n: pipe.unet.get_submodule(n).processor for n in names}
+    emb = torch.randn(1, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim)
+    x = torch.randn(1, 4, 8, 8)
+    with capture_attention(pipe.unet, layers="*", aggregate=names[-1:]) as cap:
+        cap.begin(8, 8, 0)
+        with torch.no_grad():
+            pipe.unet(x.to(pipe.device), 10, encoder_hidden_states=emb.to(pipe.device))
+        mean, detail, layers = cap.end()
+    assert sorted(layers) == sorted(names) and set(detail) == set(names)  # call order
+    assert torch.allclose(mean, aggregate(detail, names[-1:], (8, 8)), atol=1e-6)
+    assert all(pipe.unet.get_submodule(n).processor is before[n] for n in names)
 
 
 def test_probabilities_match_classic_attention(pipe):

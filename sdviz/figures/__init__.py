@@ -26,6 +26,8 @@ Figures (numbers as in the seed article) and what they draw:
      9 `unet_diagram(structure)`               sdviz.probes.unet_structure(pipe) (or a pipe)
        `timestep_embedding(emb)`               sdviz.probes.timestep_embeddings(pipe)
     10 `cross_attention(run)` / `attention_drilldown(run, word)`
+       `attention_localisation(rec)`          sdviz.probes.localisation(pipe)
+       `attention_shares(shares)`             sdviz.probes.attention.token_shares(...)
     11 `guidance_terms(run)` / `guidance_sweep(runs)`   sdviz.probes.guidance_runs(...)
        `guidance_benefit(measured, runs)`    sdviz.probes.measured_guidance(pipe)
 
@@ -55,6 +57,8 @@ _API = {
     "timestep_embedding": "timestep",
     "cross_attention": "attention",
     "attention_drilldown": "attention",
+    "attention_localisation": "attention",
+    "attention_shares": "attention",
     "guidance_terms": "guidance",
     "guidance_sweep": "guidance",
     "guidance_benefit": "guidance",

@@ -22,7 +22,10 @@ from ..autoencoder import image_hwc, to_numpy
 from ..tracing.keys import LAYER_PREFIX, is_layer_key
 from .style import (
     HEAT_CMAP,
+    LINE_COLORS,
+    MATRIX_CMAP,
     PANEL,
+    WIDE,
     Canvas,
     check_steps,
     new_figure,
@@ -199,7 +202,7 @@ def attention_drilldown(
         if m.ndim == 5:  # (S, heads, L, h, w)
             m = m.mean(axis=1)
         rows.append((f"{short_layer(name)}\n{m.shape[-2]}×{m.shape[-1]}", m[chosen, i]))
-    rows.append(("all layers\n(aggregate)", to_numpy(run["attention.maps"])[chosen, i]))
+    rows.append(("default\naggregate", to_numpy(run["attention.maps"])[chosen, i]))
     t = step_timesteps(run, n_steps)
     with style():
         fig = new_figure(
@@ -216,4 +219,107 @@ def attention_drilldown(
                 im = show_map(axes[r, c], maps[c], cmap=HEAT_CMAP, vmin=low, vmax=high, title=title)
             axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
             fig.colorbar(im, ax=list(axes[r]), shrink=0.8, label="weight" if r == 0 else None)
+    return fig
+
+
+def _short(name: str) -> str:
+    return short_layer(LAYER_PREFIX + name)
+
+
+def attention_localisation(record: Any, *, fig: Canvas | None = None) -> Figure:
+    """Which layers and steps know where the words are: pointing accuracy and mIoU per
+    layer (rows) and timestep (columns), nouns beside colour words.
+
+    Draws a `sdviz.probes.attention.Localisation` (held-out ShapesWorld images with exact
+    masks). The last two rows are layer averages: every text-attention layer, and the
+    default aggregate of `attention.maps`. Each cell is a percentage over the objects.
+
+    Example:
+        >>> rec = sdviz.probes.localisation(pipe, count=8)
+        >>> fig = sdviz.figures.attention_localisation(rec)
+    """
+    rows = [_short(n) for n in record.layers] + [f"[{k}]" for k in record.aggregates]
+    measures = (("pointing", "peak inside the object"), ("iou", "mIoU"))
+    kinds = ("noun", "colour word")
+    n_obj = record.per_layer["pointing"].shape[-1]
+    with style():
+        fig = new_figure(
+            fig,
+            2 * (0.55 * len(record.timesteps) + 2.2) + 1.0,
+            2 * (0.28 * len(rows) + 1.0) + 0.6,
+            suptitle=(
+                f"Which layers and steps know where the words are ({record.n_images} held-out "
+                f"images, {n_obj} objects, exact masks)"
+            ),
+        )
+        axes = fig.subplots(2, 2, squeeze=False)
+        for r, (m, label) in enumerate(measures):
+            layer = record.per_layer[m].nanmean(-1)  # (layers, T, kinds)
+            agg = torch.stack([a[m].nanmean(-1) for a in record.aggregates.values()])
+            values = 100 * torch.cat([layer, agg]).numpy()  # (rows, T, kinds)
+            for c, kind in enumerate(kinds):
+                ax = axes[r, c]
+                v = values[..., c]
+                im = ax.imshow(v, cmap=MATRIX_CMAP, vmin=0, vmax=100, aspect="auto")
+                for (i, j), x in np.ndenumerate(v):
+                    ax.text(
+                        j,
+                        i,
+                        f"{x:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="black" if x > 55 else "white",
+                    )
+                ax.axhline(len(record.layers) - 0.5, color="white", linewidth=2)
+                ax.set_xticks(range(len(record.timesteps)), [str(t) for t in record.timesteps])
+                ax.set_yticks(range(len(rows)), rows if c == 0 else [""] * len(rows))
+                ax.set_xlabel("timestep t of the noised image (999 = pure noise)")
+                ax.set_title(f"{kind}s: {label} (%)", fontsize=11)
+        fig.colorbar(im, ax=list(axes.ravel()), shrink=0.6, label="% of objects")
+    return fig
+
+
+def attention_shares(
+    shares: Mapping[str, Mapping[str, float]], *, fig: Canvas | None = None
+) -> Figure:
+    """Where the attention goes: the start token, the prompt's words, the end + padding.
+
+    `shares` maps a label (a model, an aggregate) to `sdviz.probes.attention.token_shares`
+    output or `Run.token_shares` grouped alike; one horizontal stacked bar per label.
+
+    Example:
+        >>> s = sdviz.probes.attention.token_shares(run["attention.maps"], run["tokenizer.n_tokens"])
+        >>> fig = sdviz.figures.attention_shares({"this run": s})
+    """
+    groups = ("start", "words", "end+padding")
+    colours = dict(zip(groups, LINE_COLORS, strict=False))
+    labels = list(shares)
+    with style():
+        fig = new_figure(
+            fig,
+            2 * WIDE,
+            0.55 * len(labels) + 1.6,
+            suptitle="Share of the attention each token group receives (sums to 100%)",
+        )
+        ax = fig.subplots()
+        for i, label in enumerate(labels):
+            left = 0.0
+            for g in groups:
+                w = 100 * float(shares[label][g])
+                ax.barh(i, w, left=left, color=colours[g], label=g if i == 0 else None)
+                ax.text(
+                    left + w / 2,
+                    i,
+                    f"{g}\n{w:.0f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white",
+                )
+                left += w
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("% of all attention (mean over positions, steps and images)")
+        ax.invert_yaxis()
     return fig

@@ -16,6 +16,8 @@ lesson as a record (a dataclass, a dict or tensors). One module per kind of prob
                    whole generations compared side by side (lesson 8)
     guidance.py    measured_guidance (figure 11c): the model folder's guidance sweep,
                    prompts followed and image quality against g (lessons 7, 8)
+    attention.py   localisation (lesson 7): how well each word's attention map finds its
+                   object on held-out ShapesWorld images; token_shares
     timing.py      time_unet (lesson 5): one UNet call timed at several sizes
     unet.py        unet_structure (figure 9): blocks, layers, skips, where t and the text
                    enter, read from the module tree; timestep_embeddings (9b): the
@@ -27,6 +29,7 @@ Figure 6 draws `sdviz.autoencoder.reconstruct`, figure 7 a Run or `sdviz.text.pr
 from __future__ import annotations
 
 from ..autoencoder import psnr
+from .attention import Localisation, localisation, token_shares
 from .clip import ClipEmbeddings, clip_embeddings
 from .generation import (
     ImageToImage,
@@ -61,6 +64,9 @@ from .unet import (
 )
 
 __all__ = [
+    "Localisation",
+    "localisation",
+    "token_shares",
     "NoisedImages",
     "noised_images",
     "NoisePredictions",
