@@ -26,7 +26,7 @@ image keys, (L, h_p, w_p).
 Capture uses public extension points only: each layer's processor is wrapped through
 its own `set_processor` (the wrapped processor still computes the layer's output, so
 traced images are the untraced ones) and forward hooks on the q/k projections hand
-their outputs over; the layer's own `norm_q`/`norm_k` modules and diffusers'
+their outputs over (sdviz.attention_hooks.ProcessorSwap); the layer's own `norm_q`/`norm_k` modules and diffusers'
 `apply_rotary_emb` then rebuild the queries and keys the attention used. Everything is
 put back, by identity, by `restore`.
 """
@@ -38,7 +38,8 @@ from collections.abc import Sequence
 import torch
 from diffusers.models.embeddings import apply_rotary_emb
 
-from .attention import select_layers
+from .attention import RecordingAttnProcessor, select_layers
+from .attention_hooks import ProcessorSwap
 
 FLOAT_BYTES = 4  # maps are kept in float32
 _PROJECTIONS = ("to_q", "to_k", "add_q_proj", "add_k_proj")
@@ -143,15 +144,16 @@ class JointAttentionCapture:
                     f"{name} uses fused q/k/v projections, whose queries sdviz cannot see; "
                     "call transformer.unfuse_qkv_projections() before tracing."
                 )
-        self._saved: dict | None = None
-        self._handles: list = []
-        self._stash: dict[tuple[str, str], torch.Tensor] = {}
+        self._swap = ProcessorSwap(
+            self.names, lambda name, inner: JointRecordingProcessor(name, self, inner), _PROJECTIONS
+        )
         self._reset()
 
     def _reset(self) -> None:
         self._hw: tuple[int, int] | None = None
         self._cond = 0
         self._n_text = 0
+        self.rope = None  # Flux's (cos, sin) of the layer being recorded
         self._sum: torch.Tensor | None = None  # (L, N) text->image, summed over layers
         self._share: torch.Tensor | None = None  # (N,) share of attention on text
         self._i2t: torch.Tensor | None = None  # (L, N) image->text
@@ -170,39 +172,10 @@ class JointAttentionCapture:
     # -- install / restore --------------------------------------------------
     def install(self, transformer: torch.nn.Module) -> None:
         """Wrap each joint layer's processor and watch its q/k projections."""
-        self._saved = {n: transformer.get_submodule(n).processor for n in self.names}
-        try:
-            for name in self.names:
-                attn = transformer.get_submodule(name)
-                attn.set_processor(JointRecordingProcessor(name, self, self._saved[name]))
-                for proj in _PROJECTIONS:
-                    module = getattr(attn, proj, None)
-                    if module is not None:
-                        hook = self._stash_hook(name, proj)
-                        self._handles.append(module.register_forward_hook(hook))
-        except BaseException:
-            self.restore(transformer)
-            raise
-
-    def _stash_hook(self, name: str, proj: str):
-        def hook(module, args, output):
-            self._stash[(name, proj)] = output
-
-        return hook
+        self._swap.install(transformer)
 
     def restore(self, transformer: torch.nn.Module) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        self._stash.clear()
-        if self._saved is None:
-            return
-        saved, self._saved = self._saved, None
-        for name, processor in saved.items():
-            transformer.get_submodule(name).set_processor(processor)
-        changed = [n for n, p in saved.items() if transformer.get_submodule(n).processor is not p]
-        if changed:
-            raise RuntimeError(f"sdviz could not restore attention processors: {changed[:3]}")
+        self._swap.restore(transformer)
 
     # -- per transformer call -----------------------------------------------
     def begin(self, h: int, w: int, cond_index: int, n_text: int) -> None:
@@ -229,7 +202,7 @@ class JointAttentionCapture:
         return out
 
     def _queries_keys(self, name: str, attn, rope) -> tuple[torch.Tensor, ...] | None:
-        stash = {p: self._stash.pop((name, p), None) for p in _PROJECTIONS}
+        stash = {p: self._swap.stash.pop((name, p), None) for p in _PROJECTIONS}
         if self._hw is None or stash["to_q"] is None or stash["to_k"] is None:
             return None  # called outside a traced step
         joint = stash["add_q_proj"] is not None and stash["add_k_proj"] is not None
@@ -239,9 +212,13 @@ class JointAttentionCapture:
             attn, stash, self._cond, self._n_text, rope, text_queries=self.image_to_text
         )
 
-    def record(self, name: str, attn, rope) -> None:
-        """Softmax of the image queries over the text keys (and the text share) of one layer."""
-        parts = self._queries_keys(name, attn, rope)
+    def record(self, name: str, attn, attention_mask: torch.Tensor | None = None) -> None:
+        """Softmax of the image queries over the text keys (and the text share) of one layer.
+
+        SD3's and Flux's pipelines pass no attention mask; the rotary embedding of this
+        call is `self.rope` (set by the processor).
+        """
+        parts = self._queries_keys(name, attn, self.rope)
         if parts is None:
             return
         q_img, k_img, q_txt, k_txt = (None if p is None else p.transpose(0, 1) for p in parts)
@@ -277,13 +254,12 @@ def _image_logsumexp(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Te
     )
 
 
-class JointRecordingProcessor:
-    """Runs a joint layer's own processor, then records its text->image probabilities."""
+class JointRecordingProcessor(RecordingAttnProcessor):
+    """Runs a joint layer's own processor, then records its text->image probabilities.
 
-    def __init__(self, name: str, capture: JointAttentionCapture, inner):
-        self.name = name
-        self.capture = capture
-        self.inner = inner
+    As sdviz.attention's, plus Flux's rotary embedding (`image_rotary_emb`, which
+    FluxAttention hands over positionally), passed on and kept for the recording.
+    """
 
     def __call__(
         self,
@@ -296,12 +272,7 @@ class JointRecordingProcessor:
     ):
         if image_rotary_emb is not None:
             kwargs["image_rotary_emb"] = image_rotary_emb
-        out = self.inner(
-            attn,
-            hidden_states,
-            encoder_hidden_states=encoder_hidden_states,
-            attention_mask=attention_mask,
-            **kwargs,
+        self.capture.rope = image_rotary_emb
+        return super().__call__(
+            attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs
         )
-        self.capture.record(self.name, attn, image_rotary_emb)
-        return out
