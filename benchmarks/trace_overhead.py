@@ -36,8 +36,8 @@ SD15 = dict(steps=50, tokens=77, latent=64)  # 512 px / VAE factor 8
 # architecture -> (denoiser component, family)
 FAMILY_ARCHITECTURES = {
     "sd15": ("unet", "stable-diffusion"),
-    "sdxl": ("unet", "sdxl"),
-    "sd3-medium": ("transformer", "sd3"),
+    "sdxl": ("unet", "stable-diffusion-xl"),
+    "sd3-medium": ("transformer", "stable-diffusion-3"),
     "flux-dev": ("transformer", "flux"),
 }
 TINY = {

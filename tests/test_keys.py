@@ -138,10 +138,13 @@ def test_accessors_answer_the_lessons_questions(pipe):
 
 
 # -- today's families: each Run holds exactly its family's documented keys ---------------
+SHORT = {"stable-diffusion-xl": "sdxl", "stable-diffusion-3": "sd3", "flux": "flux"}
+
+
 def _tiny(family: str):
     from sdviz import builder
 
-    return getattr(builder, f"tiny_{family}_pipeline")(seed=0)
+    return getattr(builder, f"tiny_{SHORT[family]}_pipeline")(seed=0)
 
 
 def _family_call(pipe, **kw):
@@ -154,15 +157,20 @@ def _family_call(pipe, **kw):
     ("family", "options", "call", "conditions"),
     [
         # SD3: CFG encodes the (empty) negative prompt with all three encoders
-        ("sd3", {}, {}, {"text", "negative", "cfg", "flow", "sigmas", "decoded", "attention"}),
         (
-            "sd3",
+            "stable-diffusion-3",
+            {},
+            {},
+            {"text", "negative", "cfg", "flow", "sigmas", "decoded", "attention"},
+        ),
+        (
+            "stable-diffusion-3",
             {"image_to_text": True},
             {"guidance_scale": 1.0},
             {"text", "flow", "sigmas", "decoded", "attention", "image_to_text"},
         ),
         (
-            "sd3",
+            "stable-diffusion-3",
             {"attention": None},
             {"output_type": "latent"},
             {"text", "negative", "cfg", "flow", "sigmas"},
@@ -170,9 +178,14 @@ def _family_call(pipe, **kw):
         # Flux dev: guidance distilled, no unconditional branch
         ("flux", {}, {}, {"text", "flow", "sigmas", "distilled", "decoded", "attention"}),
         # SDXL: an empty negative prompt is zeroed, not encoded; a given one is encoded
-        ("sdxl", {}, {}, {"text", "cfg", "diffusion", "alphas", "sigmas", "decoded", "attention"}),
         (
-            "sdxl",
+            "stable-diffusion-xl",
+            {},
+            {},
+            {"text", "cfg", "diffusion", "alphas", "sigmas", "decoded", "attention"},
+        ),
+        (
+            "stable-diffusion-xl",
             {},
             {"negative_prompt": "blue"},
             {"text", "negative", "cfg", "diffusion", "alphas", "sigmas", "decoded", "attention"},
@@ -199,9 +212,9 @@ def test_flux_without_guidance_embedding_holds_no_guidance_key():
 
 
 def test_flow_families_hold_no_alpha_bar_and_diffusion_ones_no_velocity():
-    for family in ("sd3", "flux"):
+    for family in ("stable-diffusion-3", "flux"):
         keys = expected_keys(family, CONDITIONS)
         assert "scheduler.step_alpha_bar" not in expected_keys(family, {"flow", "text"})
         assert "denoiser.velocity" in keys and "denoiser.noise_pred" not in keys
     assert describe("scheduler.step_alpha_bar").when == "diffusion"
-    assert "denoiser.velocity" not in expected_keys("sdxl", CONDITIONS)
+    assert "denoiser.velocity" not in expected_keys("stable-diffusion-xl", CONDITIONS)

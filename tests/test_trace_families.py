@@ -16,12 +16,15 @@ from sdviz.builder import (
     tiny_sdxl_pipeline,
 )
 from sdviz.joint_attention import joint_attention_layers, joint_queries_keys
+from sdviz.pipeline import family as pipeline_family
 from sdviz.tracing import TraceBudgetError, trace
 
 PROMPT = "a red circle"
 STEPS = 3
 BUILDERS = {"sd3": tiny_sd3_pipeline, "flux": tiny_flux_pipeline, "sdxl": tiny_sdxl_pipeline}
 FAMILIES = list(BUILDERS)
+FAMILY = {"sd3": "stable-diffusion-3", "sd3.5": "stable-diffusion-3", "flux": "flux"}
+FAMILY["sdxl"] = "stable-diffusion-xl"  # the names sdviz.pipeline.family gives
 
 
 def tiny_sd35_pipeline(seed: int = 0):
@@ -81,7 +84,7 @@ def test_traced_image_equals_untraced_and_everything_is_restored(pipes, family):
         traced = _call(pipe)
     assert (traced - plain).abs().max() <= 1e-5
     assert torch.allclose(tr.last["vae.image"], plain[0].float(), atol=1e-5)
-    assert tr.last["pipeline.family"] == family.removesuffix(".5")
+    assert tr.last["pipeline.family"] == FAMILY[family] == pipeline_family(pipe)
     assert _state(pipe) == before
 
 

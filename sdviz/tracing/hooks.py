@@ -36,6 +36,7 @@ import torch
 from ..attention import AttentionCapture, check_layer_filter, cross_attention_layers
 from ..diffusion import alpha_bar_from_sigma, predicted_x0, to_epsilon
 from ..joint_attention import JointAttentionCapture, joint_attention_layers
+from .keys import SD3, XL
 from .record import TEXT_ENCODERS, RunState, Schedule, build_run
 from .run import Trace
 
@@ -56,12 +57,15 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str) -> Any:
 
 
 def pipeline_family(pipe: Any) -> str:
-    """'stable-diffusion', 'sdxl', 'sd3' or 'flux', read from the pipeline's components."""
+    """The family (sdviz.tracing.keys.FAMILIES, sdviz.pipeline's names) from the components.
+
+    Read from what the pipeline holds, not its class, so that img2img and other pipelines
+    of a family trace too."""
     transformer = getattr(pipe, "transformer", None)
     if transformer is not None:
         name = type(transformer).__name__
         if name.startswith("SD3"):
-            return "sd3"
+            return SD3
         if name.startswith("Flux"):
             return "flux"
         raise TypeError(
@@ -69,7 +73,7 @@ def pipeline_family(pipe: Any) -> str:
             f"(FluxTransformer2DModel), not {name}."
         )
     if getattr(pipe, "text_encoder_2", None) is not None:
-        return "sdxl"
+        return XL
     return "stable-diffusion"
 
 

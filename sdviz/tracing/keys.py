@@ -32,7 +32,8 @@ N the train timesteps. `when` says which runs hold the key ("text+cfg": both hel
     layers          attention_layers selected layers whose own maps are kept
 
 A key's `families` says which pipelines can hold it at all: "stable-diffusion" (SD 1.x
-/ 2.x), "sdxl", "sd3" (SD3 / 3.5) and "flux" (Flux.1).
+/ 2.x), "stable-diffusion-xl", "stable-diffusion-3" (SD3 / 3.5) and "flux" (Flux.1), the
+names sdviz.pipeline.family gives.
 
 `sdviz.tracing.record` builds Runs from this table only (a key missing from it is a
 bug it refuses), `Run.__repr__` prints the meanings, figures name keys from it, and
@@ -44,7 +45,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-FAMILIES = ("stable-diffusion", "sdxl", "sd3", "flux")  # SD 1.x/2.x, SDXL, SD3/3.5, Flux.1
+# SD 1.x/2.x, SDXL, SD3/3.5, Flux.1: the names of sdviz.pipeline.FAMILIES
+FAMILIES = ("stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux")
 CONDITIONS = (
     "always",
     "text",

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .keys import LAYER_PREFIX, check_keys
+from .keys import LAYER_PREFIX, SD3, XL, check_keys
 from .run import Run, fit_preview
 
 # a pipeline's text encoders and their tokenizers, numbered as diffusers numbers them
@@ -159,7 +159,7 @@ def _embeddings(pipe: Any, run: RunState, family: str) -> dict[str, Any]:
             continue
         embeds = _cpu(embeds)  # (L_all, d_all)
         parts = _encoder_parts(pipe, family, embeds)
-        if family in ("sdxl", "sd3"):
+        if family in (XL, SD3):
             d[f"pipeline.{prefix}prompt_embeds"] = embeds
         for encoder, part in parts.items():
             d[f"{encoder}.{prefix}prompt_embeds"] = part
@@ -184,7 +184,7 @@ def _encoder_parts(pipe: Any, family: str, embeds: torch.Tensor) -> dict[str, to
     if family == "flux":  # CLIP gives only the pooled vector; the sequence is T5's
         return {"text_encoder_2": embeds}
     d1, d2 = _width(pipe, "text_encoder"), _width(pipe, "text_encoder_2")
-    if family == "sdxl":  # both CLIPs' tokens, joined along channels
+    if family == XL:  # both CLIPs' tokens, joined along channels
         return {"text_encoder": embeds[:, :d1], "text_encoder_2": embeds[:, d1 : d1 + d2]}
     n_clip = int(pipe.tokenizer.model_max_length)  # SD3: CLIP tokens first, then T5's
     parts = {"text_encoder": embeds[:n_clip, :d1], "text_encoder_2": embeds[:n_clip, d1 : d1 + d2]}
@@ -197,7 +197,7 @@ def text_sequence(pipe: Any, family: str, n_tokens: int) -> dict[str, tuple[int,
     """Which rows of the denoiser's text sequence (n_tokens long) come from which tokenizer."""
     if family == "stable-diffusion":
         return {"tokenizer": (0, n_tokens)}
-    if family == "sdxl":
+    if family == XL:
         return {"tokenizer": (0, n_tokens), "tokenizer_2": (0, n_tokens)}
     if family == "flux":
         return {"tokenizer_2": (0, n_tokens)}
