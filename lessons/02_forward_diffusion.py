@@ -132,7 +132,8 @@ sdviz.figures.forward_noising(noised_photo, show=["pixels"])
 # ## Noise in latent space
 #
 # Stable Diffusion adds its noise not to pixels but to the *latents* of its autoencoder (the
-# VAE, lesson 5): 4 numbers per 8×8 block of pixels. To see noisy latents we must turn them
+# VAE, lesson 5): a few numbers per block of pixels (Stable Diffusion: 4 per 8×8 block;
+# sdviz-mini: 4 per 4×4, `pipe.vae_scale_factor` says). To see noisy latents we must turn them
 # back into an image, and the VAE must be able to rebuild the picture in the first place.
 # The embedded model's VAE was trained only on ShapesWorld (below), never on a photograph.
 # PSNR measures how close a rebuilt image is to the original, in decibels: above ~30 dB
@@ -161,7 +162,7 @@ sdviz.figures.filmstrip(
 # %% [markdown]
 # With sdviz-mini the photo comes back as a smear: its latents are no picture of Grace
 # Hopper at all, and noising them would show you noise added to a smear. (Stable Diffusion's
-# own VAE, trained on millions of photographs, rebuilds it well; lesson 5 measures both.) So
+# own VAE, trained on photographs, rebuilds it well; lesson 5 is about the VAE.) So
 # for latent space we use the pictures this model *does* know.
 #
 # ## The training images: ShapesWorld
@@ -213,7 +214,7 @@ colours = sdviz.probes.colour_statistics(
     {
         "ShapesWorld": samples.images,
         "VAE decode of noise": decoded_noise,
-        "linear preview of x_999": noised_shapes.preview[-1:],
+        f"linear preview of x_{T - 1}": noised_shapes.preview[-1:],
         "pixel noise": pixel_noise,
     },
     sdviz.shapes.COLOURS,
@@ -263,10 +264,10 @@ sdviz.figures.filmstrip(
 #
 # **What Stable Diffusion's decoder does instead.** SD's VAE (Rombach et al. 2022) was
 # trained on photographs: its outputs had to cover every colour and every fine texture. Its
-# decode of random latents is colourful, fine-grained texture that reads as noise — the
-# pictures in the article and in the fast.ai *Stable Diffusion Deep Dive* are exactly that.
-# (It is not measured here: SD's weights are not on this machine. Set `MODEL` to SD 1.5 and
-# run the cells above to see it.)
+# decode of random latents is colourful, fine-grained texture that reads as noise, which is
+# how the fast.ai *Stable Diffusion Deep Dive* shows SD's early steps. (sdviz has not
+# measured that: SD's weights were not available where this course was written. Set `MODEL`
+# to SD 1.5 and run the cells above to measure it yourself.)
 #
 # **Could sdviz-mini's decoder do the same?** Not by retraining the whole VAE: the UNet was
 # trained on *this* encoder's latents and would have to be retrained too. The route would
@@ -292,9 +293,9 @@ print("how β goes from one to other: ", config.beta_schedule)
 sdviz.figures.noise_schedule(pipe, steps=lesson.steps)
 
 # %% [markdown]
-# Where does generation start? Not at t = T−1: with `lesson.steps` steps the sampler's
-# timesteps are spaced T / steps apart from the bottom up, so its first one is lower. And
-# even T−1 is not pure noise:
+# Where does generation start? With Stable Diffusion's settings (`timestep_spacing`
+# "leading", `steps_offset` 1) the sampler's `lesson.steps` timesteps are spaced T / steps
+# apart from the bottom up, so the first one is below T−1. And even T−1 is not pure noise:
 
 # %%
 sampler = type(pipe.scheduler).from_config(pipe.scheduler.config)  # a copy: pipe untouched

@@ -18,9 +18,10 @@
 #
 # Lesson 3 trained a network to look at a noisy latent and say which noise is in it. Now we
 # run it **backwards**, as *"The Illustrated Stable Diffusion"* pictures it: start from
-# noise (a random latent x_T; lesson 2 showed the schedule's first sampled timestep is
-# not even pure noise, ᾱ > 0); at each step the UNet predicts the noise, and the **scheduler** subtracts a
-# portion of it, giving a slightly cleaner latent. After a few dozen steps a picture is left.
+# noise: a random latent x_T, drawn as if it were pure noise although, as lesson 2
+# measured, the first sampled timestep still keeps a little signal (ᾱ > 0). At each step the
+# UNet predicts the noise, and the **scheduler** subtracts a portion of it, giving a
+# slightly cleaner latent. After a few dozen steps a picture is left.
 #
 # Two quantities make each step easy to see:
 #
