@@ -244,7 +244,8 @@ def test_attention_rows_sum_to_one_over_the_text_tokens(pipes, family):
 
 @pytest.mark.parametrize("family", ["sd3", "sd3.5", "flux"])
 def test_rebuilt_queries_and_keys_reproduce_each_layers_output(pipes, family):
-    """softmax(q k^T / sqrt(d)) V from the rebuilt q, k equals what the layer computed."""
+    """softmax(q k^T / sqrt(d)) V from the rebuilt q, k equals what the layer computed, and
+    the recorded maps and text share are that softmax's text columns."""
     pipe = pipes[family]
     transformer = pipe.transformer
     seen: dict = {}
@@ -266,12 +267,14 @@ def test_rebuilt_queries_and_keys_reproduce_each_layers_output(pipes, family):
         hook = lambda m, a, out: seen.setdefault("rope", out)  # noqa: E731
         handles.append(transformer.pos_embed.register_forward_hook(hook))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), trace(pipe, attention_layers="*", attention_heads=True) as tr:
             _call(pipe, steps=1, guidance_scale=1.0)
     finally:
         for h in handles:
             h.remove()
+    run = tr.last
     n_text = seen[(names[0], "add_k_proj")].shape[1]
+    shares = []
     assert all(n.endswith(".attn") for n in names)  # SD3.5's image-only attn2 is left out
     for name in names:
         attn = transformer.get_submodule(name)
@@ -289,3 +292,12 @@ def test_rebuilt_queries_and_keys_reproduce_each_layers_output(pipes, family):
         actual = seen[(name, "out")][0]
         actual = actual[n_text:] if actual.shape[0] == out.shape[0] else actual
         assert torch.allclose(image_part, actual.float(), atol=1e-5), name
+        # recorded: image queries' rows over the text keys, re-normalised over the text
+        on_text = probs[:, n_text:, :n_text]  # (heads, N, L) of the full joint softmax
+        share = on_text.sum(-1)  # (heads, N)
+        recorded = run["attention." + name][0]  # (heads, L, h_p, w_p)
+        expected = (on_text / share[..., None]).transpose(1, 2).reshape(recorded.shape)
+        assert torch.allclose(recorded, expected, atol=1e-5), name
+        shares.append(share.mean(0))
+    share = torch.stack(shares).mean(0).reshape(run["attention.text_share"].shape[1:])
+    assert torch.allclose(run["attention.text_share"][0], share, atol=1e-5)
