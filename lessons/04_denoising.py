@@ -193,8 +193,10 @@ sdviz.course.table(
 # The UNet is the same; the **scheduler** decides how to turn its noise predictions into
 # the next latent and which timesteps to visit. DDIM steps deterministically towards x̂0;
 # Euler integrates the same process as an ordinary differential equation in σ; DPM-Solver++
-# uses a higher-order solver and gets away with fewer steps. Their timesteps on the
-# schedule:
+# uses a higher-order solver and gets away with fewer steps. All three use the model's ᾱ_t:
+# it belongs to the training, not to the sampler, so the figure draws one curve for the
+# three. What differs is where each one steps (right panel) — with these settings DDIM and
+# Euler visit the very same timesteps:
 
 # %%
 sdviz.figures.noise_schedule(
