@@ -17,10 +17,10 @@ cross-attention is the text->image part: image queries over text keys.
     layers
 
 so each image token's row sums to 1 over the L text tokens, as in SD's maps. What the
-full joint softmax (over text AND image keys) gives the text is kept beside it:
-`text_share`, per image token the fraction of its attention that lands on text keys
-(softmax over text+image = maps x text_share on the text keys). With `image_to_text`
-the other direction is kept too: text queries over the image keys, softmax over the
+full joint softmax (over text AND image keys) gives the text is kept beside it on
+request (`text_share`, one more image x image score pass per layer): per image token
+the fraction of its attention that lands on text keys (softmax over text+image = maps
+x text_share on the text keys). With `image_to_text` the other direction is kept too: text queries over the image keys, softmax over the
 image keys, (L, h_p, w_p).
 
 Capture uses public extension points only: each layer's processor is wrapped through
@@ -82,7 +82,8 @@ def joint_queries_keys(
     n_text: int,
     rope=None,
     text_queries: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    image_keys: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """(q_img, k_img, q_txt, k_txt), each (n, heads, d) float32, as the attention used them.
 
     `projections`: the outputs (batch, n, heads*d) of the layer's "to_q", "to_k" and, for
@@ -90,26 +91,29 @@ def joint_queries_keys(
     sequence is [text, image]); `item` the batch item; `n_text` the text tokens. The
     layer's own q/k norms are applied, then the rotary embedding of each token's position
     in the whole [text, image] sequence when `rope` (cos, sin) is given (Flux).
-    `text_queries=False` skips the text tokens' queries (q_txt is then None).
+    `text_queries=False` skips the text tokens' queries, `image_keys=False` the image
+    tokens' keys (None is returned for them).
     """
     q = _heads(projections["to_q"][item], attn)
     k = _heads(projections["to_k"][item], attn)
     q_t, k_t = projections.get("add_q_proj"), projections.get("add_k_proj")
     if q_t is not None and k_t is not None:  # joint: text has its own projections
-        k = torch.cat([_norm(attn.norm_added_k, _heads(k_t[item], attn)), _norm(attn.norm_k, k)])
+        k_t = _norm(attn.norm_added_k, _heads(k_t[item], attn))
+        k = torch.cat([k_t, _norm(attn.norm_k, k)]) if image_keys else k_t
         q = _norm(attn.norm_q, q)
         q_t = _norm(attn.norm_added_q, _heads(q_t[item], attn)) if text_queries else None
     else:  # single stream: one sequence, text first
         q_t = _norm(attn.norm_q, q[:n_text]) if text_queries else None
-        q, k = _norm(attn.norm_q, q[n_text:]), _norm(attn.norm_k, k)
+        q, k = _norm(attn.norm_q, q[n_text:]), _norm(attn.norm_k, k if image_keys else k[:n_text])
     if rope is not None:  # rotary positions over the whole [text, image] sequence
         cos, sin = rope
         q = apply_rotary_emb(q[None], (cos[n_text:], sin[n_text:]), sequence_dim=1)[0]
-        k = apply_rotary_emb(k[None], rope, sequence_dim=1)[0]
+        k = apply_rotary_emb(k[None], (cos[: len(k)], sin[: len(k)]), sequence_dim=1)[0]
         if q_t is not None:
             q_t = apply_rotary_emb(q_t[None], (cos[:n_text], sin[:n_text]), sequence_dim=1)[0]
     k = k.float()
-    return q.float(), k[n_text:], None if q_t is None else q_t.float(), k[:n_text]
+    k_img = k[n_text:] if image_keys else None
+    return q.float(), k_img, None if q_t is None else q_t.float(), k[:n_text]
 
 
 class JointAttentionCapture:
@@ -125,6 +129,7 @@ class JointAttentionCapture:
         layers: str | Sequence[str] | None = None,
         heads: bool = False,
         image_to_text: bool = False,
+        text_share: bool = False,
     ):
         self.names = joint_attention_layers(transformer)
         if not self.names:
@@ -137,6 +142,7 @@ class JointAttentionCapture:
             self.detail = set(self.names)
         self.keep_heads = heads
         self.image_to_text = image_to_text
+        self.text_share = text_share
         self.n_heads = {n: int(transformer.get_submodule(n).heads) for n in self.names}
         for name in self.names:
             if getattr(transformer.get_submodule(name), "fused_projections", False):
@@ -163,7 +169,7 @@ class JointAttentionCapture:
     # -- memory -------------------------------------------------------------
     def estimate_bytes(self, steps: int, tokens: int, h: int, w: int) -> tuple[int, int]:
         """(aggregated maps, per-layer detail) bytes for `steps` calls on an h x w patch grid."""
-        per_step = tokens * h * w + h * w  # maps + text share
+        per_step = tokens * h * w + (h * w if self.text_share else 0)  # maps (+ text share)
         if self.image_to_text:
             per_step += tokens * h * w
         detail = sum((self.n_heads[n] if self.keep_heads else 1) for n in self.detail)
@@ -185,8 +191,8 @@ class JointAttentionCapture:
     def end(self) -> tuple[torch.Tensor | None, dict[str, torch.Tensor], list[str], dict]:
         """(mean map (L, h_p, w_p) or None, per-layer detail, layer names, extras).
 
-        extras: "text_share" (h_p, w_p) and, with image_to_text, "image_to_text"
-        (L, h_p, w_p), both means over layers.
+        extras, each a mean over layers, when asked for: "text_share" (h_p, w_p),
+        "image_to_text" (L, h_p, w_p).
         """
         extras: dict[str, torch.Tensor] = {}
         mean = None
@@ -194,7 +200,8 @@ class JointAttentionCapture:
         if n:
             h, w = self._hw
             mean = (self._sum / n).reshape(-1, h, w)
-            extras["text_share"] = (self._share / n).reshape(h, w)
+            if self._share is not None:
+                extras["text_share"] = (self._share / n).reshape(h, w)
             if self._i2t is not None:
                 extras["image_to_text"] = (self._i2t / n).reshape(-1, h, w)
         out = (mean, self._detail, self._layers, extras)
@@ -209,7 +216,13 @@ class JointAttentionCapture:
         if not joint and not _is_single(name):
             return None
         return joint_queries_keys(
-            attn, stash, self._cond, self._n_text, rope, text_queries=self.image_to_text
+            attn,
+            stash,
+            self._cond,
+            self._n_text,
+            rope,
+            text_queries=self.image_to_text,
+            image_keys=self.image_to_text or self.text_share,
         )
 
     def record(self, name: str, attn, attention_mask: torch.Tensor | None = None) -> None:
@@ -225,12 +238,12 @@ class JointAttentionCapture:
         scale = getattr(attn, "scale", None) or q_img.shape[-1] ** -0.5
         scores = torch.bmm(q_img, k_txt.transpose(1, 2)).mul_(scale)  # (heads, N, L)
         probs = scores.softmax(-1)
-        lse_text = scores.logsumexp(-1)  # (heads, N)
-        lse_image = _image_logsumexp(q_img, k_img, scale)  # (heads, N)
-        share = torch.sigmoid(lse_text - lse_image).mean(0)  # (N,)
         m = probs.mean(0).T  # (L, N)
         self._sum = m if self._sum is None else self._sum + m
-        self._share = share if self._share is None else self._share + share
+        if self.text_share:  # the text's part of the full softmax over text and image keys
+            lse_image = _image_logsumexp(q_img, k_img, scale)  # (heads, N)
+            share = torch.sigmoid(scores.logsumexp(-1) - lse_image).mean(0)  # (N,)
+            self._share = share if self._share is None else self._share + share
         if self.image_to_text:
             back = torch.bmm(q_txt, k_img.transpose(1, 2)).mul_(scale).softmax(-1).mean(0)
             self._i2t = back if self._i2t is None else self._i2t + back  # (L, N)

@@ -165,9 +165,9 @@ def _family_call(pipe, **kw):
         ),
         (
             "stable-diffusion-3",
-            {"image_to_text": True},
+            {"image_to_text": True, "text_share": True},
             {"guidance_scale": 1.0},
-            {"text", "flow", "sigmas", "decoded", "attention", "image_to_text"},
+            {"text", "flow", "sigmas", "decoded", "attention", "image_to_text", "text_share"},
         ),
         (
             "stable-diffusion-3",

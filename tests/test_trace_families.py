@@ -223,7 +223,7 @@ def test_sdxl_records_both_encoders_pooled_and_time_ids(pipes):
 def test_attention_rows_sum_to_one_over_the_text_tokens(pipes, family):
     pipe = pipes[family]
     joint = family != "sdxl"
-    with trace(pipe, image_to_text=joint) as tr:
+    with trace(pipe, image_to_text=joint, text_share=joint) as tr:
         _call(pipe)
     run = tr.last
     maps = run["attention.maps"]  # (S, L, h_a, w_a)
@@ -267,7 +267,10 @@ def test_rebuilt_queries_and_keys_reproduce_each_layers_output(pipes, family):
         hook = lambda m, a, out: seen.setdefault("rope", out)  # noqa: E731
         handles.append(transformer.pos_embed.register_forward_hook(hook))
     try:
-        with torch.no_grad(), trace(pipe, attention_layers="*", attention_heads=True) as tr:
+        with (
+            torch.no_grad(),
+            trace(pipe, attention_layers="*", attention_heads=True, text_share=True) as tr,
+        ):
             _call(pipe, steps=1, guidance_scale=1.0)
     finally:
         for h in handles:

@@ -56,6 +56,7 @@ def trace(
     attention_heads: bool = False,
     budget_mb: float = 1024.0,
     image_to_text: bool = False,
+    text_share: bool = False,
 ) -> Tracer:
     """Record every stage of the `pipe(...)` calls made inside a with-block.
 
@@ -71,7 +72,9 @@ def trace(
     Flux.1 (a transformer's joint attention: sdviz.joint_attention; the maps are the image
     tokens' attention over the text tokens, softmax over the text only, on the
     transformer's patch grid). `image_to_text=True` also keeps, for SD3 and Flux, the
-    other direction: where each text token's query reads in the image.
+    other direction: where each text token's query reads in the image; `text_share=True`
+    how much of each image token's whole attention (text and image keys) goes to the
+    text (one more image x image score pass per layer: about half the attention's work).
 
     Example:
         >>> with sdviz.trace(pipe, attention_layers="up_blocks.1") as tr:
@@ -86,7 +89,13 @@ def trace(
     filled every position (words may have been cut; `generate` knows which).
     """
     return Tracer(
-        pipe, attention, attention_layers, attention_heads, budget_mb, image_to_text=image_to_text
+        pipe,
+        attention,
+        attention_layers,
+        attention_heads,
+        budget_mb,
+        image_to_text=image_to_text,
+        text_share=text_share,
     )
 
 
@@ -195,6 +204,7 @@ def generate(
     attention_heads: bool = False,
     budget_mb: float = 1024.0,
     image_to_text: bool = False,
+    text_share: bool = False,
 ) -> Run:
     """Generate one image with `pipe` and return its traced `Run` (inputs checked first).
 
@@ -215,7 +225,14 @@ def generate(
         "tokenizer.truncated": truncated_tokens(pipe.tokenizer, prompt),
     }
     tracer = Tracer(
-        pipe, attention, attention_layers, attention_heads, budget_mb, known, image_to_text
+        pipe,
+        attention,
+        attention_layers,
+        attention_heads,
+        budget_mb,
+        known,
+        image_to_text,
+        text_share,
     )
     generator = None if seed is None else torch.Generator(pipe.device).manual_seed(seed)
     with _one_truncation_message(truncation_notice(pipe.tokenizer, prompt)), tracer as tr:

@@ -103,19 +103,22 @@ class Tracer:
         budget_mb: float,
         known: dict[str, Any] | None = None,
         image_to_text: bool = False,
+        text_share: bool = False,
     ):
         if attention not in (None, "aggregate"):
             raise ValueError(f"attention must be None or 'aggregate', got {attention!r}.")
-        if attention is None and (attention_layers is not None or attention_heads or image_to_text):
+        joint = image_to_text or text_share
+        if attention is None and (attention_layers is not None or attention_heads or joint):
             raise ValueError(
-                "attention_layers/attention_heads/image_to_text need attention='aggregate' "
+                "attention_layers/attention_heads/image_to_text/text_share need "
+                "attention='aggregate' "
                 "(attention=None records no attention)."
             )
-        if not isinstance(attention_heads, bool) or not isinstance(image_to_text, bool):
-            raise TypeError(
-                f"attention_heads and image_to_text must be True or False, got "
-                f"{attention_heads!r} and {image_to_text!r}."
-            )
+        flags = {"attention_heads": attention_heads, "image_to_text": image_to_text}
+        flags["text_share"] = text_share
+        for name, flag in flags.items():
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}.")
         if isinstance(budget_mb, bool) or not isinstance(budget_mb, int | float) or budget_mb <= 0:
             raise ValueError(f"budget_mb must be a positive number of MiB, got {budget_mb!r}.")
         denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
@@ -130,10 +133,11 @@ class Tracer:
         self.family = pipeline_family(pipe)
         self._denoiser = denoiser
         self._is_unet = getattr(pipe, "unet", None) is not None
-        if image_to_text and self._is_unet:
+        if joint and self._is_unet:
             raise ValueError(
-                "image_to_text=True records the text tokens' queries over the image in joint "
-                "attention (SD3, Flux); a UNet's cross-attention has no text queries."
+                "image_to_text and text_share read joint attention (SD3, Flux), where text and "
+                "image tokens attend to each other; a UNet's cross-attention has only image "
+                "queries and text keys."
             )
         if attention is not None and attention_layers is not None:
             names = (
@@ -143,7 +147,7 @@ class Tracer:
             )
             check_layer_filter(names, attention_layers)
         self._pipe = pipe
-        self._options = (attention, attention_layers, attention_heads, image_to_text)
+        self._options = (attention, attention_layers, attention_heads, image_to_text, text_share)
         self._budget = float(budget_mb) * 2**20
         self._handles: list = []
         self._capture: AttentionCapture | JointAttentionCapture | None = None
@@ -169,13 +173,13 @@ class Tracer:
                 "trace records any number of pipe(...) calls."
             )
         try:
-            attention, layers, heads, image_to_text = self._options
+            attention, layers, heads, image_to_text, text_share = self._options
             if attention is not None:
                 if self._is_unet:
                     self._capture = AttentionCapture(self._denoiser, layers, heads)
                 else:
                     self._capture = JointAttentionCapture(
-                        self._denoiser, layers, heads, image_to_text
+                        self._denoiser, layers, heads, image_to_text, text_share
                     )
                 self._capture.install(self._denoiser)
             self._register(pipe)

@@ -29,6 +29,7 @@ N the train timesteps. `when` says which runs hold the key ("text+cfg": both hel
     decoded         the VAE decoded the final latents (not output_type="latent")
     attention       attention="aggregate" (the default)
     image_to_text   image_to_text=True on a joint-attention family (SD3, Flux)
+    text_share      text_share=True on a joint-attention family (SD3, Flux)
     layers          attention_layers selected layers whose own maps are kept
 
 A key's `families` says which pipelines can hold it at all: "stable-diffusion" (SD 1.x
@@ -60,6 +61,7 @@ CONDITIONS = (
     "decoded",
     "attention",
     "image_to_text",
+    "text_share",
     "layers",
 )
 
@@ -324,7 +326,7 @@ KEYS: tuple[Key, ...] = (
         "(S, h_a, w_a)",
         "joint attention: the share of each image token's attention (softmax over text and "
         "image keys) that goes to the text; the rest reads the image itself",
-        "attention",
+        "attention+text_share",
         TRANSFORMERS,
     ),
     _K(
