@@ -69,6 +69,7 @@ sdviz.course.table(
         "ᾱ_t (signal share)": run["scheduler.step_alpha_bar"],
     },
     formats={"ᾱ_t (signal share)": ".3f"},
+    notes="step: counted from 0 (step k is run[...][k]); even the first step's ᾱ_t is above 0",
 )
 
 # %% [markdown]
@@ -115,8 +116,9 @@ sdviz.course.table(
 # ## Explore every step
 #
 # Move the slider (or press play). All panels show the same step (counted from 0, as in the
-# table): x_t through the linear preview and decoded by the VAE, x̂0 decoded, the predicted noise in latent space (one tile per latent channel), where each word
-# of the prompt is attended to (lesson 7), and where the step sits on the noise schedule.
+# table): x_t through the linear preview and decoded by the VAE, x̂0 decoded, the predicted
+# noise in latent space (one tile per latent channel), where each word of the prompt is
+# attended to (lesson 7), and where the step sits on the noise schedule.
 # Nothing is recomputed: the widget reads the recorded run.
 
 # %%
