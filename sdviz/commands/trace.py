@@ -94,7 +94,7 @@ def run_trace(args: argparse.Namespace) -> int:
             steps = filmstrip_steps(run.n_steps, args.frames)
             frames = run.decode(pipe, "pred_original_sample", steps=steps)
             ts = run["scheduler.step_timestep"]
-            titles = [f"step {i + 1}/{len(ts)}  t={float(ts[i]):g}" for i in steps]
+            titles = [f"step {i} (of 0…{len(ts) - 1})  t={float(ts[i]):g}" for i in steps]
             save(filmstrip(frames, titles, f"x0-hat: {args.prompt}"), staging / "filmstrip.png")
             times["decode + write"] = time.perf_counter() - t0
         text = summary(args, pipe, run, used, threads, times)
