@@ -18,6 +18,7 @@ from sdviz.builder import (
 from sdviz.joint_attention import joint_attention_layers, joint_queries_keys
 from sdviz.pipeline import family as pipeline_family
 from sdviz.tracing import TraceBudgetError, trace
+from sdviz.tracing.keys import expected_keys
 
 PROMPT = "a red circle"
 STEPS = 3
@@ -186,14 +187,26 @@ def test_flux_is_guidance_distilled_and_unpacked(pipes):
     assert run["scheduler.shift"] < pipe.scheduler.config.shift
 
 
-def test_flux_true_cfg_is_refused_clearly(pipes):
+def test_flux_true_cfg_records_both_branches_and_solves_its_scale(pipes):
+    """true_cfg_scale > 1 with a negative prompt: a second transformer call per step."""
     pipe = pipes["flux"]
     _call(pipe, steps=1)
     before = _state(pipe)
-    with pytest.raises(NotImplementedError, match="true_cfg_scale"):
-        with trace(pipe):
-            _call(pipe, true_cfg_scale=2.0, negative_prompt="blue")
+    with trace(pipe) as tr:
+        _call(pipe, true_cfg_scale=2.0, negative_prompt="blue")
     assert _state(pipe) == before
+    run = tr.last
+    conditions = {"text", "negative", "cfg", "flow", "sigmas", "distilled", "decoded", "attention"}
+    assert set(run) == expected_keys("flux", conditions)
+    assert run["pipeline.do_classifier_free_guidance"] and run["pipeline.negative_prompt"] == "blue"
+    assert abs(run["pipeline.true_cfg_scale"] - 2.0) < 1e-3  # solved, not read
+    u, t, v = (run[f"denoiser.velocity{k}"] for k in ("_uncond", "_text", ""))
+    assert not torch.allclose(u, t)  # the negative prompt's own call
+    assert torch.allclose(v, u + run["pipeline.true_cfg_scale"] * (t - u), atol=1e-6)
+    x, dsigma = run["denoiser.latents"], run["scheduler.sigmas"].diff()[:, None, None, None]
+    assert torch.allclose(x[1:], x[:-1] + dsigma * v, atol=1e-4)
+    assert torch.allclose(run["denoiser.pred_original_sample"][-1], x[-1], atol=1e-4)
+    assert run["attention.maps"].shape[0] == STEPS  # maps of the prompt's calls only
 
 
 def test_sdxl_records_both_encoders_pooled_and_time_ids(pipes):

@@ -75,6 +75,9 @@ def trace(
     other direction: where each text token's query reads in the image; `text_share=True`
     how much of each image token's whole attention (text and image keys) goes to the
     text (one more image x image score pass per layer: about half the attention's work).
+    Guidance-distilled Flux runs no unconditional branch (`denoiser.guidance` holds the
+    embedded scale); Flux's true CFG (true_cfg_scale > 1 with a negative prompt) is
+    recorded as a split, its scale solved from the scheduler's own updates.
 
     Example:
         >>> with sdviz.trace(pipe, attention_layers="up_blocks.1") as tr:

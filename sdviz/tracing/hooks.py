@@ -152,6 +152,7 @@ class Tracer:
         self._handles: list = []
         self._capture: AttentionCapture | JointAttentionCapture | None = None
         self._current: RunState | None = None
+        self._negative_call = False  # the denoiser call under way is Flux's negative one
         self._done: list[RunState] = []
         self._known = dict(known or {})  # the call's inputs, when generate() knows them
         self.trace = Trace()
@@ -261,18 +262,12 @@ class Tracer:
         inputs = self._inputs(args, kwargs)
         sample = inputs["sample"]
         run = self._current
+        if self._is_negative_call(run, inputs):
+            return
         if run is None or run.final is not None or (run.steps and len(run.steps) >= run.expected):
             run = self._new_run()
         if not run.steps and run.meta is None:
             self._start(run, inputs, args, kwargs)
-        elif self.family == "flux" and inputs["text"] is not None:
-            if inputs["text"].data_ptr() != run.meta.text_ptr:
-                raise NotImplementedError(
-                    "sdviz.trace records Flux with one transformer call per step (guidance "
-                    "distilled, or no guidance); this call ran a second, unconditional one "
-                    "(true_cfg_scale > 1 with a negative prompt), which it does not record yet. "
-                    "Trace without true_cfg_scale."
-                )
         if self._capture is not None:
             cfg = run.meta.cfg
             half = sample.shape[0] // 2 if cfg else 0
@@ -281,6 +276,22 @@ class Tracer:
                 self._capture.begin(h, w, half)
             else:
                 self._capture.begin(h, w, half, inputs["text"].shape[1])
+
+    def _is_negative_call(self, run: RunState | None, inputs: dict) -> bool:
+        """FluxPipeline's true CFG (true_cfg_scale > 1 and a negative prompt): after each
+        step's call with the prompt, a second call with the negative prompt's own text
+        tensor. Its output is kept as the step's unconditional velocity; no maps."""
+        text = inputs["text"]
+        if self.family != "flux" or run is None or run.meta is None or not run.steps:
+            return False
+        if run.final is not None or text is None or text.data_ptr() == run.meta.text_ptr:
+            return False
+        self._negative_call = True
+        if run.meta.negative_embeds is None:
+            run.meta.negative_embeds = text[0].detach().float().clone()
+            if inputs["pooled"] is not None:
+                run.meta.negative_pooled = inputs["pooled"][0].detach().float().clone()
+        return True
 
     def _start(self, run: RunState, inputs: dict, args: tuple, kwargs: dict) -> None:
         """First denoiser call of a run: read the schedule, guidance, and check the budget."""
@@ -389,6 +400,11 @@ class Tracer:
             return
         run = self._current
         if run is None or run.meta is None:
+            return
+        if self._negative_call:  # Flux's true CFG: this step's unconditional velocity
+            self._negative_call = False
+            run.steps[-1]["uncond"] = _output0(output)[0].detach().float().clone()
+            run.meta.true_cfg = True
             return
         meta = run.meta
         sample = self._inputs(args, kwargs)["sample"]

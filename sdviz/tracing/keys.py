@@ -160,7 +160,16 @@ KEYS: tuple[Key, ...] = (
         "(d_pool,)",
         "the unconditional branch's pooled vector",
         "cfg",
-        (XL, SD3),
+        SEVERAL_ENCODERS,
+    ),
+    _K(
+        "pipeline.true_cfg_scale",
+        "float",
+        "Flux's true classifier-free guidance scale (true_cfg_scale > 1 with a negative "
+        "prompt: a second transformer call per step); FluxPipeline does not keep it, so the "
+        "trace solves it from the scheduler's own updates x_next - x = (sigma_next - sigma) v",
+        "cfg",
+        (FLUX,),
     ),
     _K(
         "pipeline.add_time_ids",
@@ -170,7 +179,7 @@ KEYS: tuple[Key, ...] = (
         families=(XL,),
     ),
     # -- tokenizers ----------------------------------------------------------------------
-    *_tokenizer("", FAMILIES, (SD, XL, SD3), "first tokenizer (CLIP; CLIP-L in SD3)"),
+    *_tokenizer("", FAMILIES, FAMILIES, "first tokenizer (CLIP; CLIP-L in SD3)"),
     _K(
         "tokenizer.truncated",
         "list[str] | None",
@@ -178,7 +187,7 @@ KEYS: tuple[Key, ...] = (
         "filled all L positions, so words may have been cut",
         "text",
     ),
-    *_tokenizer("_2", SEVERAL_ENCODERS, (XL, SD3), "second tokenizer (CLIP-G; Flux: T5)"),
+    *_tokenizer("_2", SEVERAL_ENCODERS, SEVERAL_ENCODERS, "second tokenizer (CLIP-G; Flux: T5)"),
     *_tokenizer("_3", (SD3,), (SD3,), "third tokenizer (T5)"),
     # -- text encoders -------------------------------------------------------------------
     _K(
@@ -205,7 +214,7 @@ KEYS: tuple[Key, ...] = (
         "(L_2, d_2)",
         "the unconditional branch's",
         "cfg",
-        (XL, SD3),
+        SEVERAL_ENCODERS,
     ),
     _K("text_encoder_3.prompt_embeds", "(L_3, d_3)", "T5's token vectors", families=(SD3,)),
     _K(

@@ -44,6 +44,7 @@ class Schedule:
     embedded_guidance: float | None = None  # Flux dev's guidance embedding's scale
     text_ptr: int = 0  # identity of the text tensor of the first call (Flux true CFG check)
     latent_shape: tuple[int, ...] = ()  # (c, h, w) of the latents (Flux's unpacked)
+    true_cfg: bool = False  # Flux's true CFG: a separate negative-prompt call per step
     embeds: torch.Tensor | None = None  # (L, d) the text branch's encoder_hidden_states
     negative_embeds: torch.Tensor | None = None  # (L, d) the unconditional branch's
     pooled: torch.Tensor | None = None  # (d_pool,) pooled text embedding (SDXL, SD3, Flux)
@@ -82,6 +83,8 @@ def build_run(
     family: str = "stable-diffusion",
 ) -> Run:
     """The `Run` of one recorded generation; `known` (inputs `generate` knows) wins."""
+    if run.meta.true_cfg:  # an unconditional branch ran, in calls of its own
+        run.meta.cfg = True
     d: dict[str, Any] = {}
     d.update(_call(pipe, run, family))
     d.update(_text(pipe, run, family))
@@ -271,11 +274,33 @@ def _denoiser(pipe: Any, run: RunState) -> dict[str, Any]:
             d["denoiser.velocity_uncond"] = stack("uncond")
         d["denoiser.velocity_text"] = stack("text")
         d["denoiser.velocity"] = stack("eps")
+        if run.meta.true_cfg:
+            d.update(_true_cfg(run, d, stack("x")))
     else:
         d["denoiser.noise_pred_uncond"] = stack("uncond")
         d["denoiser.noise_pred_text"] = stack("text")
         d["denoiser.noise_pred"] = stack("eps")
     return d
+
+
+def _true_cfg(run: RunState, d: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
+    """Flux's true CFG: v = v_uncond + s (v_text - v_uncond) with the pipeline's
+    true_cfg_scale s, which FluxPipeline does not keep: solved (least squares over the
+    steps) from the scheduler's own Euler updates x_next - x = (sigma_next - sigma) v."""
+    u, c = d["denoiser.velocity_uncond"], d["denoiser.velocity_text"]  # (S, c, h, w)
+    steps = slice(run.meta.offset, run.meta.offset + len(x) + 1)
+    sigma = run.meta.sigmas[steps]  # (S+1,)
+    after = torch.cat([x[1:], _cpu(run.final)[None]]) if run.final is not None else x[1:]
+    n = len(after)
+    moved = (after - x[:n]) / (sigma[1 : n + 1] - sigma[:n])[:, None, None, None]
+    a, b = c[:n] - u[:n], moved - u[:n]
+    scale = float((a * b).sum() / (a * a).sum()) if n else float("nan")
+    v = u + scale * (c - u)
+    return {
+        "pipeline.true_cfg_scale": scale,
+        "denoiser.velocity": v,
+        "denoiser.pred_original_sample": x - sigma[:-1, None, None, None] * v,
+    }
 
 
 def _attention(pipe: Any, run: RunState, family: str) -> dict[str, Any]:
