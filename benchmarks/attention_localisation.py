@@ -75,8 +75,8 @@ def heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
         f"min-max scaled and cut at {rec.config.threshold} against the mask. Averaged over "
         f"t = {timesteps}.",
         "",
-        f"{'layer':<22}{'res':>6} | {'pointing':>17} | {'mIoU':>17} | {'own mass':>17}",
-        f"{'':<22}{'':>6} | {'noun':>8} {'colour':>8} | {'noun':>8} {'colour':>8} | "
+        f"{'layer':<30}{'res':>6} | {'pointing':>17} | {'mIoU':>17} | {'own mass':>17}",
+        f"{'':<30}{'':>6} | {'noun':>8} {'colour':>8} | {'noun':>8} {'colour':>8} | "
         f"{'noun':>8} {'colour':>8}",
     ]
 
@@ -85,7 +85,7 @@ def heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
         for m in ("pointing", "iou", "mass"):
             r = where[m].nanmean(-1).mean(-2)  # (kinds,) averaged over t
             cells.append(f"{pct(float(r[0])):>8} {pct(float(r[1])):>8}")
-        return f"{label:<22}{res:>6} | " + " | ".join(cells)
+        return f"{label:<30}{res:>6} | " + " | ".join(cells)
 
     for i, name in enumerate(rec.layers):
         s = side >> halv[name]
@@ -96,12 +96,12 @@ def heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
         "",
         "By timestep (t: 999 = pure noise), pointing noun / colour, then mIoU noun / colour:",
     ]
-    head = f"{'layer':<22}" + "".join(f"{'t=' + str(t):>16}" for t in timesteps)
+    head = f"{'layer':<30}" + "".join(f"{'t=' + str(t):>16}" for t in timesteps)
     out.append(head)
 
     def by_t(label: str, where) -> str:
         p = where["pointing"].nanmean(-1)  # (T, kinds)
-        return f"{label:<22}" + "".join(
+        return f"{label:<30}" + "".join(
             f"{100 * float(p[j, 0]):7.1f}/{100 * float(p[j, 1]):5.1f}%  "
             for j in range(len(timesteps))
         )
@@ -112,7 +112,7 @@ def heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
         out.append(by_t(f"[{label}]", agg))
     d = rec.aggregates["default"]["iou"].nanmean(-1)
     out.append(
-        f"{'[default] mIoU':<22}"
+        f"{'[default] mIoU':<30}"
         + "".join(
             f"{100 * float(d[j, 0]):7.1f}/{100 * float(d[j, 1]):5.1f}%  "
             for j in range(len(timesteps))
@@ -125,7 +125,7 @@ def heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
             f"h{h}:{100 * float(ph[i, h, 0]):.0f}/{100 * float(ph[i, h, 1]):.0f}"
             for h in range(ph.shape[1])
         )
-        out.append(f"{short(name):<22}{heads}")
+        out.append(f"{short(name):<30}{heads}")
     s = rec.shares
     out += [
         "",

@@ -90,3 +90,19 @@ def test_localisation_on_a_tiny_pipeline(pipe):
     hi = rec.per_head["mass"].amax(1) + 1e-5
     layer = rec.per_layer["mass"]
     assert ((layer >= lo) & (layer <= hi)).all()
+
+
+def test_localisation_figures(pipe):
+    from sdviz import figures
+
+    rec = localisation(pipe, count=2, timesteps=(500,))
+    fig = figures.attention_localisation(rec)
+    axes = fig.axes[:4]  # noun / colour x pointing / mIoU, then the colour bar
+    labels = [t.get_text() for t in axes[0].get_yticklabels()]
+    assert len(labels) == len(rec.layers) + len(rec.aggregates)
+    assert sum(label.endswith("*") for label in labels) == len(rec.default_layers) > 0
+    cells = [t.get_text() for t in axes[0].texts]
+    assert len(cells) == len(labels) * len(rec.timesteps)
+    bars = figures.attention_shares({"a": rec.shares, "b": rec.shares})
+    shown = [t.get_text() for t in bars.axes[0].texts]
+    assert len(shown) == 6 and any(s.startswith("words") for s in shown)

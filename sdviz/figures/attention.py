@@ -231,21 +231,25 @@ def attention_localisation(record: Any, *, fig: Canvas | None = None) -> Figure:
     layer (rows) and timestep (columns), nouns beside colour words.
 
     Draws a `sdviz.probes.attention.Localisation` (held-out ShapesWorld images with exact
-    masks). The last two rows are layer averages: every text-attention layer, and the
-    default aggregate of `attention.maps`. Each cell is a percentage over the objects.
+    masks). The last two rows are layer averages: sdviz's earlier one (every
+    text-attention layer, bilinear) and the default of `attention.maps`, which averages the
+    layers marked *. Each cell is a percentage over the objects.
 
     Example:
         >>> rec = sdviz.probes.localisation(pipe, count=8)
         >>> fig = sdviz.figures.attention_localisation(rec)
     """
-    rows = [_short(n) for n in record.layers] + [f"[{k}]" for k in record.aggregates]
+    marks = {n: " *" for n in record.default_layers}  # the layers the default averages
+    sizes = {n: "{}×{} ".format(*hw) for n, hw in record.sizes.items()}
+    rows = [sizes.get(n, "") + _short(n) + marks.get(n, "") for n in record.layers]
+    rows += [f"[{k}]" for k in record.aggregates]
     measures = (("pointing", "peak inside the object"), ("iou", "mIoU"))
     kinds = ("noun", "colour word")
     n_obj = record.per_layer["pointing"].shape[-1]
     with style():
         fig = new_figure(
             fig,
-            2 * (0.55 * len(record.timesteps) + 2.2) + 1.0,
+            2 * (max(0.55 * len(record.timesteps), 3.2) + 2.4) + 1.0,
             2 * (0.28 * len(rows) + 1.0) + 0.6,
             suptitle=(
                 f"Which layers and steps know where the words are ({record.n_images} held-out "
@@ -274,9 +278,14 @@ def attention_localisation(record: Any, *, fig: Canvas | None = None) -> Figure:
                 ax.axhline(len(record.layers) - 0.5, color="white", linewidth=2)
                 ax.set_xticks(range(len(record.timesteps)), [str(t) for t in record.timesteps])
                 ax.set_yticks(range(len(rows)), rows if c == 0 else [""] * len(rows))
-                ax.set_xlabel("timestep t of the noised image (999 = pure noise)")
+                ax.set_xlabel("timestep t (999: pure noise)")
                 ax.set_title(f"{kind}s: {label} (%)", fontsize=11)
         fig.colorbar(im, ax=list(axes.ravel()), shrink=0.6, label="% of objects")
+        fig.supxlabel(
+            "* averaged into the default maps (attention.maps); rows: each layer's "
+            "map size and name",
+            fontsize=10,
+        )
     return fig
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention import capture_attention, mean_of_layers
+from ..attention import capture_attention, default_aggregate_layers, mean_of_layers
 from ..autoencoder import encode, native_size
 from ..diffusion import add_noise
 from ..shapes import ShapesWorld
@@ -138,6 +138,8 @@ class Localisation:
     per_layer: dict[str, torch.Tensor]
     aggregates: dict[str, dict[str, torch.Tensor]]
     shares: dict[str, float] = field(default_factory=dict)  # start / words / end+padding
+    default_layers: list[str] = field(default_factory=list)  # those "default" averages
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # layer -> its maps' (h, w)
     config: LocalisationConfig = LocalisationConfig()
 
     def rate(self, where: Mapping[str, torch.Tensor], measure: str) -> torch.Tensor:
@@ -257,4 +259,6 @@ def _score(per_t, names, timesteps, n_images, own, other, pipe, shares, config) 
         aggregates=aggregates,
         shares=mean_shares,
         config=config,
+        default_layers=default_aggregate_layers(pipe.unet),
+        sizes={n: tuple(per_t[0][n].shape[-2:]) for n in names},
     )
