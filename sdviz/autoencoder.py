@@ -98,9 +98,21 @@ def to_pil(rgb: np.ndarray) -> Any:
     return Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8))
 
 
+def _denoiser(pipe: Any) -> Any:
+    """The pipeline's denoiser: its `unet` (SD 1.x/2.x, SDXL) or `transformer` (SD3, Flux)."""
+    unet = getattr(pipe, "unet", None)
+    return unet if unet is not None else pipe.transformer
+
+
 def generation_size_multiple(pipe: Any) -> int:
-    """Image sides `pipe(...)` accepts are multiples of this (VAE factor and pipeline check)."""
-    return math.lcm(int(pipe.vae_scale_factor), PIPELINE_SIZE_MULTIPLE)
+    """Image sides `pipe(...)` accepts are multiples of this: the VAE factor, times the
+    transformer's patch side for SD3, times 2 for Flux's 2x2-packed latents (its image
+    processor's factor), and the pipelines' own multiple of 8."""
+    processor = getattr(pipe, "image_processor", None)
+    factor = int(getattr(getattr(processor, "config", None), "vae_scale_factor", 0) or 0)
+    factor = max(factor, int(pipe.vae_scale_factor))
+    patch = int(getattr(_denoiser(pipe).config, "patch_size", None) or 1)
+    return math.lcm(factor * patch, PIPELINE_SIZE_MULTIPLE)
 
 
 def check_size(name: str, value: Any, multiple: int, why: str) -> int:
@@ -115,8 +127,10 @@ def check_size(name: str, value: Any, multiple: int, why: str) -> int:
 
 
 def native_size(pipe: Any) -> int:
-    """The image side the model was built for: its latent sample size × the VAE factor."""
-    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    """The image side the model was built for: its latent sample size × the VAE factor
+    (the pipeline's `default_sample_size` where it has one: SDXL, SD3, Flux)."""
+    sample = getattr(pipe, "default_sample_size", None) or _denoiser(pipe).config.sample_size
+    return int(sample) * int(pipe.vae_scale_factor)
 
 
 def check_image_size(pipe: Any, height: int, width: int) -> None:

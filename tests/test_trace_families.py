@@ -317,3 +317,19 @@ def test_rebuilt_queries_and_keys_reproduce_each_layers_output(pipes, family):
         shares.append(share.mean(0))
     share = torch.stack(shares).mean(0).reshape(run["attention.text_share"].shape[1:])
     assert torch.allclose(run["attention.text_share"][0], share, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generate_runs_every_family_and_checks_its_size_multiple(pipes, family):
+    """`sdviz.generate` (not only `trace`) works on each family; SD3's 2x2 patches and
+    Flux's 2x2 packing make their image sides multiples of twice the VAE factor."""
+    from sdviz.tracing import generate
+
+    pipe = pipes[family]
+    run = generate(pipe, PROMPT, steps=2, height=TINY_RESOLUTION, width=TINY_RESOLUTION)
+    assert run["vae.image"].shape[-2:] == (TINY_RESOLUTION, TINY_RESOLUTION)
+    assert run["pipeline.family"] == pipeline_family(pipe)
+    patch = 1 if family == "sdxl" else 2
+    multiple = int(pipe.vae_scale_factor) * patch
+    with pytest.raises(ValueError, match=f"not a multiple of {multiple}"):
+        generate(pipe, PROMPT, steps=2, height=TINY_RESOLUTION + multiple // 2, width=64)
