@@ -90,7 +90,8 @@ def cross_attention(
     step: int | None = None,
     fig: Canvas | None = None,
 ) -> Figure:
-    """The final image, then one heat map per word over it (averaged over heads and layers).
+    """The final image, then one heat map per word over it (`attention.maps`: averaged over
+    heads and the layers of `sdviz.attention.default_aggregate_layers`).
 
     `words` are words of the prompt or token positions (default: its first real
     tokens); `step` picks one sampling step (default: the average over all steps).
@@ -122,7 +123,7 @@ def cross_attention(
             fig,
             PANEL * (len(idx) + 1) + 0.8,
             PANEL + 0.9,
-            suptitle=f"Cross-attention per word, {when} (heads and layers averaged)",
+            suptitle=f"Cross-attention per word, {when} (heads and the default layers averaged)",
         )
         axes = fig.subplots(1, len(idx) + 1)
         show_image(axes[0], image, "generated image")

@@ -54,7 +54,7 @@ class AttentionExplorer(W.VBox):
         self.n_steps = int(run[AVERAGE].shape[0])
         words = resolve_words(run, None)
         first = resolve_words(run, [word])[0][1] if word is not None else words[0][1]
-        layers = [("all layers (average)", AVERAGE)] + [
+        layers = [("default average (attention.maps)", AVERAGE)] + [
             (
                 f"{k.removeprefix('attention.').replace('.transformer_blocks.0.attn2', '')} ({run[k].shape[-2]}×{run[k].shape[-1]})",
                 k,
