@@ -165,23 +165,28 @@ def mean_accuracy(s: dict) -> float:
     return float(np.mean([s[k] for k in ("one_object", "two_objects", "placement")]))
 
 
-def recommend(sweep: dict[float, dict], n: dict[str, int]) -> tuple[float, str]:
-    """The scale to recommend: among the scales whose mean accuracy is within one standard
-    error of the best (differences this many scored prompts cannot resolve), the one whose
-    drawings stray least from ShapesWorld's colours (lowest palette error; ties: smaller g).
-    More guidance than that buys no measurable accuracy and costs colour fidelity."""
-    mean = {g: mean_accuracy(s) for g, s in sweep.items()}
-    best_g = max(mean, key=mean.get)
-    scored = n["one_object"] + 2 * n["two_objects"]  # verdicts behind one mean accuracy
-    p = mean[best_g] / 100.0
-    se = 100.0 * float(np.sqrt(max(p * (1 - p), 1e-4) / scored))
-    near = [g for g, m in mean.items() if m >= mean[best_g] - se]
+def recommend(sweep: dict[float, dict], rows: dict[float, list[dict]]) -> tuple[float, str]:
+    """The scale to recommend: among the scales whose share of prompts followed is within
+    one paired standard error of the best (the same prompts and seeds at every scale, so
+    the error is that of the per-prompt differences: what these prompts cannot resolve),
+    the one whose drawings stray least from ShapesWorld's colours (lowest palette error;
+    ties: smaller g). More guidance than that buys no measurable prompt-following and
+    costs colour fidelity."""
+    verdicts = {g: np.array([r["ok"] for r in rows[g]], dtype=float) for g in sweep}
+    best = max(verdicts, key=lambda g: verdicts[g].mean())
+    n = len(verdicts[best])
+    near = []
+    for g, v in verdicts.items():
+        d = verdicts[best] - v  # (prompts,) 1 where only the best scale followed the prompt
+        if d.mean() <= d.std(ddof=1) / np.sqrt(n):
+            near.append(g)
     g = min(near, key=lambda g: (round(sweep[g]["palette_error"], 1), g))
     rule = (
-        f"of the scales whose mean one-object/two-object/placement accuracy is within one "
-        f"standard error ({se:.1f} points) of the best ({mean[best_g]:.1f}% at g = {best_g:g}): "
-        f"{', '.join(f'{x:g}' for x in sorted(near))}, the one whose colours stray least from "
-        f"ShapesWorld's palette ({sweep[g]['palette_error']:.1f} RGB units at g = {g:g})"
+        f"of the scales whose share of prompts followed ({n} verdicts: one object, unseen "
+        f"pairs, two objects placed) is within one paired standard error of the best "
+        f"({100 * verdicts[best].mean():.1f}% at g = {best:g}) — "
+        f"{', '.join(f'{x:g}' for x in sorted(near))} — the one whose colours stray least "
+        f"from ShapesWorld's palette ({sweep[g]['palette_error']:.1f} RGB units at g = {g:g})"
     )
     return float(g), rule
 
@@ -326,7 +331,7 @@ def report(measured: dict, json_path: str | None) -> int:
     meta, ref, rec = measured["meta"], measured["reference"], measured["reference_vae"]
     sweep = {float(g): s for g, s in measured["sweep"].items()}
     rows = {float(g): r for g, r in measured["rows"].items()}
-    g_rec, rule = recommend(sweep, meta["n"])
+    g_rec, rule = recommend(sweep, rows)
     example = pick_example(rows, g_rec)
     held_out_example = pick_example(rows, g_rec, held_out=True)
     n = meta["n"]

@@ -58,16 +58,23 @@ def sweep_of(means: list[float], palette: list[float] | None = None) -> dict[flo
     }
 
 
-N = dict(one_object=48, two_objects=48, held_out_pairs=18)
+def verdicts(followed: list[set[int]], n: int = 100) -> dict[float, list[dict]]:
+    """Per scale, which of the same `n` prompts were followed."""
+    return {g: [dict(prompt=f"p{k}", seed=k, ok=k in f) for k in range(n)] for g, f in zip(SCALES, followed, strict=True)}  # fmt: skip
 
 
 def test_recommended_scale_is_as_good_and_closest_to_shapesworld(gs):
-    # one standard error of 88% over 48 + 2 * 48 verdicts is 2.7 points: 2, 3, 7.5 tie
-    g, rule = gs.recommend(sweep_of([60, 86, 86, 88], [19, 14.7, 15, 19.8]), N)
-    assert g == 2.0 and "2.7 points" in rule and "88.0% at g = 7.5" in rule
-    assert gs.recommend(sweep_of([60, 86, 86, 88], [19, 16, 14, 19.8]), N)[0] == 3.0
-    assert gs.recommend(sweep_of([60, 80, 86, 88], [19, 14.7, 15, 19.8]), N)[0] == 3.0
-    assert gs.recommend(sweep_of([60, 86, 86, 88], [19, 15, 15, 15]), N)[0] == 2.0  # ties: smaller
+    best = set(range(88))  # g = 7.5 follows 88 of the same 100 prompts
+    near = set(range(86)) | {88}  # 87: two lost, one won: paired error 1.7 > 1 point
+    worse = set(range(84))  # 84: four lost, none won: 4 points > paired error 2.0
+    palette = [19, 14.7, 15, 19.8]
+    rows = verdicts([set(range(60)), near, near, best])
+    g, rule = gs.recommend(sweep_of([60, 87, 87, 88], palette), rows)
+    assert g == 2.0 and "paired standard error" in rule and "88.0% at g = 7.5" in rule
+    rows = verdicts([set(range(60)), worse, near, best])
+    assert gs.recommend(sweep_of([60, 84, 87, 88], palette), rows)[0] == 3.0
+    rows = verdicts([set(range(60)), near, near, best])
+    assert gs.recommend(sweep_of([60, 87, 87, 88], [19, 15, 15, 15]), rows)[0] == 2.0  # tie
 
 
 def rows_of(followed: dict[str, list[bool]]) -> dict[float, list[dict]]:
