@@ -20,7 +20,7 @@ import torch
 from ..autoencoder import decode, encode, image_input
 from ..diffusion import add_noise, alpha_bar, to_epsilon
 from ..text import embed
-from ..tracing.run import fit_preview
+from ..tracing.run import fit_preview, linear_preview
 
 
 def check_timesteps(timesteps: Any, pipe: Any, default_count: int) -> list[int]:
@@ -45,13 +45,6 @@ class NoisedImages:
     decoded: torch.Tensor  # (n, 3, H, W) in [0, 1]: the VAE latents noised alike, decoded
     latent_shape: tuple[int, int, int]  # (c, h, w)
     preview: torch.Tensor | None = None  # (n, 3, h, w) in [0, 1]: the same latents, linear preview
-
-
-def linear_preview(latents: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """Latents (n, c, h, w) through a (c+1, 3) latent->RGB map (`fit_preview`): (n, 3, h, w)
-    in [0, 1], one pixel per latent position."""
-    rgb = torch.einsum("nchw,cd->ndhw", latents, coef[:-1]) + coef[-1][None, :, None, None]
-    return rgb.clamp(0, 1)
 
 
 @torch.no_grad()

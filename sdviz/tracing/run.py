@@ -44,6 +44,13 @@ def fit_preview(latents: torch.Tensor, image: torch.Tensor) -> torch.Tensor | No
     return torch.linalg.lstsq(x.double(), y.double()).solution.float()
 
 
+def linear_preview(latents: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+    """Latents (n, c, h, w) through a (c+1, 3) latent->RGB map (`fit_preview`): (n, 3, h, w)
+    in [0, 1], one pixel per latent position."""
+    rgb = torch.einsum("nchw,cd->ndhw", latents, coef[:-1]) + coef[-1][None, :, None, None]
+    return rgb.clamp(0, 1)
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
@@ -254,9 +261,7 @@ class Run(Mapping[str, Any]):
             )
         _, latents = self._latents(which)
         coef = self._data["vae.preview_coefficients"]  # (c+1, 3)
-        x = latents[self._indices(steps, latents.shape[0])]  # (n, c, h, w)
-        rgb = torch.einsum("nchw,cd->ndhw", x, coef[:-1]) + coef[-1][None, :, None, None]
-        return rgb.clamp(0, 1)
+        return linear_preview(latents[self._indices(steps, latents.shape[0])], coef)
 
 
 class Trace(Sequence[Run]):
