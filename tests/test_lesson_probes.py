@@ -3,19 +3,15 @@ UNet timing, image-to-image and prompt interpolation (sdviz.schedulers, sdviz.pr
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
-from PIL import Image
 
 import sdviz
 from sdviz.builder import tiny_pipeline
 from sdviz.probes import (
     image_to_image,
     interpolate_prompts,
-    psnr,
-    reconstruction_psnr,
     time_unet,
 )
 from sdviz.schedulers import using_scheduler
@@ -56,23 +52,6 @@ def test_using_scheduler_refuses_an_unknown_name_before_touching_the_pipeline(pi
         with using_scheduler(pipe, "no-such"):
             pass
     assert pipe.scheduler is before
-
-
-# -- reconstruction_psnr ---------------------------------------------------------------
-
-
-def test_reconstruction_psnr_is_psnr_per_image():
-    originals = [Image.new("RGB", (4, 4), (255, 0, 0)), np.zeros((4, 4, 3), np.uint8)]
-    rebuilt = torch.zeros(2, 3, 4, 4)
-    rebuilt[0, 0] = 0.9  # red channel 0.9 instead of 1
-    rebuilt[1] += 0.1
-    first, second = reconstruction_psnr(originals, rebuilt)
-    assert first == pytest.approx(
-        psnr(np.full((4, 4), 1.0), np.full((4, 4), 0.9)) + 10 * np.log10(3)
-    )
-    assert second == pytest.approx(20.0)
-    with pytest.raises(ValueError, match="2 originals but 1 rebuilt"):
-        reconstruction_psnr(originals, rebuilt[:1])
 
 
 # -- time_unet -------------------------------------------------------------------------

@@ -8,8 +8,6 @@ lesson as a record (a dataclass, a dict or tensors). One module per kind of prob
     noising.py     noised_images (figure 2), noise_predictions (figure 4): an image
                    noised to timesteps, the UNet's ε̂ for it; predict_noise, check_timesteps
     images.py      step_images (figure 5): a run's x_t and x̂0 as images;
-                   reconstruction_psnr (lesson 5): the VAE's reconstructions against
-                   their originals (psnr itself lives in sdviz.autoencoder);
                    colour_statistics (lessons 2, 4): decoded noise vs ShapesWorld
     clip.py        clip_embeddings (figure 8): images and captions embedded by CLIP
     generation.py  guidance_runs (figure 11b), image_to_image, interpolate_prompts:
@@ -23,7 +21,8 @@ lesson as a record (a dataclass, a dict or tensors). One module per kind of prob
                    enter, read from the module tree; timestep_embeddings (9b): the
                    loaded UNet's time_proj and time_embedding on every t; sd_skeleton
 
-Figure 6 draws `sdviz.autoencoder.reconstruct`, figure 7 a Run or `sdviz.text.prompt_record`.
+Figure 6 draws `sdviz.autoencoder.reconstruct` (many images scored by PSNR:
+`reconstruct_many`), figure 7 a Run or `sdviz.text.prompt_record`.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ from .images import (
     STEP_IMAGES,
     StepImages,
     colour_statistics,
-    reconstruction_psnr,
     step_images,
 )
 from .noising import (
@@ -76,7 +74,6 @@ __all__ = [
     "STEP_IMAGES",
     "StepImages",
     "step_images",
-    "reconstruction_psnr",
     "colour_statistics",
     "psnr",
     "ClipEmbeddings",

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..autoencoder import image_hwc, images_to_tensor, psnr
+from ..autoencoder import images_to_tensor
 
 STEP_IMAGES = ("latents", "pred_original_sample")  # `Run.decode` names, in StepImages order
 
@@ -46,19 +46,6 @@ def step_images(run: Any, pipe: Any = None, steps: Collection[int] | None = None
         )
     x_t, x0 = (run.decode(pipe, which=which, steps=chosen) for which in STEP_IMAGES)
     return StepImages(chosen, x_t, x0, True, preview)
-
-
-def reconstruction_psnr(originals: Sequence[Any], rebuilt: Any) -> list[float]:
-    """PSNR in dB (`psnr`) of each rebuilt image against its original.
-
-    `originals`: PIL images, (H, W, 3) arrays or (3, H, W) tensors in [0, 1]; `rebuilt`:
-    the VAE's output, (n, 3, H, W) in [0, 1] (`sdviz.decode`) or a list like `originals`.
-    """
-
-    originals, rebuilt = list(originals), list(rebuilt)
-    if len(originals) != len(rebuilt):
-        raise ValueError(f"{len(originals)} originals but {len(rebuilt)} rebuilt images.")
-    return [psnr(image_hwc(a), image_hwc(b)) for a, b in zip(originals, rebuilt, strict=True)]
 
 
 PALE = (0.75, 0.15)  # a "light background" pixel: every channel above 0.75, saturation below 0.15
