@@ -23,11 +23,20 @@ the same way on real held-out ShapesWorld images as the reference
                      object-to-background contrast (1 / edge width in px); ShapesWorld
                      draws anti-aliased edges about one pixel wide
 
-The table prints; `--json` writes it in the form `sdviz.figures.guidance_benefit`
-draws (the model folder's `guidance.json` by default, see its "about").
+The recommended scale follows a stated rule (`recommend`): of the scales whose share of
+prompts followed is within one paired standard error of the best (the same prompts and
+seeds at every scale), the one with the lowest palette error. The table prints;
+`--json` writes the record `sdviz.probes.measured_guidance` reads and
+`sdviz.figures.guidance_benefit` draws (shipped as the model folder's `guidance.json`,
+see its "about"); `--rows` keeps every image's verdict, and `--from-rows` re-reports
+one or several such files (pooled) without generating anything. sdviz-mini's shipped
+record pools the validation and the reported prompts (~30 CPU-minutes each on a busy
+2-core host):
 
-    OMP_NUM_THREADS=1 python benchmarks/guidance_sweep.py [--seeds 2] [--pairs 48]
-        [--held-out-seeds 4] [--validation] [--json sdviz/models/sdviz-mini/guidance.json]
+    OMP_NUM_THREADS=1 python benchmarks/guidance_sweep.py --validation --rows val.json
+    OMP_NUM_THREADS=1 python benchmarks/guidance_sweep.py --rows rep.json
+    python benchmarks/guidance_sweep.py --from-rows val.json rep.json \
+        --json sdviz/models/sdviz-mini/guidance.json
 """
 
 from __future__ import annotations

@@ -143,10 +143,10 @@ sdviz.figures.filmstrip(
 # hue and its shape with a nearest-neighbour classifier fitted on ShapesWorld's masks
 # (the scorer reads 99% of real held-out ShapesWorld objects right). Per scale:
 #
-# - **one object**: 48 prompts such as "a red circle"; right when the largest object has
+# - **one object**: 96 prompts such as "a red circle"; right when the largest object has
 #   the named colour and shape;
-# - **two objects**: 48 prompts such as "a blue star to the left of a green star"; right when
-#   both are among the two largest objects; **left/right**: and on the named sides;
+# - **two objects**: 96 prompts such as "a blue star to the left of a green star"; right
+#   when both are among the two largest objects; **left/right**: and on the named sides;
 # - **unseen pair**: prompts naming a colour-shape pair training never showed (yellow
 #   square, blue triangle, purple circle), so the model must *compose* them.
 #
@@ -172,7 +172,8 @@ sdviz.course.table(
     notes=[
         f"n per scale: {measured.n['one_object']} one-object and "
         f"{measured.n['two_objects']} two-object prompts, {measured.n['held_out_pairs']} "
-        "with an unseen pair; one prompt of 48 is 2.1 points",
+        f"with an unseen pair; one two-object prompt counts "
+        f"{100 / measured.n['two_objects']:.1f} percentage points",
         "left/right right: both objects right and on the named sides",
     ],
 )
@@ -199,10 +200,17 @@ print(f"recommended g = {measured.recommended:g}: {measured.rule}")
 print("the model's settings file says g =", lesson.guidance, "(sdviz.json, used above)")
 
 # %% [markdown]
+# In words: first keep the scales that follow as many prompts as the best one, as far as
+# these prompts can tell (the same prompts and seeds at every scale, so the uncertainty is
+# that of the per-prompt differences); then, of those, take the one whose colours stay
+# closest to the training images'. More guidance than that buys nothing measurable and
+# costs colour.
+
+# %% [markdown]
 # Now one prompt, generated live at every measured scale with one seed — a two-object
 # prompt the benchmark found where guidance visibly matters. Above the images: the
-# measured curves; ✓ or ✗ under a scale is the scorer's verdict on this very image
-# (when the steps match the benchmark's 25).
+# measured curves; ✓ or ✗ next to each g is the scorer's verdict on this very image
+# (shown when the steps match the benchmark's 25).
 
 # %%
 example = measured.example  # {'prompt', 'seed', 'followed': one verdict per scale}
@@ -216,7 +224,7 @@ sdviz.figures.guidance_benefit(measured, runs)
 # shapes in the wrong colours, or the colour of a pair it knows better: the text steers the
 # sampler only as much as the conditional prediction alone does. A little guidance fixes
 # most of that. Past a point more guidance buys nothing measurable — the curves wobble by
-# a prompt or two of 48 (2.1 points each) — and then prompt-following falls again. The
+# a few prompts of 96 (about a point each) — and then prompt-following falls again. The
 # middle panel shows the cost: the colours are closest to ShapesWorld's palette at small
 # g and stray further with every step up (at the largest scales shapes break up and the
 # background bleaches, as in the last images). The right panel shows what guidance does
