@@ -13,6 +13,7 @@ pixels) and costs (drawings further from the training images) against g, from
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from .style import (
 )
 
 SD_GUIDANCE = 7.5  # Stable Diffusion's usual scale, marked on the measured curves
+DEFAULT_QUALITY = ("palette_error", "edge_sharpness")  # the quality panels drawn by default
 ACCURACY_LABELS = {
     "one_object": "one object",
     "two_objects": "two objects",
@@ -233,7 +235,7 @@ def guidance_benefit(
     measured: Any,
     runs: Sequence[Mapping[str, Any]] = (),
     *,
-    quality: Sequence[str] = ("palette_error", "edge_sharpness"),
+    quality: Sequence[str] | None = None,
     fig: Canvas | None = None,
 ) -> Figure:
     """What guidance buys and costs, measured: prompt-following accuracy per task against g,
@@ -244,7 +246,8 @@ def guidance_benefit(
     `runs` come from `sdviz.probes.guidance_runs(pipe, prompt, scales, seed=...)`. When
     they are the benchmark's own example (same prompt and seed), each image is labelled
     with the benchmark's verdict: ✓ followed, ✗ not. Images are drawn pixel for pixel
-    (nearest neighbour), enlarged.
+    (nearest neighbour), enlarged. `quality` names the quality panels (keys of
+    `measured.quality`); default: the colour error and the edge sharpness.
 
     Example:
         >>> measured = sdviz.probes.measured_guidance()
@@ -255,6 +258,8 @@ def guidance_benefit(
     from ..probes.guidance import MeasuredGuidance
 
     expect(measured, MeasuredGuidance, "sdviz.probes.measured_guidance")
+    if quality is None:  # the colour error and the edges, those the record has
+        quality = [k for k in DEFAULT_QUALITY if k in measured.quality]
     unknown = [k for k in quality if k not in measured.quality]
     if unknown:
         raise ValueError(f"No quality measure {unknown}; the record has {list(measured.quality)}.")
@@ -268,7 +273,8 @@ def guidance_benefit(
             fig,
             width,
             4.9 + (2.3 if runs else 0),
-            suptitle="Classifier-free guidance on this model, measured from pixels "
+            suptitle=f"Classifier-free guidance on {Path(measured.source).parent.name}, "
+            "measured from pixels "
             f"({measured.n.get('one_object', '?')} + {measured.n.get('two_objects', '?')} "
             "prompts per scale)",
         )
