@@ -11,7 +11,8 @@ read a pipeline's configuration, never its weights' outputs.)
     images = sdviz.probes.step_images(run, pipe)          # the VAE runs here
     sdviz.figures.denoising_filmstrip(run, images=images).savefig("filmstrip.png")
 
-Figures (numbers as in the seed article) and what they draw:
+Figures (numbered in the order of the seed article's story; the article itself numbers
+none) and what they draw:
 
      1 `components(pipe, run=None)`           the pipeline's configuration
      2 `forward_noising(noised)`               sdviz.probes.noised_images(pipe, image)
