@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,11 @@ import sdviz.course as course
 from sdviz.figures.curves import training_curves
 from sdviz.pipeline import EMBEDDED_MODEL
 from sdviz.shapes import ShapesWorld
+
+# sdviz-mini's measured guidance (its sdviz.json, from benchmarks/guidance_sweep.py): not
+# Stable Diffusion's 7.5, which the lessons would use if they ignored the model folder
+MINI_GUIDANCE = json.loads((EMBEDDED_MODEL / "sdviz.json").read_text())["guidance_scale"]
+assert MINI_GUIDANCE != 7.5
 
 # -- setup -----------------------------------------------------------------------------
 
@@ -38,15 +44,15 @@ def test_setup_reads_the_environment_and_the_models_recommendation(mini_copy: Pa
         torch.set_num_threads(before)
     assert "threads   1" in repr(full)
     assert full.model == course.EMBEDDED_LABEL
-    assert (full.steps, full.guidance, full.seed, full.smoke) == (25, 3.0, 0, False)
+    assert (full.steps, full.guidance, full.seed, full.smoke) == (25, MINI_GUIDANCE, 0, False)
     assert full.prompt == course.DEFAULT_PROMPT
     assert full.pipe.device.type == "cpu"
 
-    # A local copy of sdviz-mini named by SDVIZ_MODEL: its own sdviz.json says 3.0,
+    # A local copy of sdviz-mini named by SDVIZ_MODEL: its own sdviz.json says MINI_GUIDANCE (2.0),
     # not Stable Diffusion's 7.5 (the lessons used to guess from "is MODEL set?").
     smoke = course.setup(None, environ={"SDVIZ_MODEL": str(mini_copy), "SDVIZ_SMOKE": "1"})
     assert smoke.model == str(mini_copy)
-    assert (smoke.steps, smoke.guidance, smoke.smoke) == (course.SMOKE_STEPS, 3.0, True)
+    assert (smoke.steps, smoke.guidance, smoke.smoke) == (course.SMOKE_STEPS, MINI_GUIDANCE, True)
     assert smoke.guidance_source == "the model folder's sdviz.json"
 
 
@@ -57,7 +63,12 @@ def test_setup_prefers_the_model_argument_and_says_what_it_loaded(mini_copy: Pat
     assert lesson.model == str(mini_copy) and (lesson.prompt, lesson.seed) == ("a green star", 3)
     text = repr(lesson)
     assert text.startswith(f"Lesson setup: {mini_copy}, a StableDiffusionPipeline on cpu")
-    for line in ("steps     25", "guidance  3.0", "seed      3", "prompt    'a green star'"):
+    for line in (
+        "steps     25",
+        f"guidance  {MINI_GUIDANCE:g}",
+        "seed      3",
+        "prompt    'a green star'",
+    ):
         assert line in text, text
     assert "denoising steps per image" in text and "classifier-free guidance" in text
 

@@ -79,7 +79,7 @@ def setup(
     (online once, ~4 GB, a CUDA GPU advised: sdviz loads it in float16 there) or a
     local diffusers folder. `SDVIZ_SMOKE=1` (set by the tests) makes `steps` short and
     `Lesson.pick` choose its smoke value. Steps and guidance are the model's
-    recommendation (`sdviz.pipeline.recommended`): 3.0 for sdviz-mini, also a copy of
+    recommendation (`sdviz.pipeline.recommended`): 2.0 for sdviz-mini, also a copy of
     it in a folder of your own, 7.5 for models that say nothing. On the CPU, torch's
     threads are set by `sdviz.threads.configure_threads` (one for a small model: torch's
     default threads ran sdviz-mini 10x slower on a busy 2-core machine).

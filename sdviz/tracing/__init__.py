@@ -212,8 +212,9 @@ def generate(
     """Generate one image with `pipe` and return its traced `Run` (inputs checked first).
 
     `steps` and `guidance_scale` default to what the model recommends
-    (`sdviz.pipeline.recommended`: its folder's sdviz.json; 25 steps and 7.5 for models
-    that say nothing; 3.0 for the embedded sdviz-mini, which over-guides at 7.5).
+    (`sdviz.pipeline.recommended`: its folder's sdviz.json; for models that say nothing,
+    their pipeline class's defaults, 25 steps and 7.5 for SD 1.x/2.x; 2.0 for the embedded
+    sdviz-mini, measured: its guidance.json).
     """
     steps, guidance_scale, height, width = _check_inputs(
         pipe, prompt, negative_prompt, steps, guidance_scale, seed, height, width
