@@ -61,10 +61,21 @@ def short(name: str) -> str:
 
 # -- part 1: held-out images with exact masks --------------------------------------------
 def heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
-    from sdviz.attention import layer_halvings
+    from sdviz.attention import cross_attention_layers, layer_halvings
     from sdviz.probes.attention import localisation
 
-    rec = localisation(pipe, count=count, timesteps=timesteps)
+    names = cross_attention_layers(pipe.unet)
+    six = [n for n in names if n.endswith("attn2") and not n.startswith("mid")]
+
+    def daam(maps):  # {layer: (N, kinds, heads, h, w)} -> (N, kinds, S, S)
+        n, kinds, heads = next(iter(maps.values())).shape[:3]
+        flat = {
+            k: m.permute(2, 0, 1, 3, 4).reshape(heads, n * kinds, *m.shape[-2:])
+            for k, m in maps.items()
+        }
+        return daam_style(flat, six).reshape(n, kinds, DAAM_SIZE, DAAM_SIZE)
+
+    rec = localisation(pipe, count=count, timesteps=timesteps, compare={"DAAM's aggregation": daam})
     halv = layer_halvings(pipe.unet, rec.layers)
     side = pipe.unet.config.sample_size
     n_obj = rec.per_layer["pointing"].shape[-1]
@@ -94,7 +105,7 @@ def heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
         out.append(row(f"[{label}]", "", agg))
     out += [
         "",
-        "By timestep (t: 999 = pure noise), pointing noun / colour, then mIoU noun / colour:",
+        "By timestep (t: 999 = pure noise): pointing noun / colour; the last row mIoU noun / colour",
     ]
     head = f"{'layer':<30}" + "".join(f"{'t=' + str(t):>16}" for t in timesteps)
     out.append(head)

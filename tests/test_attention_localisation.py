@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sdviz.attention import cross_attention_layers
 from sdviz.builder import tiny_pipeline
 from sdviz.probes.attention import (
     LocalisationConfig,
@@ -76,7 +77,13 @@ def test_word_positions(pipe):
 
 
 def test_localisation_on_a_tiny_pipeline(pipe):
-    rec = localisation(pipe, count=3, timesteps=(500, 100))
+    name = cross_attention_layers(pipe.unet)[0]
+    rec = localisation(
+        pipe, count=3, timesteps=(500, 100), compare={"one layer": lambda m: m[name].mean(2)}
+    )
+    i = rec.layers.index(name)
+    for m in ("pointing", "mass"):  # a compared aggregate is scored like the layers
+        assert torch.equal(rec.aggregates["one layer"][m], rec.per_layer[m][i])
     n_layers = len(rec.layers)
     n_obj = rec.per_layer["pointing"].shape[-1]
     assert n_obj >= 3 and rec.per_layer["iou"].shape == (n_layers, 2, 2, n_obj)

@@ -23,7 +23,7 @@ tokens (CLIP's causal text encoder makes the start token a sink: Xiao et al. 202
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,11 +178,14 @@ def localisation(
     first: int = 0,
     seed: int = 0,
     config: LocalisationConfig = LocalisationConfig(),
+    compare: Mapping[str, Callable[[Mapping[str, torch.Tensor]], torch.Tensor]] | None = None,
 ) -> Localisation:
     """Score each noun's and colour word's map on `count` held-out ShapesWorld images.
 
     Every image is noised to each of `timesteps` (one noise draw per image, from `seed`)
     and denoised once by the UNet with its caption (no guidance: the text branch only).
+    `compare` adds aggregates of your own: name -> function from the per-layer maps
+    {layer: (N, kinds, heads, h_l, w_l)} to maps (N, kinds, h, w), scored alike.
     """
     size = native_size(pipe)
     world = ShapesWorld(size=size, split="test", seed=seed)
@@ -226,7 +229,13 @@ def localisation(
                     for n in [*names, DEFAULT]
                 }
             )
-    return _score(per_t, names, list(timesteps), len(samples), own, other, pipe, shares, config)
+    rec = _score(per_t, names, list(timesteps), len(samples), own, other, pipe, shares, config)
+    for label, fn in (compare or {}).items():
+        per = [
+            scores(fn({n: d[n] for n in names}).transpose(0, 1), own, other, config) for d in per_t
+        ]
+        rec.aggregates[label] = {m: torch.stack([p[m] for p in per]) for m in MEASURES}
+    return rec
 
 
 def _score(per_t, names, timesteps, n_images, own, other, pipe, shares, config) -> Localisation:
