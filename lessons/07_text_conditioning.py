@@ -171,7 +171,9 @@ sdviz.course.table(
 )
 
 # %% [markdown]
-# The full benchmark (`benchmarks/attention_localisation.py`; its output is
+# These live numbers come from 24 images, about 40 objects: one object is 2.5 points, so
+# the two average rows can swap places at some t by chance. The full benchmark decides:
+# `benchmarks/attention_localisation.py` (its output is in
 # `benchmarks/results/2026-12-07-attention-cpu.txt`) scores 96 held-out images at six
 # timesteps, and 64 generated two-object images ("a red circle to the left of a blue
 # square", own seeds, 25 steps, g = 2) whose objects it finds in the pixels — both found in
