@@ -104,6 +104,12 @@ def guidance_terms(
         >>> run = sdviz.generate(pipe, "a red circle", guidance_scale=7.5)
         >>> fig = sdviz.figures.guidance_terms(run, step=5)
     """
+    g = float(run.get("pipeline.guidance_scale", float("nan")))
+    if not uses_guidance(run):
+        raise ValueError(
+            f"This run was generated without classifier-free guidance (guidance_scale={g:g}), "
+            "so the UNet never predicted ε_uncond. Generate with guidance_scale > 1, e.g. 7.5."
+        )
     require(
         run,
         "denoiser.noise_pred_uncond",
@@ -111,12 +117,6 @@ def guidance_terms(
         "denoiser.noise_pred",
         hint="Generate with guidance_scale > 1 (classifier-free guidance) to record both halves.",
     )
-    g = float(run.get("pipeline.guidance_scale", float("nan")))
-    if not uses_guidance(run):
-        raise ValueError(
-            f"This run was generated without classifier-free guidance (guidance_scale={g:g}), "
-            "so the UNet never predicted ε_uncond. Generate with guidance_scale > 1, e.g. 7.5."
-        )
     uncond = to_numpy(run["denoiser.noise_pred_uncond"])  # (S, c, h, w)
     text = to_numpy(run["denoiser.noise_pred_text"])
     guided = to_numpy(run["denoiser.noise_pred"])

@@ -264,7 +264,7 @@ KEYS: tuple[Key, ...] = (
         "denoiser.noise_pred_uncond",
         "(S, c, h, w)",
         "epsilon-hat of the unconditional branch",
-        "diffusion",
+        "diffusion+cfg",
         UNETS,
     ),
     _K(

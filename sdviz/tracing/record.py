@@ -277,7 +277,8 @@ def _denoiser(pipe: Any, run: RunState) -> dict[str, Any]:
         if run.meta.true_cfg:
             d.update(_true_cfg(run, d, stack("x")))
     else:
-        d["denoiser.noise_pred_uncond"] = stack("uncond")
+        if run.meta.cfg:  # without guidance no unconditional branch ran
+            d["denoiser.noise_pred_uncond"] = stack("uncond")
         d["denoiser.noise_pred_text"] = stack("text")
         d["denoiser.noise_pred"] = stack("eps")
     return d
