@@ -17,8 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..autoencoder import image_hwc
-from .style import check_steps, style
+from .style import check_steps, show_image, style
 
 PANEL_WIDTH, STRIP_HEIGHT = 1.9, 2.3  # inches: one small panel, and the row with its titles
 
@@ -38,9 +37,8 @@ def filmstrip(images: Any, titles: Sequence[str], title: str = "") -> Figure:
         fig = Figure(figsize=(PANEL_WIDTH * len(images), STRIP_HEIGHT), layout="constrained")
         axes = fig.subplots(1, len(images), squeeze=False)[0]
         for ax, image, text in zip(axes, images, titles, strict=True):
-            ax.imshow(image_hwc(image))
-            ax.set_title(text, fontsize=8)
-            ax.set_axis_off()
+            show_image(ax, image, text)  # nearest: enlarged 64-px pixels stay honest
+            ax.title.set_fontsize(8)
         if title:
             fig.suptitle(title, fontsize=9)
     return fig
