@@ -10,6 +10,14 @@ curve is drawn once and labelled so, and only the visited timesteps tell them ap
 The figure also prints where sampling starts and the last ᾱ_t: Stable Diffusion's
 schedule never reaches pure noise (ᾱ_999 ≈ 0.0047, a non-zero terminal SNR; Lin et al.
 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed").
+
+Flow matching (SD3, Flux: rectified flow, Liu et al. 2022; Lipman et al. 2023; Esser et
+al. 2024) has no ᾱ: x_t = (1-σ_t)·x_0 + σ_t·ε on a straight line from the image (σ=0) to
+pure noise (σ=1), with t = N·σ. Its SNR is ((1-σ)/σ)², zero at σ=1: sampling starts from
+pure noise. The shift s moves the sampled σ towards the noisy end (σ ← sσ/(1+(s-1)σ)).
+When a flow-matching source is drawn, the figure writes both kinds as
+x_t = a_t·x_0 + b_t·ε and plots a_t² (ᾱ_t for diffusion, (1-σ_t)² for flow), b_t
+(√(1-ᾱ_t), σ_t) and SNR = a_t²/b_t² over the same t, so the two can be compared.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ def schedule_curves(source: Any, steps: int | None = None) -> dict[str, Any]:
     without timesteps set (or when `steps` is given) the timesteps come from a fresh
     copy of it (`from_config`), so the scheduler passed in is never changed.
     """
+    if is_flow(source):
+        return flow_curves(source, steps)
     if isinstance(source, Mapping):
         if "scheduler.alphas_cumprod" not in source:
             raise KeyError("This run has no 'scheduler.alphas_cumprod'; trace it with sdviz.trace.")
@@ -61,6 +71,7 @@ def schedule_curves(source: Any, steps: int | None = None) -> dict[str, Any]:
     abar = np.clip(abar, 1e-12, 1 - 1e-7)
     sampled_abar = np.interp(timesteps, t, abar)
     return {
+        "kind": "diffusion",
         "name": name,
         "schedule": config.get("beta_schedule", ""),
         "t": t,
@@ -69,6 +80,102 @@ def schedule_curves(source: Any, steps: int | None = None) -> dict[str, Any]:
         "snr": abar / (1 - abar),
         "timesteps": timesteps,
         "sampled_alpha_bar": sampled_abar,
+    }
+
+
+def is_flow(source: Any) -> bool:
+    """Whether a run, pipeline or scheduler samples by flow matching (no ᾱ; SD3, Flux)."""
+    if isinstance(source, Mapping):
+        return "scheduler.alphas_cumprod" not in source and "scheduler.shift" in source
+    scheduler = getattr(source, "scheduler", source)
+    return not hasattr(scheduler, "alphas_cumprod") and "shift" in getattr(scheduler, "config", {})
+
+
+def _flow_timesteps(source: Any, steps: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """(timesteps, σ per step, shift) a flow-matching pipeline or scheduler would sample,
+    from a fresh copy of its scheduler. A dynamic shift (Flux) depends on the image's
+    token count, read from the pipeline's native size."""
+    scheduler = getattr(source, "scheduler", source)
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+    fresh = type(scheduler).from_config(scheduler.config)
+    config = fresh.config
+    kwargs = {}
+    if config.get("use_dynamic_shifting", False):
+        if source is scheduler:
+            raise ValueError(
+                f"{type(scheduler).__name__} shifts its σ by the image's size (dynamic "
+                "shifting, Flux): pass the pipeline or a traced run instead of the scheduler."
+            )
+        from ..autoencoder import native_size
+
+        side = native_size(source) // int(source.vae_scale_factor) // 2  # Flux packs 2x2
+        slope = (config.max_shift - config.base_shift) / (
+            config.max_image_seq_len - config.base_image_seq_len
+        )
+        kwargs["mu"] = config.base_shift + slope * (side * side - config.base_image_seq_len)
+    fresh.set_timesteps(steps or 25, **kwargs)
+    sigmas = to_numpy(fresh.sigmas)[:-1]  # the last σ is the end point, 0
+    shift = float(np.exp(kwargs["mu"])) if kwargs else float(config.shift)
+    return to_numpy(fresh.timesteps), sigmas, shift
+
+
+def flow_curves(source: Any, steps: int | None = None) -> dict[str, Any]:
+    """A flow-matching schedule as `schedule_curves` gives it: σ_t = t/N over the train
+    timesteps t = 1..N, a_t² = (1-σ)², b_t = σ, SNR = ((1-σ)/σ)², and the sampled
+    timesteps with their σ (a run's own `scheduler.step_sigma`)."""
+    if isinstance(source, Mapping):
+        if steps is not None:
+            raise ValueError("`steps` applies to a scheduler; a run has its own timesteps.")
+        config = dict(source.get("scheduler.config", {}))
+        timesteps = to_numpy(source["scheduler.step_timestep"])
+        sampled = to_numpy(source["scheduler.step_sigma"])
+        shift = float(source["scheduler.shift"])
+        name = str(source.get("scheduler.name", "scheduler"))
+    else:
+        scheduler = getattr(source, "scheduler", source)
+        config = dict(scheduler.config)
+        timesteps, sampled, shift = _flow_timesteps(source, steps)
+        name = type(scheduler).__name__
+    n = int(config.get("num_train_timesteps", 1000))
+    t = np.arange(1, n + 1, dtype=np.float32)
+    sig = t / n  # the straight path: t = N σ
+    return {
+        "kind": "flow",
+        "name": name,
+        "schedule": f"shift {shift:.3g}",
+        "shift": shift,
+        "t": t,
+        "sigma": sig,
+        "signal": (1 - sig) ** 2,
+        "noise": sig,
+        "snr": flow_snr(sig),
+        "timesteps": timesteps,
+        "sampled_sigma": sampled,
+        "sampled_signal": (1 - sampled) ** 2,
+        "sampled_noise": sampled,
+        "sampled_snr": flow_snr(sampled),
+    }
+
+
+def flow_snr(sigma_: np.ndarray) -> np.ndarray:
+    """Rectified flow's signal-to-noise ratio ((1-σ)/σ)²: infinite at σ=0, zero at σ=1."""
+    with np.errstate(divide="ignore"):
+        return ((1 - sigma_) / sigma_) ** 2
+
+
+def _weights(c: dict) -> dict:
+    """A diffusion curve written as x_t = a·x0 + b·ε too: a² = ᾱ, b = √(1-ᾱ), SNR."""
+    if c["kind"] == "flow":
+        return c
+    abar, abar_s = c["alpha_bar"], c["sampled_alpha_bar"]
+    return {
+        **c,
+        "signal": abar,
+        "noise": np.sqrt(1 - abar),
+        "sampled_signal": abar_s,
+        "sampled_noise": np.sqrt(1 - abar_s),
+        "sampled_snr": abar_s / (1 - abar_s),
     }
 
 
@@ -97,6 +204,8 @@ def noise_schedule(
         >>> fig = sdviz.figures.noise_schedule(pipe, "euler", "dpm++", steps=[20, 20, 10])
     """
     curves = _curves_of(sources, steps, labels)
+    if any(c["kind"] == "flow" for c in curves):
+        return _flow_figure(curves, labels, fig)
     with style():
         fig = new_figure(
             fig,
@@ -144,9 +253,13 @@ def _curves_of(sources: tuple, steps: Any, labels: Sequence[str] | None) -> list
 
 
 def same_schedule(a: dict, b: dict) -> bool:
-    """Whether two `schedule_curves` share their ᾱ_t over all training timesteps."""
-    return a["alpha_bar"].shape == b["alpha_bar"].shape and np.allclose(
-        a["alpha_bar"], b["alpha_bar"], rtol=1e-5, atol=1e-7
+    """Whether two `schedule_curves` share their curve over all training timesteps (ᾱ_t;
+    flow matching: σ_t = t/N, whatever the shift)."""
+    key = "alpha_bar" if a["kind"] == "diffusion" else "sigma"
+    return (
+        a["kind"] == b["kind"]
+        and a[key].shape == b[key].shape
+        and np.allclose(a[key], b[key], rtol=1e-5, atol=1e-7)
     )
 
 
@@ -155,10 +268,11 @@ def shared_note(curves: list[dict]) -> str:
     shared = sum(any(same_schedule(curves[j], c) for j in range(i)) for i, c in enumerate(curves))
     if not shared:
         return ""
-    return (
-        f"; {shared + 1} of them share one ᾱ_t curve (the model's training schedule) "
-        "and differ only in which timesteps they visit"
-    )
+    if all(c["kind"] == "diffusion" for c in curves):
+        what = "one ᾱ_t curve (the model's training schedule)"
+    else:
+        what = "one curve (flow matching's σ_t = t/N; the shift moves only the visited t)"
+    return f"; {shared + 1} of them share {what} and differ only in which timesteps they visit"
 
 
 def curve_label(c: dict, label: str | None = None) -> str:
@@ -227,7 +341,9 @@ def _mark_ends(ax: Any, c: dict) -> None:
     )
 
 
-def _draw_strip(strip: Any, curves: list[dict], xlim: tuple[float, float]) -> None:
+def _draw_strip(
+    strip: Any, curves: list[dict], xlim: tuple[float, float], labels: Sequence[str] | None = None
+) -> None:
     """One row of markers per source: the timesteps its sampler visits."""
     for i, c in enumerate(curves):
         row = np.full(len(c["timesteps"]), len(curves) - 1 - i)
@@ -235,7 +351,9 @@ def _draw_strip(strip: Any, curves: list[dict], xlim: tuple[float, float]) -> No
         strip.plot(c["timesteps"], row, marker, color=color, markersize=7)
     names = []
     for i, c in enumerate(curves):
-        name = f"{c['name'].removesuffix('Scheduler')}, {len(c['timesteps'])} steps"
+        name = f"{_short(c, labels, i)}, {len(c['timesteps'])} steps"
+        if c["kind"] == "flow":
+            name += f", shift {c['shift']:.3g}"
         twin = next((j for j in range(i) if _same_steps(curves[j], c)), None)
         twin_name = "" if twin is None else curves[twin]["name"].removesuffix("Scheduler")
         names.append(name if twin is None else f"{name}\n(same t as {twin_name})")
@@ -251,4 +369,82 @@ def _same_steps(a: dict, b: dict) -> bool:
     """Whether two samplers visit the same timesteps."""
     return a["timesteps"].shape == b["timesteps"].shape and np.allclose(
         a["timesteps"], b["timesteps"]
+    )
+
+
+FLOW_TITLES = (
+    "a_t²: signal kept\n(diffusion ᾱ_t, flow (1-σ_t)²)",
+    "b_t: noise weight\n(diffusion √(1-ᾱ_t), flow σ_t)",
+    "SNR = a_t²/b_t²\n(ᾱ/(1-ᾱ); ((1-σ)/σ)²)",
+)
+
+
+def _flow_figure(curves: list[dict], labels: Sequence[str] | None, fig: Canvas | None) -> Figure:
+    """Diffusion and flow-matching schedules on one t axis, written as x_t = a_t·x0 + b_t·ε."""
+    with style():
+        fig = new_figure(
+            fig,
+            4 * WIDE,
+            max(4.2, 3.0 + 0.3 * len(curves)),
+            suptitle="Noise schedules as x_t = a_t·x0 + b_t·ε: diffusion (ᾱ) and flow matching (σ)",
+        )
+        axes = fig.subplots(1, 4)
+        for i, c in enumerate(curves):
+            w = _weights(c)
+            color, marker = LINE_COLORS[i % len(LINE_COLORS)], MARKERS[i % len(MARKERS)]
+            label = curve_label(c, labels[i] if labels else None)
+            first = next(j for j in range(i + 1) if same_schedule(curves[j], c))
+            for ax, key in zip(axes[:3], ("signal", "noise", "snr"), strict=True):
+                if first == i:
+                    ax.plot(w["t"], w[key], color=color, linewidth=2, label=label)
+                ax.plot(
+                    w["timesteps"],
+                    w["sampled_" + key],
+                    marker,
+                    color=color,
+                    markersize=5,
+                    fillstyle="full" if first == i else "none",
+                    label=label if first != i else None,
+                )
+        for ax, title, ylabel in zip(axes[:3], FLOW_TITLES, ("a_t²", "b_t", "SNR"), strict=True):
+            ax.set_title(title)
+            ax.set_xlabel("timestep t (flow: t = N·σ)")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        axes[2].set_yscale("log")
+        _flow_notes(axes[2], curves, labels)
+        _draw_strip(axes[3], curves, axes[0].get_xlim(), labels)
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            names,
+            loc="outside lower center",
+            ncols=min(len(curves), 3),
+            title="markers: the sampled timesteps" + shared_note(curves),
+        )
+    return fig
+
+
+def _short(c: dict, labels: Sequence[str] | None, i: int) -> str:
+    """A source's name in notes: its label, else its scheduler without 'Scheduler'."""
+    return labels[i] if labels else c["name"].removesuffix("Scheduler")
+
+
+def _flow_notes(ax: Any, curves: list[dict], labels: Sequence[str] | None) -> None:
+    """Where each kind starts: flow at σ=1 (pure noise, SNR 0), diffusion at ᾱ > 0."""
+    lines = []
+    for i, c in enumerate(curves):
+        start = int(np.argmax(c["timesteps"]))
+        if c["kind"] == "flow":
+            lines.append(
+                f"{_short(c, labels, i)}: starts at σ={c['sampled_sigma'][start]:.3f}"
+                f" (SNR {flow_snr(c['sampled_sigma'][start : start + 1])[0]:.2g}), shift {c['shift']:.3g}"
+            )
+        else:
+            lines.append(
+                f"{_short(c, labels, i)}: starts at t={c['timesteps'][start]:g},"
+                f" ᾱ={c['sampled_alpha_bar'][start]:.4f} > 0"
+            )
+    ax.text(
+        0.02, 0.03, "\n".join(lines), transform=ax.transAxes, ha="left", va="bottom", fontsize=8
     )
