@@ -26,6 +26,7 @@ FIGURES = (
     "06_latent_space",
     "07_tokens_and_embeddings",
     "09_unet_diagram",
+    "09b_timestep_embedding",
     "10_cross_attention",
     "10b_attention_drilldown",
     "11_guidance_terms",

@@ -47,14 +47,15 @@ MAX_ATTENTION_WORDS = 6
 # name, title, caption ({word}: the word of the drill-down), in article order
 FIGURES = (
     ("01_components", "Components", "The text encoder, the UNet with its scheduler and the VAE decoder, with the loaded model's shapes and parameter counts."),
-    ("02_forward_noising", "Forward noising", "The generated image noised to increasing timesteps t, in pixel space (top) and in latent space, decoded (bottom)."),
+    ("02_forward_noising", "Forward noising", "The generated image noised to increasing timesteps t: in pixel space (top), and in latent space drawn by a linear latent→RGB preview (middle) and decoded by the VAE (bottom)."),
     ("03_noise_schedule", "Noise schedule", "ᾱ_t, σ_t and the signal-to-noise ratio over the training timesteps. The samplers (the run's, Euler, DPM++) share one curve, the model's training schedule; they differ only in which timesteps they visit (markers)."),
     ("04_training_example", "A training example", "A clean latent, the noise added, the noisy latent at t, the UNet's noise prediction and its error; right: the error over t."),
-    ("05_denoising_filmstrip", "Denoising filmstrip", "The noisy latent x_t (top) and the predicted clean image x̂0 (bottom), decoded by the VAE at several steps."),
+    ("05_denoising_filmstrip", "Denoising filmstrip", "x_t as a linear latent→RGB preview (top) and decoded by the VAE (middle), and the predicted clean image x̂0 decoded (bottom), at several steps counted from 0."),
     ("06_latent_space", "Latent space", "The image, its latent channels and the VAE's reconstruction, with the compression ratio."),
     ("07_tokens_and_embeddings", "Tokens and embeddings", "The prompt's tokens padded to the text encoder's length, and the matrix of token embeddings."),
     ("08_clip_similarity", "CLIP similarity", "Cosine similarity between images and captions in CLIP's shared embedding space."),
-    ("09_unet_diagram", "Inside the UNet", "Down, mid and up blocks with their channels and resolutions, the skip connections, and where the cross-attention layers sit."),
+    ("09_unet_diagram", "Inside the UNet", "Down, mid and up blocks with their channels and resolutions, the skip connections, where the ResNets, self- and cross-attention layers sit, and where the timestep and the text enter."),
+    ("09b_timestep_embedding", "How the UNet knows t", "The sinusoidal features of t and what the model's MLP makes of them."),
     ("10_cross_attention", "Cross-attention", "Where each word of the prompt attends on the image, averaged over steps, heads and layers."),
     ("10b_attention_drilldown", "Cross-attention per layer and step", "The attention of the word {word} in every cross-attention layer (rows) at several steps (columns)."),
     ("11_guidance_terms", "Classifier-free guidance", "The unconditional and text-conditioned noise predictions, their difference and the guided prediction; right: the text's push per step."),
@@ -71,7 +72,7 @@ SKIPPED = {
 ANIMATION = (
     "05b_denoising_animation",
     "Denoising animation",
-    "x_t and x̂0 decoded at every step of the run.",
+    "x_t (linear preview and VAE-decoded) and x̂0 decoded at every step of the run.",
 )
 ANIMATION_AFTER = "05_denoising_filmstrip"
 # the progress bar's steps: load, trace, each figure, the animation, index.html
@@ -192,6 +193,7 @@ def plan(
         "07_tokens_and_embeddings": lambda: F.tokens_and_embeddings(run),
         "08_clip_similarity": similarity if clip else None,
         "09_unet_diagram": lambda: F.unet_diagram(pipe, latent_size=run["denoiser.latents"].shape[-1]),
+        "09b_timestep_embedding": lambda: F.timestep_embedding(probes.timestep_embeddings(pipe)),
         "10_cross_attention": lambda: F.cross_attention(run, attention_words(run) or None),
         "10b_attention_drilldown": lambda: F.attention_drilldown(run, word),
         "11_guidance_terms": (lambda: F.guidance_terms(run)) if uses_guidance(run) else None,
