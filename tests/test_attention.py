@@ -87,6 +87,7 @@ def test_aggregate_is_mean_of_resized_default_layers(pipe):
     assert len(layers) == 7 == run["attention.n_layers"]  # every layer that attends is listed
     default = default_aggregate_layers(pipe.unet)
     assert len(default) == 5 and not any(n.startswith("mid_block") for n in default)
+    assert run["attention.aggregate_layers"] == default  # the run says which it averaged
     h, w = run["denoiser.latents"].shape[-2:]
     resized = [
         F.interpolate(run["attention." + n], size=(h, w), mode="bicubic", align_corners=False)

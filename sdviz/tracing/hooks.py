@@ -438,6 +438,10 @@ class Tracer:
             if mean is not None:
                 run.maps.append(mean)
                 run.layers = run.layers or layers
+                averaged = getattr(self._capture, "aggregate", None)  # None: every layer
+                run.aggregate_layers = run.aggregate_layers or [
+                    n for n in layers if averaged is None or n in averaged
+                ]
             for name, m in (extras[0] if extras else {}).items():
                 run.extras.setdefault(name, []).append(m)
             for name, m in detail.items():

@@ -319,8 +319,9 @@ KEYS: tuple[Key, ...] = (
     _K(
         "attention.maps",
         "(S, L, h_a, w_a)",
-        "per-token maps, mean of heads and layers; each image position's row sums to 1 over "
-        "the L text tokens (SD3/Flux: image queries over text keys, softmax over text only); "
+        "per-token maps, mean of heads and of the layers in attention.aggregate_layers (coarser "
+        "ones resized bicubically); each image position's row sums to 1 over the L text tokens "
+        "(SD3/Flux: image queries over text keys, softmax over text only); "
         "(h_a, w_a): the latent (UNet) or the transformer's patch grid",
         "attention",
     ),
@@ -348,6 +349,14 @@ KEYS: tuple[Key, ...] = (
     ),
     _K("attention.layers", "list[str]", "module paths of the text-attention layers", "attention"),
     _K("attention.n_layers", "int", "how many layers attend to the text", "attention"),
+    _K(
+        "attention.aggregate_layers",
+        "list[str]",
+        "the layers attention.maps averages: sdviz.attention.default_aggregate_layers for a "
+        "UNet (measured best at finding the words' objects), every joint-attention layer for "
+        "SD3 and Flux",
+        "attention",
+    ),
     _K(
         LAYER_PREFIX + "<layer>",
         "(S, L, h_l, w_l) | (S, heads, L, h_l, w_l)",

@@ -63,6 +63,7 @@ class RunState:
     maps: list[torch.Tensor] = field(default_factory=list)  # (L, h, w) per step
     detail: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # layer -> per step
     layers: list[str] = field(default_factory=list)
+    aggregate_layers: list[str] = field(default_factory=list)  # the ones the maps average
     extras: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # joint attention
     final: torch.Tensor | None = None  # (c, h, w) latents the VAE decoded
     image: torch.Tensor | None = None  # (3, H, W) in [0, 1]
@@ -312,6 +313,7 @@ def _attention(pipe: Any, run: RunState, family: str) -> dict[str, Any]:
         d["attention.text_sequence"] = text_sequence(pipe, family, maps.shape[1])
         d["attention.layers"] = list(run.layers)
         d["attention.n_layers"] = len(run.layers)
+        d["attention.aggregate_layers"] = list(run.aggregate_layers or run.layers)
     names = {"text_share": "attention.text_share", "image_to_text": "attention.image_to_text_maps"}
     for name, maps in run.extras.items():
         d[names[name]] = _cpu(torch.stack(maps))
