@@ -38,7 +38,10 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from .attention_hooks import ProcessorSwap
+
 FLOAT_BYTES = 4  # maps are kept in float32
+PROJECTIONS = ("to_q", "to_k")  # watched: the probabilities are recomputed from them
 
 
 def cross_attention_layers(unet: torch.nn.Module) -> list[str]:
@@ -224,8 +227,10 @@ class AttentionCapture:
         self.keep_heads = heads
         self.halvings = layer_halvings(unet, self.names)
         self.n_heads = {n: int(unet.get_submodule(n).heads) for n in self.names}
-        self._saved: dict | None = None
-        self._stash: dict[tuple[str, str], torch.Tensor] = {}  # (layer, "to_q"/"to_k") -> output
+        # wraps each layer's processor and stashes its to_q / to_k outputs, undoably
+        self._swap = ProcessorSwap(
+            self.names, lambda name, inner: RecordingAttnProcessor(name, self, inner), PROJECTIONS
+        )
         self._sizes: dict[tuple, tuple[int, int]] = {}
         self._reset()
 
@@ -260,38 +265,11 @@ class AttentionCapture:
         """
         # each text-attention layer's own public `set_processor`: cheaper than rebuilding
         # the whole processor dict with `unet.set_attn_processor`, and it touches no other
-        self._saved = {name: unet.get_submodule(name).processor for name in self.names}
-        self._handles = []
-        try:
-            for name in self.names:
-                attn = unet.get_submodule(name)
-                attn.set_processor(RecordingAttnProcessor(name, self, self._saved[name]))
-                for proj in ("to_q", "to_k"):
-                    hook = self._stash_hook(name, proj)
-                    self._handles.append(getattr(attn, proj).register_forward_hook(hook))
-        except BaseException:
-            self.restore(unet)
-            raise
-
-    def _stash_hook(self, name: str, proj: str):
-        def hook(module, args, output):
-            self._stash[(name, proj)] = output
-
-        return hook
+        self._swap.install(unet)
 
     def restore(self, unet: torch.nn.Module) -> None:
-        for handle in getattr(self, "_handles", []):
-            handle.remove()
-        self._handles = []
-        self._stash.clear()
-        if self._saved is None:
-            return
-        saved, self._saved = self._saved, None
-        for name, processor in saved.items():
-            unet.get_submodule(name).set_processor(processor)
-        changed = [n for n, p in saved.items() if unet.get_submodule(n).processor is not p]
-        if changed:
-            raise RuntimeError(f"sdviz could not restore attention processors: {changed[:3]}")
+        """Remove the hooks and put every original processor back, checked by identity."""
+        self._swap.restore(unet)
 
     # -- per UNet call ------------------------------------------------------
     def begin(self, h: int, w: int, cond_index: int) -> None:
@@ -363,8 +341,8 @@ class AttentionCapture:
 
     def record(self, name: str, attn, attention_mask: torch.Tensor | None) -> None:
         """Keep the recorded item's query and key projections; `end` does the softmax."""
-        q = self._stash.pop((name, "to_q"), None)  # (batch, hw_l, heads*d)
-        k = self._stash.pop((name, "to_k"), None)  # (batch, L, heads*d)
+        q = self._swap.stash.pop((name, "to_q"), None)  # (batch, hw_l, heads*d)
+        k = self._swap.stash.pop((name, "to_k"), None)  # (batch, L, heads*d)
         if self._hw is None or q is None or k is None:  # UNet called outside a traced step
             return
         self._layers.append(name)

@@ -6,8 +6,8 @@ a layer's output is untouched. PyTorch's fused attention (Vaswani et al. 2017's
 softmax(q k^T / sqrt(d)) V in one kernel) never exposes the probabilities, so captures
 also watch the layer's query/key projections with forward hooks and recompute them.
 `ProcessorSwap` does both for a list of layers and undoes both, restoring each
-processor by identity (and saying so when it cannot). Used by sdviz.joint_attention;
-sdviz.attention does the same for the UNet's cross-attention.
+processor by identity (and saying so when it cannot). Used by sdviz.attention (the
+UNet's cross-attention) and sdviz.joint_attention (SD3's and Flux's joint attention).
 """
 
 from __future__ import annotations
