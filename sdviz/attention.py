@@ -161,10 +161,11 @@ def check_layer_filter(names: Sequence[str], pattern: str | Sequence[str] | None
         )
     if not select_layers(names, pattern):
         shown = "\n  ".join(names[:8]) + ("\n  ..." if len(names) > 8 else "")
+        first = names[0].split(".")[0] if names else "up_blocks"
         raise ValueError(
-            f"attention_layers={pattern!r} matches none of the UNet's {len(names)} "
-            f"cross-attention layers:\n  {shown}\nUse a substring such as 'up_blocks' "
-            "or a glob such as '*attentions.0*'."
+            f"attention_layers={pattern!r} matches none of the denoiser's {len(names)} "
+            f"text-attention layers:\n  {shown}\nUse a substring of these names such as "
+            f"{first!r}, or a glob such as '{first}.1*'."
         )
 
 
