@@ -108,6 +108,8 @@ def test_flow_next_to_diffusion_on_one_axis(runs):
     n = len(lines[1].get_ydata())
     np.testing.assert_allclose(lines[1].get_ydata(), (1 - np.arange(1, n + 1) / n) ** 2, atol=1e-6)
     assert "starts at σ=1.000" in texts(fig)
+    three = figures.noise_schedule(xl, sd3, runs["flux"], labels=["SDXL", "SD3", "Flux"])
+    assert "SD3 = Flux (σ_t = t/N)" in three.legends[0].get_title().get_text()
 
 
 def test_flow_pipeline_schedule_with_dynamic_shift(pipes):

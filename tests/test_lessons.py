@@ -77,9 +77,9 @@ def _code_cells(nb) -> list[str]:
     return [c.source for c in nb.cells if c.cell_type == "code"]
 
 
-def test_there_are_nine_lessons():
+def test_there_are_ten_lessons():
     numbers = [p.name[:2] for p in LESSONS]
-    assert numbers == [f"{i:02d}" for i in range(1, 10)], numbers
+    assert numbers == [f"{i:02d}" for i in range(1, 11)], numbers
     assert (LESSONS_DIR / SAMPLING_LOOP_LESSON) in LESSONS, (
         "the sampling-loop lesson is one of them"
     )

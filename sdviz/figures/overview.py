@@ -174,7 +174,7 @@ def _draw_encoders(ax: Axes, s: dict[str, Any], y: float, color: str) -> None:
         _arrow(ax, (1.1, y), (1.7, y), f"{s['L']} token ids")
         _arrow(ax, (3.4, y), (4.5, y), f"embeddings {s['L']}×{s['d']}")
         return
-    gap = 0.78
+    gap = 0.72
     top = y + gap * (len(encoders) - 1) / 2
     pooled_only = s["family"] == "flux"  # Flux reads CLIP's pooled vector, T5's tokens
     for i, e in enumerate(encoders):
@@ -199,7 +199,7 @@ def _draw_encoders(ax: Axes, s: dict[str, Any], y: float, color: str) -> None:
     joined = "T5 tokens" if pooled_only else "joined"
     box = dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none")
     ax.text(
-        3.95, y - 0.3, f"{joined}\n{s['L']}×{s['d']}", ha="center", va="top", fontsize=9, bbox=box
+        4.15, y - 0.7, f"{joined}\n{s['L']}×{s['d']}", ha="center", va="top", fontsize=9, bbox=box
     )
 
 

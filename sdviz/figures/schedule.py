@@ -263,16 +263,27 @@ def same_schedule(a: dict, b: dict) -> bool:
     )
 
 
-def shared_note(curves: list[dict]) -> str:
-    """A legend line saying which sources share one ᾱ_t curve ('' when none do)."""
-    shared = sum(any(same_schedule(curves[j], c) for j in range(i)) for i, c in enumerate(curves))
-    if not shared:
+def shared_note(curves: list[dict], labels: Sequence[str] | None = None) -> str:
+    """A legend line saying which sources share one curve ('' when none do): ᾱ_t for
+    diffusion (the model's training schedule), σ_t = t/N for flow matching."""
+    firsts = [
+        next(j for j in range(i + 1) if same_schedule(curves[j], c)) for i, c in enumerate(curves)
+    ]
+    groups = [[i for i, f in enumerate(firsts) if f == g] for g in sorted(set(firsts))]
+    groups = [g for g in groups if len(g) > 1]
+    if not groups:
         return ""
-    if all(c["kind"] == "diffusion" for c in curves):
+    if len(groups) == 1 and curves[groups[0][0]]["kind"] == "diffusion":
         what = "one ᾱ_t curve (the model's training schedule)"
-    else:
-        what = "one curve (flow matching's σ_t = t/N; the shift moves only the visited t)"
-    return f"; {shared + 1} of them share {what} and differ only in which timesteps they visit"
+        return (
+            f"; {len(groups[0])} of them share {what} and differ only in which timesteps they visit"
+        )
+    named = [
+        " = ".join(_short(curves[i], labels, i) for i in g)
+        + (" (σ_t = t/N)" if curves[g[0]]["kind"] == "flow" else " (ᾱ_t)")
+        for g in groups
+    ]
+    return "; one curve each for " + "; ".join(named) + ": they differ only in the t they visit"
 
 
 def curve_label(c: dict, label: str | None = None) -> str:
@@ -355,7 +366,7 @@ def _draw_strip(
         if c["kind"] == "flow":
             name += f", shift {c['shift']:.3g}"
         twin = next((j for j in range(i) if _same_steps(curves[j], c)), None)
-        twin_name = "" if twin is None else curves[twin]["name"].removesuffix("Scheduler")
+        twin_name = "" if twin is None else _short(curves[twin], labels, twin)
         names.append(name if twin is None else f"{name}\n(same t as {twin_name})")
     strip.set_title("Timesteps each sampler visits")
     strip.set_xlabel("timestep t")
@@ -420,7 +431,7 @@ def _flow_figure(curves: list[dict], labels: Sequence[str] | None, fig: Canvas |
             names,
             loc="outside lower center",
             ncols=min(len(curves), 3),
-            title="markers: the sampled timesteps" + shared_note(curves),
+            title="markers: the sampled timesteps" + shared_note(curves, labels),
         )
     return fig
 

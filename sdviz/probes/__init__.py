@@ -17,6 +17,9 @@ lesson as a record (a dataclass, a dict or tensors). One module per kind of prob
     attention.py   localisation (lesson 7): how well each word's attention map finds its
                    object on held-out ShapesWorld images; token_shares
     timing.py      time_unet (lesson 5): one UNet call timed at several sizes
+    families.py    trace_families (lesson 10): SD 1.x, SDXL, SD3 and Flux traced alike
+                   (the loaded model in its family's place, tiny random ones for the
+                   others); families_table, text_encoders_table, records_table
     unet.py        unet_structure (figure 9): blocks, layers, skips, where t and the text
                    enter, read from the module tree; timestep_embeddings (9b): the
                    loaded UNet's time_proj and time_embedding on every t; sd_skeleton
@@ -30,6 +33,7 @@ from __future__ import annotations
 from ..autoencoder import psnr
 from .attention import Localisation, localisation, token_shares
 from .clip import ClipEmbeddings, clip_embeddings
+from .families import Families, trace_families
 from .generation import (
     ImageToImage,
     PromptMix,
@@ -62,6 +66,8 @@ from .unet import (
 )
 
 __all__ = [
+    "Families",
+    "trace_families",
     "Localisation",
     "localisation",
     "token_shares",
