@@ -39,7 +39,8 @@
 # maps say nothing about where the words are; what they show is the **structure and the
 # shapes** of each family's record, which are the real ones. Set `MODEL` to a real SDXL,
 # SD3 or Flux folder and that family's traced cells run on the real model instead (a
-# CUDA GPU needed: SDXL is 3.5 B parameters, SD3-medium 7.7 B with T5, Flux-dev 17 B).
+# CUDA GPU needed: SDXL is 3.5 B parameters, SD3-medium 7.7 B with T5, Flux-dev 17 B);
+# sdviz-mini then stands in for Stable Diffusion.
 
 # %% [markdown]
 # ## Setup
@@ -258,9 +259,7 @@ print(f"  every head of all {maps.layers} blocks: {maps.every_head_bytes() / 2**
 # the shift crowds SD3's steps (shift 3) towards the noisy end.
 
 # %%
-sdviz.figures.noise_schedule(
-    sd, xl, sd3, flux, labels=["SD (loaded)", "SDXL (tiny)", "SD3 (tiny)", "Flux (tiny)"]
-)
+sdviz.figures.noise_schedule(sd, xl, sd3, flux, labels=families.labels())
 
 # %% [markdown]
 # A flow-matching Run holds σ per step (`scheduler.step_sigma`) and the velocity

@@ -143,3 +143,25 @@ def test_tokens_figure_has_every_tokenizer(runs, name):
         np.testing.assert_allclose(rows[0]["embeds"], embeds)
     if name == "stable-diffusion-3":
         assert rows[2]["rows"] == (77, 77 + len(run["tokenizer_3.tokens"]))
+
+
+def test_trace_families_puts_the_loaded_model_in_its_place(pipes):
+    from sdviz.probes import families as fam
+
+    sd3 = pipes["stable-diffusion-3"]
+    traced = fam.trace_families(sd3, "a red circle", steps=2)
+    assert list(traced.runs) == [
+        "stable-diffusion",
+        "stable-diffusion-xl",
+        "stable-diffusion-3",
+        "flux",
+    ]
+    assert traced.pipes["stable-diffusion-3"] is sd3 and not traced.tiny["stable-diffusion-3"]
+    assert traced.weights["stable-diffusion"] == fam.SD_STAND_IN  # sdviz-mini, not random
+    assert traced.tiny["flux"] and traced.tiny["stable-diffusion-xl"]
+    table = fam.records_table(traced)
+    assert table["SD3 / SD3.5"][0] == "loaded model"
+    assert table["Flux"][table["record"].index("denoiser branches per step")] == "1 (text)"
+    assert len(traced.images()) == len(traced.labels()) == 4
+    facts = fam.families_table()
+    assert facts["fact (unit)"][0] == "text encoders" and len(facts) == 5

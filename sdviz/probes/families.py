@@ -2,8 +2,8 @@
 
 `trace_families(pipe, prompt)` traces one generation per family: the loaded pipeline
 in its own family's place (sdviz-mini, or a real SDXL / SD3 / Flux folder), and a tiny
-random pipeline built in code (`sdviz.builder`) for every other family — random
-weights, so their pictures are noise; what they show is the structure and the shapes
+random pipeline built in code (`sdviz.builder`) for every other family (sdviz-mini for SD 1.x when another family is
+loaded) — random weights, so their pictures are noise; what they show is the structure and the shapes
 of each family's record. `families_table` turns the published configs of
 `sdviz.architectures` into rows (facts) by columns (models), `text_encoders_table`
 lists every text encoder, and `records_table` says which records each traced family
@@ -21,7 +21,7 @@ from typing import Any
 
 from ..architectures import ARCHITECTURES, architecture_facts, comparison
 from ..builder import TINY_RESOLUTION, tiny_flux_pipeline, tiny_sd3_pipeline, tiny_sdxl_pipeline
-from ..pipeline import FAMILY_NAMES, family
+from ..pipeline import FAMILY_NAMES, family, load
 from ..tracing import generate
 
 TINY_BUILDERS = {  # family -> the tiny random pipeline built in code
@@ -40,26 +40,31 @@ class Families:
     pipes: dict[str, Any]  # family -> pipeline
     runs: dict[str, Any]  # family -> Run
     tiny: dict[str, bool]  # family -> built in code with random weights (pictures are noise)
+    weights: dict[str, str]  # family -> 'loaded model', 'tiny, random weights', or sdviz-mini
 
     def __getitem__(self, name: str) -> Any:
         return self.runs[name]
 
     def labels(self) -> list[str]:
         """'SDXL: tiny, random weights' or 'SD 1.x / 2.x: loaded', one per family."""
-        return [
-            f"{FAMILY_NAMES[n]}: " + ("tiny, random weights" if self.tiny[n] else "loaded model")
-            for n in self.runs
-        ]
+        return [f"{FAMILY_NAMES[n]}: {self.weights[n]}" for n in self.runs]
 
     def images(self) -> list[Any]:
         """Each family's final image (3, H, W), in the order of `labels`."""
         return [run["vae.image"] for run in self.runs.values()]
 
 
+SD_STAND_IN = "sdviz-mini (embedded, trained)"  # SD's place when another family is loaded
+
+
 def family_pipelines(pipe: Any, seed: int = 0) -> dict[str, Any]:
-    """`pipe` in its family's place, a tiny random pipeline (seeded) for every other family."""
+    """`pipe` in its family's place, a tiny random pipeline (seeded) for every other family
+    but SD 1.x's, where the embedded sdviz-mini stands in (trained, and as small)."""
     own = family(pipe)
     pipes = {own: pipe}
+    if own != "stable-diffusion":
+        pipes["stable-diffusion"] = load(None, device="cpu")
+        pipes["stable-diffusion"].set_progress_bar_config(disable=True)
     for name, build in TINY_BUILDERS.items():
         if name != own:
             pipes[name] = build(seed)
@@ -74,12 +79,15 @@ def trace_families(pipe: Any, prompt: str, *, steps: int, seed: int = 0) -> Fami
     default guidance (SDXL 5, SD3 7, Flux 3.5), all with `steps` steps and `seed`."""
     own = family(pipe)
     pipes = family_pipelines(pipe, seed)
-    runs, tiny = {}, {}
+    runs, tiny, weights = {}, {}, {}
     for name, p in pipes.items():
-        tiny[name] = name != own
+        tiny[name] = name in TINY_BUILDERS and name != own
+        weights[name] = "tiny, random weights" if tiny[name] else "loaded model"
+        if name != own and not tiny[name]:
+            weights[name] = SD_STAND_IN
         side = TINY_RESOLUTION if tiny[name] else None
         runs[name] = generate(p, prompt, steps=steps, seed=seed, height=side, width=side)
-    return Families(pipes, runs, tiny)
+    return Families(pipes, runs, tiny, weights)
 
 
 def families_table(names: tuple[str, ...] = tuple(ARCHITECTURES)) -> dict[str, list[Any]]:
@@ -148,7 +156,7 @@ def records_table(families: Families) -> dict[str, list[Any]]:
         for n in names
     ]
     rows = {
-        "weights": ["tiny, random" if families.tiny[n] else "loaded" for n in names],
+        "weights": [families.weights[n] for n in names],
         "token lists (L each)": [_lengths(runs[n]) for n in names],
         "text sequence read (L, d)": [_sequence(runs[n]) for n in names],
         "pooled vector (d,)": get("pipeline.pooled_prompt_embeds"),
