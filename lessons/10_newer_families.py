@@ -284,12 +284,14 @@ print(
 # %% [markdown]
 # ## 7. Flux: one branch, the guidance scale as an input
 #
-# Flux-dev's diagram: CLIP gives only its pooled vector (dashed), T5's 512 tokens are the
-# text sequence, and the guidance scale enters beside t. The transformer's blocks are
-# listed in its box.
+# The diagram of FLUX.1 [dev] itself, built on the meta device (the real shapes and
+# parameter counts, no weights): CLIP gives only its pooled vector (dashed), T5's 512
+# tokens are the text sequence, the guidance scale enters beside t, and the
+# transformer's box lists its 19 double-stream and 38 single-stream blocks. The tiny
+# Flux traced above has the same parts, 2 + 2 blocks and 64 px.
 
 # %%
-sdviz.figures.components(pipes["flux"], flux)
+sdviz.figures.components(sdviz.architectures.architecture_pipeline("flux-dev", device="meta"))
 
 # %%
 print("SD3 ran an unconditional branch:", sd3["pipeline.do_classifier_free_guidance"], end="; ")

@@ -107,7 +107,7 @@ def test_flow_next_to_diffusion_on_one_axis(runs):
     np.testing.assert_allclose(lines[0].get_ydata(), np.clip(abar, 1e-12, 1 - 1e-7), rtol=1e-6)
     n = len(lines[1].get_ydata())
     np.testing.assert_allclose(lines[1].get_ydata(), (1 - np.arange(1, n + 1) / n) ** 2, atol=1e-6)
-    assert "starts at σ=1.000" in texts(fig)
+    assert "sd3 σ=1.000 (snr 0)" in fig.legends[0].get_title().get_text().lower()
     three = figures.noise_schedule(xl, sd3, runs["flux"], labels=["SDXL", "SD3", "Flux"])
     assert "SD3 = Flux (σ_t = t/N)" in three.legends[0].get_title().get_text()
 
@@ -160,7 +160,7 @@ def test_trace_families_puts_the_loaded_model_in_its_place(pipes):
     assert traced.weights["stable-diffusion"] == fam.SD_STAND_IN  # sdviz-mini, not random
     assert traced.tiny["flux"] and traced.tiny["stable-diffusion-xl"]
     table = fam.records_table(traced)
-    assert table["SD3 / SD3.5"][0] == "loaded model"
+    assert table["SD3 / SD3.5"][0] == "loaded"
     assert table["Flux"][table["record"].index("denoiser branches per step")] == "1 (text)"
     assert len(traced.images()) == len(traced.labels()) == 4
     facts = fam.families_table()

@@ -423,7 +423,6 @@ def _flow_figure(curves: list[dict], labels: Sequence[str] | None, fig: Canvas |
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
         axes[2].set_yscale("log")
-        _flow_notes(axes[2], curves, labels)
         _draw_strip(axes[3], curves, axes[0].get_xlim(), labels)
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(
@@ -431,7 +430,10 @@ def _flow_figure(curves: list[dict], labels: Sequence[str] | None, fig: Canvas |
             names,
             loc="outside lower center",
             ncols=min(len(curves), 3),
-            title="markers: the sampled timesteps" + shared_note(curves, labels),
+            title="markers: the sampled timesteps"
+            + shared_note(curves, labels)
+            + "\nsampling starts at: "
+            + "; ".join(_flow_notes(curves, labels)),
         )
     return fig
 
@@ -441,21 +443,19 @@ def _short(c: dict, labels: Sequence[str] | None, i: int) -> str:
     return labels[i] if labels else c["name"].removesuffix("Scheduler")
 
 
-def _flow_notes(ax: Any, curves: list[dict], labels: Sequence[str] | None) -> None:
+def _flow_notes(curves: list[dict], labels: Sequence[str] | None) -> list[str]:
     """Where each kind starts: flow at σ=1 (pure noise, SNR 0), diffusion at ᾱ > 0."""
     lines = []
     for i, c in enumerate(curves):
         start = int(np.argmax(c["timesteps"]))
         if c["kind"] == "flow":
             lines.append(
-                f"{_short(c, labels, i)}: starts at σ={c['sampled_sigma'][start]:.3f}"
+                f"{_short(c, labels, i)} σ={c['sampled_sigma'][start]:.3f}"
                 f" (SNR {flow_snr(c['sampled_sigma'][start : start + 1])[0]:.2g}), shift {c['shift']:.3g}"
             )
         else:
             lines.append(
-                f"{_short(c, labels, i)}: starts at t={c['timesteps'][start]:g},"
+                f"{_short(c, labels, i)} t={c['timesteps'][start]:g},"
                 f" ᾱ={c['sampled_alpha_bar'][start]:.4f} > 0"
             )
-    ax.text(
-        0.02, 0.03, "\n".join(lines), transform=ax.transAxes, ha="left", va="bottom", fontsize=8
-    )
+    return lines

@@ -40,21 +40,21 @@ class Families:
     pipes: dict[str, Any]  # family -> pipeline
     runs: dict[str, Any]  # family -> Run
     tiny: dict[str, bool]  # family -> built in code with random weights (pictures are noise)
-    weights: dict[str, str]  # family -> 'loaded model', 'tiny, random weights', or sdviz-mini
+    weights: dict[str, str]  # family -> 'loaded', 'tiny, random' or 'sdviz-mini' (SD's stand-in)
 
     def __getitem__(self, name: str) -> Any:
         return self.runs[name]
 
     def labels(self) -> list[str]:
-        """'SDXL: tiny, random weights' or 'SD 1.x / 2.x: loaded', one per family."""
-        return [f"{FAMILY_NAMES[n]}: {self.weights[n]}" for n in self.runs]
+        """'SDXL (tiny, random)' or 'SD 1.x / 2.x (loaded)', one per family."""
+        return [f"{FAMILY_NAMES[n]} ({self.weights[n]})" for n in self.runs]
 
     def images(self) -> list[Any]:
         """Each family's final image (3, H, W), in the order of `labels`."""
         return [run["vae.image"] for run in self.runs.values()]
 
 
-SD_STAND_IN = "sdviz-mini (embedded, trained)"  # SD's place when another family is loaded
+SD_STAND_IN = "sdviz-mini"  # embedded and trained  # SD's place when another family is loaded
 
 
 def family_pipelines(pipe: Any, seed: int = 0) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def trace_families(pipe: Any, prompt: str, *, steps: int, seed: int = 0) -> Fami
     runs, tiny, weights = {}, {}, {}
     for name, p in pipes.items():
         tiny[name] = name in TINY_BUILDERS and name != own
-        weights[name] = "tiny, random weights" if tiny[name] else "loaded model"
+        weights[name] = "tiny, random" if tiny[name] else "loaded"
         if name != own and not tiny[name]:
             weights[name] = SD_STAND_IN
         side = TINY_RESOLUTION if tiny[name] else None
