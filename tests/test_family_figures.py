@@ -165,3 +165,15 @@ def test_trace_families_puts_the_loaded_model_in_its_place(pipes):
     assert len(traced.images()) == len(traced.labels()) == 4
     facts = fam.families_table()
     assert facts["fact (unit)"][0] == "text encoders" and len(facts) == 5
+
+
+def test_gallery_refuses_a_family_with_what_works(pipes, tmp_path, capsys):
+    from sdviz.commands import main
+
+    folder = tmp_path / "tiny-sd3"
+    pipes["stable-diffusion-3"].save_pretrained(folder)
+    out = tmp_path / "gallery"
+    assert main(["figures", "--model", str(folder), "--out", str(out), "--steps", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "SD3 / SD3.5 (StableDiffusion3Pipeline)" in err and "components(pipe, run)" in err
+    assert not out.exists()  # nothing half-written

@@ -238,6 +238,24 @@ def about(args: argparse.Namespace, pipe: Any, used: Any, model: str) -> str:
     )
 
 
+def check_family(pipe: Any) -> None:
+    """The gallery follows the article's Stable Diffusion 1.x/2.x (its noising, training and
+    UNet figures call SD's UNet and text encoder directly): any other family is refused
+    with what works for it instead."""
+    from ..pipeline import FAMILY_NAMES, family
+
+    name = family(pipe)
+    if name == "stable-diffusion":
+        return
+    raise CommandError(
+        f"sdviz figures draws the article's gallery for {FAMILY_NAMES['stable-diffusion']} "
+        f"pipelines; this model is {FAMILY_NAMES[name]} ({type(pipe).__name__}). For it, "
+        "sdviz.generate(pipe, prompt) traces a Run, and sdviz.figures.components(pipe, run), "
+        "noise_schedule(run), tokens_and_embeddings(run) and cross_attention(run) draw it; "
+        "lessons/10_newer_families.py shows SDXL, SD3 and Flux side by side."
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     """Run `sdviz figures` with parsed arguments; returns the exit code."""
     from tqdm.auto import tqdm
@@ -252,6 +270,7 @@ def main(args: argparse.Namespace) -> int:
     with staged(args.out) as staging, tqdm(total=PROGRESS_STEPS, desc="sdviz figures") as bar:
         bar.set_postfix_str("loading model")
         pipe = load(args.model)
+        check_family(pipe)
         used = settings(args, pipe)
         args = argparse.Namespace(**{**vars(args), "steps": used.steps, "guidance": used.guidance})
         bar.update()
