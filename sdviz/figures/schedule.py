@@ -204,25 +204,23 @@ def noise_schedule(
         >>> fig = sdviz.figures.noise_schedule(pipe, "euler", "dpm++", steps=[20, 20, 10])
     """
     curves = _curves_of(sources, steps, labels)
-    if any(c["kind"] == "flow" for c in curves):
-        return _flow_figure(curves, labels, fig)
+    flow = any(c["kind"] == "flow" for c in curves)  # then both kinds as x_t = a x0 + b eps
     with style():
         fig = new_figure(
             fig,
             4 * WIDE,
-            max(3.8, 2.6 + 0.3 * len(curves)),
-            suptitle="Noise schedule over training timesteps t",
+            max(4.2, 3.0 + 0.3 * len(curves)) if flow else max(3.8, 2.6 + 0.3 * len(curves)),
+            suptitle=FLOW_SUPTITLE if flow else "Noise schedule over training timesteps t",
         )
         axes = fig.subplots(1, 4)
-        _draw_curves(axes, curves, labels)
-        _draw_strip(axes[3], curves, axes[0].get_xlim())
+        _draw_curves(axes, curves, labels, flow)
+        _draw_strip(axes[3], curves, axes[0].get_xlim(), labels if flow else None)
+        title = "markers: the sampled timesteps" + shared_note(curves, labels)
+        if flow:
+            title += "\nsampling starts at: " + "; ".join(_flow_notes(curves, labels))
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(
-            handles,
-            names,
-            loc="outside lower center",
-            ncols=min(len(curves), 3),
-            title="markers: the sampled timesteps" + shared_note(curves),
+            handles, names, loc="outside lower center", ncols=min(len(curves), 3), title=title
         )
     return fig
 
@@ -292,8 +290,38 @@ def curve_label(c: dict, label: str | None = None) -> str:
     return f"{name}, {len(c['timesteps'])} steps"
 
 
-def _draw_curves(axes: Any, curves: list[dict], labels: Sequence[str] | None) -> None:
-    """ᾱ_t, σ_t and SNR(t) per source on the first three axes, sampled timesteps marked.
+DIFFUSION_TITLES = (
+    "ᾱ_t: fraction of signal variance",
+    "σ_t = √((1-ᾱ_t)/ᾱ_t): noise level",
+    "SNR(t) = ᾱ_t / (1-ᾱ_t)",
+)
+FLOW_TITLES = (
+    "a_t²: signal kept\n(diffusion ᾱ_t, flow (1-σ_t)²)",
+    "b_t: noise weight\n(diffusion √(1-ᾱ_t), flow σ_t)",
+    "SNR = a_t²/b_t²\n(ᾱ/(1-ᾱ); ((1-σ)/σ)²)",
+)
+FLOW_SUPTITLE = "Noise schedules as x_t = a_t·x0 + b_t·ε: diffusion (ᾱ) and flow matching (σ)"
+
+
+def _panels(c: dict, flow: bool) -> tuple:
+    """(curve, sampled) for each of the three panels: ᾱ, σ, SNR of a diffusion schedule;
+    with `flow`, a², b and SNR of x_t = a·x0 + b·ε for either kind."""
+    if flow:
+        w = _weights(c)
+        return tuple((w[k], w["sampled_" + k]) for k in ("signal", "noise", "snr"))
+    abar_s = c["sampled_alpha_bar"]
+    return (
+        (c["alpha_bar"], abar_s),
+        (c["sigma"], sigma(abar_s)),
+        (c["snr"], abar_s / (1 - abar_s)),
+    )
+
+
+def _draw_curves(
+    axes: Any, curves: list[dict], labels: Sequence[str] | None, flow: bool = False
+) -> None:
+    """ᾱ_t, σ_t and SNR(t) per source on the first three axes, sampled timesteps marked
+    (with `flow`: a_t², b_t and SNR, diffusion and flow matching alike).
 
     A curve equal to an earlier one is not drawn again (it would hide under it): its
     sampled timesteps are marked (hollow) on the earlier curve; the legend says so."""
@@ -302,13 +330,7 @@ def _draw_curves(axes: Any, curves: list[dict], labels: Sequence[str] | None) ->
         marker = MARKERS[i % len(MARKERS)]
         label = curve_label(c, labels[i] if labels else None)
         first = next(j for j in range(i + 1) if same_schedule(curves[j], c))
-        abar_s = c["sampled_alpha_bar"]
-        ys = (
-            (c["alpha_bar"], abar_s),
-            (c["sigma"], sigma(abar_s)),
-            (c["snr"], abar_s / (1 - abar_s)),
-        )
-        for ax, (y, y_s) in zip(axes[:3], ys, strict=True):
+        for ax, (y, y_s) in zip(axes[:3], _panels(c, flow), strict=True):
             if first == i:
                 ax.plot(c["t"], y, color=color, linewidth=2, label=label)
             ax.plot(
@@ -320,18 +342,18 @@ def _draw_curves(axes: Any, curves: list[dict], labels: Sequence[str] | None) ->
                 fillstyle="none" if first != i else "full",
                 label=(label if first != i else None),
             )
-    _mark_ends(axes[0], curves[0])
-    titles = (
-        "ᾱ_t: fraction of signal variance",
-        "σ_t = √((1-ᾱ_t)/ᾱ_t): noise level",
-        "SNR(t) = ᾱ_t / (1-ᾱ_t)",
+    if not flow:
+        _mark_ends(axes[0], curves[0])
+    titles, ylabels = (
+        (FLOW_TITLES, ("a_t²", "b_t", "SNR")) if flow else (DIFFUSION_TITLES, ("ᾱ_t", "σ_t", "SNR"))
     )
-    for ax, title, ylabel in zip(axes[:3], titles, ("ᾱ_t", "σ_t", "SNR"), strict=True):
+    for ax, title, ylabel in zip(axes[:3], titles, ylabels, strict=True):
         ax.set_title(title)
-        ax.set_xlabel("timestep t")
+        ax.set_xlabel("timestep t (flow: t = N·σ)" if flow else "timestep t")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[1].set_yscale("log")
+    if not flow:
+        axes[1].set_yscale("log")
     axes[2].set_yscale("log")
 
 
@@ -381,61 +403,6 @@ def _same_steps(a: dict, b: dict) -> bool:
     return a["timesteps"].shape == b["timesteps"].shape and np.allclose(
         a["timesteps"], b["timesteps"]
     )
-
-
-FLOW_TITLES = (
-    "a_t²: signal kept\n(diffusion ᾱ_t, flow (1-σ_t)²)",
-    "b_t: noise weight\n(diffusion √(1-ᾱ_t), flow σ_t)",
-    "SNR = a_t²/b_t²\n(ᾱ/(1-ᾱ); ((1-σ)/σ)²)",
-)
-
-
-def _flow_figure(curves: list[dict], labels: Sequence[str] | None, fig: Canvas | None) -> Figure:
-    """Diffusion and flow-matching schedules on one t axis, written as x_t = a_t·x0 + b_t·ε."""
-    with style():
-        fig = new_figure(
-            fig,
-            4 * WIDE,
-            max(4.2, 3.0 + 0.3 * len(curves)),
-            suptitle="Noise schedules as x_t = a_t·x0 + b_t·ε: diffusion (ᾱ) and flow matching (σ)",
-        )
-        axes = fig.subplots(1, 4)
-        for i, c in enumerate(curves):
-            w = _weights(c)
-            color, marker = LINE_COLORS[i % len(LINE_COLORS)], MARKERS[i % len(MARKERS)]
-            label = curve_label(c, labels[i] if labels else None)
-            first = next(j for j in range(i + 1) if same_schedule(curves[j], c))
-            for ax, key in zip(axes[:3], ("signal", "noise", "snr"), strict=True):
-                if first == i:
-                    ax.plot(w["t"], w[key], color=color, linewidth=2, label=label)
-                ax.plot(
-                    w["timesteps"],
-                    w["sampled_" + key],
-                    marker,
-                    color=color,
-                    markersize=5,
-                    fillstyle="full" if first == i else "none",
-                    label=label if first != i else None,
-                )
-        for ax, title, ylabel in zip(axes[:3], FLOW_TITLES, ("a_t²", "b_t", "SNR"), strict=True):
-            ax.set_title(title)
-            ax.set_xlabel("timestep t (flow: t = N·σ)")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-        axes[2].set_yscale("log")
-        _draw_strip(axes[3], curves, axes[0].get_xlim(), labels)
-        handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(
-            handles,
-            names,
-            loc="outside lower center",
-            ncols=min(len(curves), 3),
-            title="markers: the sampled timesteps"
-            + shared_note(curves, labels)
-            + "\nsampling starts at: "
-            + "; ".join(_flow_notes(curves, labels)),
-        )
-    return fig
 
 
 def _short(c: dict, labels: Sequence[str] | None, i: int) -> str:
