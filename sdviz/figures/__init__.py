@@ -14,15 +14,17 @@ read a pipeline's configuration, never its weights' outputs.)
 Figures (numbered in the order of the seed article's story; the article itself numbers
 none) and what they draw:
 
-     1 `components(pipe, run=None)`           the pipeline's configuration
+     1 `components(pipe, run=None)`           the pipeline's configuration (any family)
      2 `forward_noising(noised)`               sdviz.probes.noised_images(pipe, image)
-     3 `noise_schedule(*sources)`              runs, pipelines or schedulers
+     3 `noise_schedule(*sources)`              runs, pipelines or schedulers (diffusion
+                                              next to flow matching: SD3, Flux)
      4 `training_example(example)`             sdviz.probes.noise_predictions(pipe, image)
      5 `denoising_filmstrip(run, images=)`     sdviz.probes.step_images(run, pipe)
        `denoising_animation(run, path, images=)`
      6 `latent_space(reconstruction)`          sdviz.autoencoder.reconstruct(pipe, image)
        `reconstruction_quality(recs)`          sdviz.autoencoder.reconstruct_many(pipe, images)
      7 `tokens_and_embeddings(run)`            a run or sdviz.text.prompt_record(pipe, prompt)
+                                              (SDXL / SD3 / Flux: a row per tokenizer)
      8 `clip_similarity(embeddings)`           sdviz.probes.clip_embeddings(images, ...)
      9 `unet_diagram(structure)`               sdviz.probes.unet_structure(pipe) (or a pipe)
        `timestep_embedding(emb)`               sdviz.probes.timestep_embeddings(pipe)
