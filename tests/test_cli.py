@@ -41,6 +41,20 @@ def test_trace_writes_image_filmstrip_summary(tmp_path, capsys):
     assert not _leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("model", ["sdviz-tiny-sd3", "sdviz-tiny-flux", "sdviz-tiny-sdxl"])
+def test_trace_runs_the_newer_families(model, tmp_path):
+    """`sdviz trace` on SD3, Flux and SDXL: their denoiser is a transformer or another UNet,
+    and the summary names the model and the family's flow or diffusion scheduler."""
+    out = tmp_path / "run"
+    args = [model, "--prompt", "a red circle", "--steps", "2", "--height", "64", "--width", "64"]
+    assert main(["trace", "--model", *args, "--out", str(out)]) == 0
+    text = (out / "summary.txt").read_text()
+    assert f"model: {model} (a random tiny pipeline" in text
+    flow = model != "sdviz-tiny-sdxl"
+    assert ("FlowMatchEulerDiscreteScheduler" in text) == flow
+    assert ("denoiser.velocity" in text) == flow and "Run('a red circle', 2 steps" in text
+
+
 def test_trace_with_scheduler_into_existing_folder(tmp_path):
     out = tmp_path / "existing"
     out.mkdir()

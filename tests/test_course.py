@@ -56,6 +56,15 @@ def test_setup_reads_the_environment_and_the_models_recommendation(mini_copy: Pa
     assert smoke.guidance_source == "the model folder's sdviz.json"
 
 
+def test_setup_loads_the_newer_families_and_names_their_guidance():
+    """SD3's and Flux's denoiser is a transformer; Flux's guidance is an input, not CFG."""
+    flux = course.setup("sdviz-tiny-flux", environ={})
+    assert type(flux.pipe).__name__ == "FluxPipeline" and flux.threads >= 1
+    assert "an input of the guidance-distilled model" in repr(flux)
+    sd3 = course.setup("sdviz-tiny-sd3", environ={})
+    assert "classifier-free guidance scale" in repr(sd3) and sd3.guidance == 7.0
+
+
 def test_setup_prefers_the_model_argument_and_says_what_it_loaded(mini_copy: Path):
     lesson = course.setup(
         mini_copy, prompt="a green star", seed=3, environ={"SDVIZ_MODEL": "/nowhere"}

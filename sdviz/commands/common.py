@@ -154,9 +154,11 @@ def settings(args: argparse.Namespace, pipe: Any) -> Settings:
 def model_description(model: str | None, pipe: Any) -> str:
     """What `sdviz.load(model)` loaded, in words: 'embedded sdviz-mini (<folder>)', a
     folder or hub id, or the tiny pipeline built in code."""
-    from ..pipeline import EMBEDDED_MODEL, TINY
+    from ..pipeline import EMBEDDED_MODEL, TINY, TINY_FAMILIES
 
     where = pipe.config.get("_name_or_path") or getattr(pipe, "name_or_path", "") or ""
+    if model in TINY_FAMILIES:
+        return f"{model} (a random tiny pipeline built in code)"
     if not where or where == TINY:
         return f"{TINY} (the random tiny pipeline built in code)"
     if model is None and Path(where).resolve() == EMBEDDED_MODEL.resolve():
@@ -172,10 +174,11 @@ def cpu_threads(threads: int | None, pipe: Any) -> Iterator[tuple[int, str]]:
     import torch
 
     from ..builder import count_parameters
+    from ..pipeline import denoiser
     from ..threads import configure_threads
 
     before = torch.get_num_threads()
-    parameters = count_parameters(pipe.unet)
+    parameters = count_parameters(denoiser(pipe))
     try:
         used = configure_threads(threads, unet_parameters=parameters)
         yield used, "--threads" if threads is not None else "sdviz.threads' default"

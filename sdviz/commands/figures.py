@@ -231,8 +231,10 @@ def step_images_once(run: Any, pipe: Any) -> Callable[[], Any]:
 
 def about(args: argparse.Namespace, pipe: Any, used: Any, model: str) -> str:
     """The run in one sentence for index.html: the values used and where they came from."""
+    from ..pipeline import denoiser
+
     return (
-        f"Model: {model} ({type(pipe.unet).__name__}, {type(pipe.scheduler).__name__}); "
+        f"Model: {model} ({type(denoiser(pipe)).__name__}, {type(pipe.scheduler).__name__}); "
         f"prompt: “{args.prompt}”; seed {args.seed}; {used.steps} steps (from "
         f"{used.steps_from}); guidance {used.guidance:g} (from {used.guidance_from})."
     )

@@ -121,6 +121,8 @@ def summary(
 ) -> str:
     """summary.txt: what the run really used (resolved, with where each value came
     from), the timings, and the run's keys."""
+    from ..pipeline import denoiser
+
     height, width = run["vae.image"].shape[-2:]
     scheduler = type(pipe.scheduler).__name__
     rows = {
@@ -134,7 +136,7 @@ def summary(
         "image": f"{height}×{width} pixels (height×width)",
         "guidance": f"{run['pipeline.guidance_scale']:g}, from {used.guidance_from}",
         "steps": f"{run['pipeline.num_inference_steps']}, from {used.steps_from}",
-        "device / dtype": f"{pipe.device} / {pipe.unet.dtype}",
+        "device / dtype": f"{pipe.device} / {denoiser(pipe).dtype}",
         "CPU threads": f"{threads[0]}, from {threads[1]}",
         "filmstrip frames": args.frames,
     }

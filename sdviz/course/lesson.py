@@ -41,12 +41,19 @@ class Lesson:
     def __repr__(self) -> str:
         pipe = self.pipe
         mode = "smoke mode, the tests' short run" if self.smoke else "the model's recommendation"
+        transformer = getattr(pipe, "transformer", None)  # Flux dev embeds its guidance
+        distilled = bool(getattr(getattr(transformer, "config", None), "guidance_embeds", False))
+        kind = (
+            "guidance scale, an input of the guidance-distilled model (lesson 10)"
+            if distilled
+            else "classifier-free guidance scale (lesson 7)"
+        )
         rows = [
             ("steps", str(self.steps), f"denoising steps per image ({mode})"),
             (
                 "guidance",
                 str(self.guidance),
-                f"classifier-free guidance scale (lesson 7), from {self.guidance_source}",
+                f"{kind}, from {self.guidance_source}",
             ),
             ("seed", str(self.seed), "seed of the starting noise: same seed, same image"),
             ("threads", str(self.threads), "torch CPU threads (benchmarks/threads.py says why)"),
@@ -85,7 +92,7 @@ def setup(
     default threads ran sdviz-mini 10x slower on a busy 2-core machine).
     """
     from ..builder import count_parameters
-    from ..pipeline import load, recommended
+    from ..pipeline import denoiser, load, recommended
     from ..threads import configure_threads
 
     env = os.environ if environ is None else environ
@@ -96,7 +103,7 @@ def setup(
     pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
     advice = recommended(pipe)
     threads = (
-        configure_threads(None, unet_parameters=count_parameters(pipe.unet))
+        configure_threads(None, unet_parameters=count_parameters(denoiser(pipe)))
         if pipe.device.type == "cpu"
         else torch.get_num_threads()
     )
