@@ -177,3 +177,12 @@ def test_gallery_refuses_a_family_with_what_works(pipes, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "SD3 / SD3.5 (StableDiffusion3Pipeline)" in err and "components(pipe, run)" in err
     assert not out.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_word_maps_are_named_for_the_attention_they_come_from(runs, name):
+    """A transformer's maps are joint attention's image->text part, a UNet's cross-attention."""
+    fig = figures.cross_attention(runs[name], ["red", "circle"])
+    joint = runs[name]["denoiser.name"] == "transformer"
+    assert ("joint attention" in texts(fig)) == joint
+    assert ("cross-attention" in texts(fig)) == (not joint)

@@ -114,6 +114,9 @@ def cross_attention(
     else:
         s = check_steps(step, maps.shape[0])[0]
         chosen, when = maps[s], f"at step {s}"
+    # SD3 / Flux: image queries over the text keys of joint attention, not cross-attention
+    joint = run.get("denoiser.name") == "transformer"
+    kind = "Joint attention (image → text part)" if joint else "Cross-attention"
     image = image_hwc(run["vae.image"])
     heat = upsample(chosen[idx], image.shape[:2])  # (words, H, W)
     tokens = [readable(t) for t in run["tokenizer.tokens"]]
@@ -123,7 +126,7 @@ def cross_attention(
             fig,
             PANEL * (len(idx) + 1) + 0.8,
             PANEL + 0.9,
-            suptitle=f"Cross-attention per word, {when} (heads and the default layers averaged)",
+            suptitle=f"{kind} per word, {when} (heads and the default layers averaged)",
         )
         axes = fig.subplots(1, len(idx) + 1)
         show_image(axes[0], image, "generated image")
