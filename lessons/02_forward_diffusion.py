@@ -65,11 +65,11 @@ import torch
 from matplotlib.cbook import get_sample_data
 from PIL import Image
 
-side = pipe.unet.config.sample_size * pipe.vae_scale_factor  # the model's image size
+side = sdviz.autoencoder.native_size(pipe)  # the model's image size: its latent side × VAE factor
 photo = Image.open(get_sample_data("grace_hopper.jpg")).convert("RGB").resize((side, side))
 x0 = torch.from_numpy(np.array(photo)).permute(2, 0, 1).float() / 127.5 - 1  # (3, H, W)
 print("image tensor", tuple(x0.shape), f"values in [{x0.min():.0f}, {x0.max():.0f}]")
-photo
+sdviz.figures.filmstrip(x0[None] / 2 + 0.5, [f"the photograph at {side}×{side} pixels"])
 
 # %% [markdown]
 # ## Noise at chosen amounts
