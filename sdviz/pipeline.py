@@ -267,6 +267,17 @@ def _from_pretrained(source: str, dtype: torch.dtype, cls: Any, **components):
     )
 
 
+def _absent_components(index: Path) -> dict[str, None]:
+    """Components model_index.json lists as `[null, null]` (saved as None, e.g. SD3 without
+    its T5 encoder): passed as None, since diffusers' from_pretrained would ask for them."""
+    entries = json.loads(index.read_text())
+    return {
+        name: None
+        for name, spec in entries.items()
+        if not name.startswith("_") and isinstance(spec, list) and not any(spec)
+    }
+
+
 def _index_class(index: Path, what: str):
     try:
         class_name = json.loads(index.read_text()).get("_class_name")
@@ -282,7 +293,10 @@ def _load_folder(folder: Path, dtype: torch.dtype):
     """A local save_pretrained folder, its tokenizers and weights checked."""
     cls = _index_class(folder / "model_index.json", f"the folder {folder}")
     components = index_components(folder)
-    pipe = _from_pretrained(str(folder), dtype, cls, **load_tokenizers(folder, components))
+    absent = _absent_components(folder / "model_index.json")
+    pipe = _from_pretrained(
+        str(folder), dtype, cls, **absent, **load_tokenizers(folder, components)
+    )
     check_weights(folder, pipe, components)
     return pipe
 
@@ -306,7 +320,7 @@ def _load_hub(model: str, dtype: torch.dtype):
         _not_loadable(model, err)
     cls = _index_class(index, repr(model))  # an unsupported class fails before any download
     try:
-        return _from_pretrained(model, dtype, cls)
+        return _from_pretrained(model, dtype, cls, **_absent_components(index))
     except OSError as err:
         _not_loadable(model, err)
 

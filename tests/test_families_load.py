@@ -192,3 +192,19 @@ def test_cached_hub_id_loads_as_its_class_offline(tmp_path):
     )
     assert "LOADED StableDiffusion3Pipeline" in out.stdout, out.stderr[-2000:]
     assert "REFUSED" in out.stdout and "'Other'" in out.stdout and "FluxPipeline" in out.stdout
+
+
+def test_sd3_saved_without_t5_loads_with_the_slots_empty(tmp_path):
+    """save_pretrained writes a None component as [null, null]; diffusers' from_pretrained
+    would then ask for it, so sdviz.load passes None, and the pipeline still generates."""
+    built = tiny_sd3_pipeline()
+    no_t5 = StableDiffusion3Pipeline(
+        **{**built.components, "text_encoder_3": None, "tokenizer_3": None}
+    )
+    no_t5.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["text_encoder_3"] == [None, None]
+    pipe = load(tmp_path)
+    assert isinstance(pipe, StableDiffusion3Pipeline) and pipe.text_encoder_3 is None
+    out = pipe("a red circle", num_inference_steps=2, height=64, width=64, output_type="pt")
+    assert out.images.shape[-2:] == (64, 64) and torch.isfinite(out.images).all()
