@@ -262,8 +262,7 @@ def _from_pretrained(source: str, dtype: torch.dtype, cls: Any, **components):
         dtype=dtype,
         use_safetensors=True,
         trust_remote_code=False,
-        **_WITHOUT.get(cls.__name__, {}),
-        **components,
+        **{**_WITHOUT.get(cls.__name__, {}), **components},
     )
 
 
