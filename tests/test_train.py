@@ -72,8 +72,8 @@ def test_seeded_models_are_built_without_the_global_rng():
     # sdviz.training.live builds its models this way: the weights of torch.manual_seed(3),
     # from a local generator, the global one neither reseeded nor advanced
     from sdviz.builder import tiny_pipeline
-    from sdviz.training.clip import build_clip
     from sdviz.seeding import drawing_from
+    from sdviz.training.clip import build_clip
     from sdviz.training.unet import build_unet
 
     tokenizer = tiny_pipeline().tokenizer
