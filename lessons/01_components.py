@@ -173,8 +173,7 @@ import torch
 
 from sdviz.builder import count_parameters
 
-with torch.device("meta"):  # shapes without memory: nothing allocated, nothing downloaded
-    sd15 = sdviz.sd_architecture("1.5")
+sd15 = sdviz.probes.sd_skeleton("1.5")  # its modules on the meta device: no memory
 sdviz.course.components_table(pipe, sd15, labels=["parameters here", "in SD 1.5"])
 
 # %%

@@ -280,10 +280,7 @@ sdviz.figures.guidance_sweep(
 # to compare it with the loaded model:
 
 # %%
-import torch
-
-with torch.device("meta"):  # no memory allocated, nothing downloaded
-    sd15 = sdviz.sd_architecture("1.5")
+sd15 = sdviz.probes.sd_skeleton("1.5")  # its modules on the meta device: no memory
 sdviz.course.components_table(pipe, sd15, labels=["parameters here", "in SD 1.5"])
 
 # %%

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .pipeline import denoiser
+
 
 def _is_pil(x: Any) -> bool:
     from PIL import Image
@@ -98,12 +100,6 @@ def to_pil(rgb: np.ndarray) -> Any:
     return Image.fromarray((np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8))
 
 
-def _denoiser(pipe: Any) -> Any:
-    """The pipeline's denoiser: its `unet` (SD 1.x/2.x, SDXL) or `transformer` (SD3, Flux)."""
-    unet = getattr(pipe, "unet", None)
-    return unet if unet is not None else pipe.transformer
-
-
 def generation_size_multiple(pipe: Any) -> int:
     """Image sides `pipe(...)` accepts are multiples of this: the VAE factor, times the
     transformer's patch side for SD3, times 2 for Flux's 2x2-packed latents (its image
@@ -111,7 +107,7 @@ def generation_size_multiple(pipe: Any) -> int:
     processor = getattr(pipe, "image_processor", None)
     factor = int(getattr(getattr(processor, "config", None), "vae_scale_factor", 0) or 0)
     factor = max(factor, int(pipe.vae_scale_factor))
-    patch = int(getattr(_denoiser(pipe).config, "patch_size", None) or 1)
+    patch = int(getattr(denoiser(pipe).config, "patch_size", None) or 1)
     return math.lcm(factor * patch, PIPELINE_SIZE_MULTIPLE)
 
 
@@ -129,7 +125,7 @@ def check_size(name: str, value: Any, multiple: int, why: str) -> int:
 def native_size(pipe: Any) -> int:
     """The image side the model was built for: its latent sample size × the VAE factor
     (the pipeline's `default_sample_size` where it has one: SDXL, SD3, Flux)."""
-    sample = getattr(pipe, "default_sample_size", None) or _denoiser(pipe).config.sample_size
+    sample = getattr(pipe, "default_sample_size", None) or denoiser(pipe).config.sample_size
     return int(sample) * int(pipe.vae_scale_factor)
 
 
