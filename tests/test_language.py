@@ -1,0 +1,176 @@
+"""sdviz.language: the course language, the glossary and every module's Chinese strings.
+
+Every `Texts` table of sdviz.figures and sdviz.widgets is checked against the glossary
+(each glossary term of an English template has its one Chinese form in the Chinese
+template, no avoided alternate anywhere) and against the fonts (every character of every
+Chinese template is in Noto Sans SC or DejaVu Sans, so nothing can be drawn as a box).
+Chinese figures are drawn for real: no missing-glyph warning, Chinese text objects, and
+English figures' bytes untouched by them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+import string
+import sys
+import unicodedata
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+from matplotlib import font_manager
+from matplotlib.ft2font import FT2Font
+
+import sdviz.figures
+import sdviz.widgets
+from sdviz import language
+from sdviz.language import AVOID, GLOSSARY, LANGUAGES, REGISTRY, SHORT_FORMS, Texts
+
+for _package in (sdviz.figures, sdviz.widgets):
+    for _info in pkgutil.iter_modules(_package.__path__):
+        importlib.import_module(f"{_package.__name__}.{_info.name}")
+
+TABLES = sorted(REGISTRY.items())
+EN, ZH = LANGUAGES.index("en"), LANGUAGES.index("zh")
+
+
+def literal(template: str) -> str:
+    """A template's text with its {fields} replaced by a separator (a field is no word)."""
+    return "\x00".join(text for text, *_ in string.Formatter().parse(template))
+
+
+def glossary_terms(english: str) -> list[tuple[str, set[str]]]:
+    """(the term as written, the Chinese forms that translate it) for each glossary term in
+    `english`: whole words, case-insensitive, a plural 's' allowed, the longest term first
+    and each character counted once ("latent space" is not also "latent")."""
+    text = literal(english).lower()
+    taken = [False] * len(text)
+    found = []
+    for key in sorted(GLOSSARY, key=len, reverse=True):
+        for m in re.finditer(rf"(?<![\w-]){re.escape(key)}s?(?![\w-])", text):
+            if any(taken[m.start() : m.end()]):
+                continue
+            taken[m.start() : m.end()] = [True] * (m.end() - m.start())
+            word = m.group(0)
+            keys = [k for k in (word, word[:-1]) if k in GLOSSARY]  # "steps": 步数 or 步
+            forms = {GLOSSARY[k] for k in keys} | {SHORT_FORMS[k] for k in keys if k in SHORT_FORMS}
+            found.append((word, forms))
+    return found
+
+
+def test_the_term_matcher_takes_longest_terms_whole_words_and_plurals():
+    terms = dict(glossary_terms("Latent space of the noisy latents at step {step}"))
+    assert terms == {
+        "latent space": {"潜在空间"},
+        "noisy latents": {"含噪潜在表示"},
+        "step": {"步"},
+    }
+    assert dict(glossary_terms("Steps"))["steps"] == {"步数", "步"}
+    assert glossary_terms("stepsize {noise}") == []  # no word inside a word or a field
+    assert dict(glossary_terms("VAE-decoded x_t"))["vae-decoded"] == {"经 VAE 解码"}
+
+
+def test_glossary_and_avoid_list_are_consistent():
+    assert all(key == key.lower() and key.strip() == key for key in GLOSSARY)
+    assert set(SHORT_FORMS) <= set(GLOSSARY)
+    for alternate, term in AVOID.items():
+        assert term in GLOSSARY.values() or term in SHORT_FORMS.values(), term
+        clashes = [zh for zh in GLOSSARY.values() if alternate in zh]
+        assert not clashes, f"avoided {alternate!r} is inside glossary terms {clashes}"
+    assert GLOSSARY["token"] == "标记" and "词元" in AVOID  # the seed article's 标记嵌入
+
+
+@pytest.mark.parametrize("module, texts", TABLES, ids=[name for name, _ in TABLES])
+def test_chinese_templates_use_the_glossary(module, texts):
+    wrong = []
+    for key, templates in texts.table.items():
+        zh = templates[ZH]
+        for word, forms in glossary_terms(templates[EN]):
+            if not any(form in zh for form in forms):
+                wrong.append(f"{key}: {word!r} should be {' or '.join(sorted(forms))} in {zh!r}")
+        wrong += [
+            f"{key}: {alternate!r} in {zh!r}, write {term!r}"
+            for alternate, term in AVOID.items()
+            if alternate in zh
+        ]
+    assert not wrong, f"{module}:\n" + "\n".join(wrong)
+
+
+def _charmap(path) -> set[int]:
+    return set(FT2Font(str(path)).get_charmap())
+
+
+def test_every_chinese_character_is_in_the_fonts():
+    """Glyph coverage: what neither font has would be drawn as a box."""
+    covered = _charmap(language.cjk_font_path()) | _charmap(
+        font_manager.findfont("DejaVu Sans", fallback_to_default=False)
+    )
+    strings = [(f"{name}:{key}", t[ZH]) for name, texts in TABLES for key, t in texts.table.items()]
+    strings += [(f"GLOSSARY:{key}", zh) for key, zh in GLOSSARY.items()]
+    strings += [(f"SHORT_FORMS:{key}", zh) for key, zh in SHORT_FORMS.items()]
+    missing = {
+        f"{ch!r} U+{ord(ch):04X} {unicodedata.name(ch, '?')} ({where})"
+        for where, text in strings
+        for ch in literal(text)
+        if ord(ch) >= 32 and ord(ch) not in covered
+    }
+    assert not missing, sorted(missing)
+    assert any("\u4e00" <= ch <= "\u9fff" for _, text in strings for ch in text)
+
+
+def test_texts_check_their_templates():
+    t = Texts("tests.language_sample", {"title": ("Step {step} of {n}", "第 {step} 步，共 {n} 步")})
+    assert t("title", "zh", step=3, n=5) == "第 3 步，共 5 步"
+    assert t("title", "en", step=3, n=5) == "Step 3 of 5"
+    assert REGISTRY.pop("tests.language_sample") is t
+    with pytest.raises(ValueError, match="different fields"):
+        Texts("tests.bad", {"title": ("Step {step}", "第 步")})
+    with pytest.raises(ValueError, match="one template per language"):
+        Texts("tests.bad", {"title": ("Step",)})
+    with pytest.raises(KeyError, match="has no text 'subtitle'"):
+        t("subtitle", "en")
+    with pytest.raises(ValueError, match="en, zh"):
+        t("title", "fr", step=1, n=1)
+    assert "tests.bad" not in REGISTRY
+
+
+def test_course_language_argument_environment_marker_default(monkeypatch, tmp_path):
+    monkeypatch.delenv(language.LANG_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert language.course_language() == "en"
+    (tmp_path / language.LANG_FILE).write_text("zh\n", encoding="utf-8")
+    assert language.course_language() == "zh"  # a lessons/zh/ kernel
+    assert language.course_language("en") == "en"  # the argument wins
+    monkeypatch.setenv(language.LANG_ENV, "en")
+    assert language.course_language() == "en"  # the environment beats the marker
+    assert language.course_language("zh") == "zh"
+    with pytest.raises(ValueError, match="'fr'.*en, zh"):
+        language.course_language("fr")
+    monkeypatch.setenv(language.LANG_ENV, "chinese")
+    with pytest.raises(ValueError, match=language.LANG_ENV):
+        language.course_language()
+    monkeypatch.delenv(language.LANG_ENV)
+    (tmp_path / language.LANG_FILE).write_text("de", encoding="utf-8")
+    with pytest.raises(ValueError, match=language.LANG_FILE):
+        language.course_language()
+
+
+def test_the_font_lookup_teaches_when_there_is_none(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pylopdf_fonts_zh_cn", None)  # import fails
+    monkeypatch.setattr(language, "CJK_FAMILIES", ("No Such CJK Font",))
+    with pytest.raises(ModuleNotFoundError, match="pip install pylopdf-fonts-zh-cn"):
+        language.cjk_font_path()
+
+
+def test_drawing_english_changes_nothing_and_chinese_puts_dejavu_first():
+    before = dict(matplotlib.rcParams)
+    with language.drawing("en"):
+        assert dict(matplotlib.rcParams) == before
+    with language.drawing("zh"):
+        family = matplotlib.rcParams["font.family"]
+        assert family[0] == "DejaVu Sans" and family[1] == language.cjk_family()
+    assert dict(matplotlib.rcParams) == before
