@@ -1,6 +1,8 @@
 """A lesson run headless, as the tests and `benchmarks/lessons_time.py` run it:
 `execute(path)` runs every cell on a Jupyter kernel and returns an `Execution` (the
-executed notebook, its errors and figures, its wall and kernel CPU seconds)."""
+executed notebook, its errors and figures, its wall and kernel CPU seconds). The kernel
+runs in the lesson's folder, as Jupyter runs a notebook's, so a lesson in `lessons/zh/`
+finds that folder's `sdviz-lang.txt` and draws in Chinese (`sdviz.language`)."""
 
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ class Execution:
 def execute(path: str | os.PathLike, *, cell_timeout_s: float = 300) -> Execution:
     """Run a lesson (a jupytext .py file) on the `python3` kernel, as a learner's
     "Run All" would, in the environment of this process (set SDVIZ_SMOKE=1 and
-    OMP_NUM_THREADS=1 there for the tests' short run). The kernel's CPU time is read
+    OMP_NUM_THREADS=1 there for the tests' short run), with the lesson's folder as the
+    kernel's working folder (Jupyter's own choice). The kernel's CPU time is read
     from the children this process reaped; the kernel is shut down (reaped) at the end.
     Needs nbclient and ipykernel (sdviz's `test` extra)."""
     import jupytext
@@ -51,7 +54,7 @@ def execute(path: str | os.PathLike, *, cell_timeout_s: float = 300) -> Executio
         nb,
         kernel_name="python3",
         timeout=cell_timeout_s,
-        resources={"metadata": {"path": str(path.parent)}},
+        resources={"metadata": {"path": str(path.resolve().parent)}},  # the kernel's cwd
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()

@@ -3,7 +3,10 @@
 
 `setup` loads the pipeline (sdviz-mini, or `SDVIZ_MODEL`, a hub id or a local folder),
 reads the test switch `SDVIZ_SMOKE`, and takes steps and guidance from what the model
-recommends (`sdviz.pipeline.recommended`).
+recommends (`sdviz.pipeline.recommended`). It also settles the course's language
+(`sdviz.language.course_language`: $SDVIZ_LANG, else `sdviz-lang.txt` in the lesson's
+folder, which Jupyter makes the kernel's working folder, else English): `Lesson.lang`, in
+which the setup is printed.
 """
 
 from __future__ import annotations
@@ -15,9 +18,43 @@ from typing import Any
 
 import torch
 
+from ..language import Texts, course_language
+
 DEFAULT_PROMPT = "a red circle to the left of a blue square"
 SMOKE_STEPS = 8  # denoising steps in smoke mode (SDVIZ_SMOKE=1: the tests' short run)
 EMBEDDED_LABEL = "sdviz-mini (embedded in sdviz)"
+
+T = Texts(
+    __name__,
+    {
+        "head": (
+            "Lesson setup: {model}, a {pipeline} on {device} ({dtype})",
+            "课程设置：{model}，一个 {pipeline}，运行在 {device} 上（{dtype}）",
+        ),
+        "embedded": ("sdviz-mini (embedded in sdviz)", "sdviz-mini（内置于 sdviz）"),
+        "smoke": ("smoke mode, the tests' short run", "冒烟模式，测试用的短运行"),
+        "recommended": ("the model's recommendation", "模型的推荐值"),
+        "steps": ("denoising steps per image ({mode})", "每张图像的去噪步数（{mode}）"),
+        "distilled": (
+            "guidance scale, an input of the guidance-distilled model (lesson 10)",
+            "引导系数，引导蒸馏模型的一个输入（第 10 课）",
+        ),
+        "cfg": (
+            "classifier-free guidance scale (lesson 7)",
+            "无分类器引导的引导系数（第 7 课）",
+        ),
+        "guidance": ("{kind}, from {source}", "{kind}，来源：{source}"),
+        "sdviz_json": ("the model folder's sdviz.json", "模型文件夹中的 sdviz.json"),
+        "seed": (
+            "seed of the starting noise: same seed, same image",
+            "初始噪声的随机种子：随机种子相同，图像就相同",
+        ),
+        "threads": (
+            "torch CPU threads (benchmarks/threads.py says why)",
+            "torch 的 CPU 线程数（原因见基准测试 benchmarks/threads.py）",
+        ),
+    },
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,35 +70,32 @@ class Lesson:
     guidance_source: str  # where that recommendation was read
     smoke: bool  # SDVIZ_SMOKE=1: shorter loops and training runs, the same story
     threads: int  # torch CPU threads (sdviz.threads: one for a small model such as sdviz-mini)
+    lang: str = "en"  # the course's language (sdviz.language.LANGUAGES), of this printout too
 
     def pick(self, full: Any, smoke: Any) -> Any:
         """`full` for a learner, `smoke` in smoke mode (say, how long a live training runs)."""
         return smoke if self.smoke else full
 
     def __repr__(self) -> str:
-        pipe = self.pipe
-        mode = "smoke mode, the tests' short run" if self.smoke else "the model's recommendation"
+        pipe, lang = self.pipe, self.lang
+        mode = T("smoke" if self.smoke else "recommended", lang)
         transformer = getattr(pipe, "transformer", None)  # Flux dev embeds its guidance
         distilled = bool(getattr(getattr(transformer, "config", None), "guidance_embeds", False))
-        kind = (
-            "guidance scale, an input of the guidance-distilled model (lesson 10)"
-            if distilled
-            else "classifier-free guidance scale (lesson 7)"
-        )
-        rows = [
-            ("steps", str(self.steps), f"denoising steps per image ({mode})"),
-            (
-                "guidance",
-                str(self.guidance),
-                f"{kind}, from {self.guidance_source}",
-            ),
-            ("seed", str(self.seed), "seed of the starting noise: same seed, same image"),
-            ("threads", str(self.threads), "torch CPU threads (benchmarks/threads.py says why)"),
+        kind = T("distilled" if distilled else "cfg", lang)
+        source = self.guidance_source
+        source = T("sdviz_json", lang) if source == T("sdviz_json", "en") else source
+        rows = [  # the names are the Lesson's attributes, as a lesson's code spells them
+            ("steps", str(self.steps), T("steps", lang, mode=mode)),
+            ("guidance", str(self.guidance), T("guidance", lang, kind=kind, source=source)),
+            ("seed", str(self.seed), T("seed", lang)),
+            ("threads", str(self.threads), T("threads", lang)),
             ("prompt", repr(self.prompt), ""),
         ]
-        head = (
-            f"Lesson setup: {self.model}, a {type(pipe).__name__} on {pipe.device} ({pipe.dtype})"
-        )
+        model = T("embedded", lang) if self.model == EMBEDDED_LABEL else self.model
+        head = T(
+            "head", lang, model=model, pipeline=type(pipe).__name__, device=pipe.device,
+            dtype=pipe.dtype,
+        )  # fmt: skip
         width = max(len(v) for _, v, _ in rows[:-1])
         lines = [f"  {k:<8}  {v:<{width}}  {m}".rstrip() for k, v, m in rows]
         return "\n".join([head, *lines])
@@ -78,6 +112,7 @@ def setup(
     seed: int = 0,
     device: str = "auto",
     environ: Mapping[str, str] | None = None,
+    lang: str | None = None,
 ) -> Lesson:
     """Load the lesson's pipeline and settings: the one call of a lesson's setup cell.
 
@@ -90,6 +125,8 @@ def setup(
     it in a folder of your own, 7.5 for models that say nothing. On the CPU, torch's
     threads are set by `sdviz.threads.configure_threads` (one for a small model: torch's
     default threads ran sdviz-mini 10x slower on a busy 2-core machine).
+    `lang`: None for the course's language (`SDVIZ_LANG` in `environ`, else the
+    `sdviz-lang.txt` of the kernel's folder, lessons/zh/ for the Chinese lessons, else "en").
     """
     from ..builder import count_parameters
     from ..pipeline import denoiser, load, recommended
@@ -99,6 +136,7 @@ def setup(
     if model is None:
         model = env.get("SDVIZ_MODEL") or None
     smoke = env.get("SDVIZ_SMOKE") == "1"
+    lang = course_language(lang if lang is not None else env.get("SDVIZ_LANG") or None)
     pipe = load(model, device=device)
     pipe.set_progress_bar_config(disable=True)  # no progress bars in the lessons
     advice = recommended(pipe)
@@ -117,4 +155,5 @@ def setup(
         guidance_source=_guidance_source(advice.source),
         smoke=smoke,
         threads=threads,
+        lang=lang,
     )
