@@ -47,7 +47,7 @@ lesson
 # %% [markdown]
 # ## 1. 图生图
 #
-# 图生图先用变分自动编码器（VAE）编码一张起始图片，用第 2 课的前向扩散（forward diffusion）公式把它的潜在表示（latents）加噪到一个中间的时间步（timestep），然后用新的提示词只运行剩下的去噪步（denoising step）。
+# 图生图先用变分自动编码器（VAE）编码一张起始图像，用第 2 课的前向扩散（forward diffusion）公式把它的潜在表示（latents）加噪到一个中间的时间步（timestep），然后用新的提示词只运行剩下的去噪步（denoising step）。
 # **强度**（strength，0 到 1）决定退回多远：强度低时保留构图，强度高时几乎什么都不保留。
 #
 # diffusers 的 `StableDiffusionImg2ImgPipeline` 由同样的组件构成，`sdviz.trace` 像记录其他流水线一样记录它：`sdviz.probes.image_to_image` 用已加载的流水线构建它，并为每个强度追踪一次运行，全部使用同一个随机种子（seed）。
@@ -87,7 +87,7 @@ sdviz.figures.filmstrip(
 )
 
 # %% [markdown]
-# 中间强度的胶片从旧图片的含噪版本出发，而不是从纯噪声出发：
+# 中间强度的胶片从旧图像的含噪版本出发，而不是从纯噪声出发：
 
 # %%
 middle = edit.runs[1]
