@@ -71,3 +71,48 @@ def test_module_shim_runs_the_command():
     import sdviz.lab
 
     assert sdviz.lab.CONFIG_DIR == lab.CONFIG_DIR and (lab.CONFIG_DIR / "labconfig").is_dir()
+
+
+@pytest.fixture
+def two_languages(tmp_path, monkeypatch):
+    """A folder with lessons/ and lessons/zh/, as the repository has, as the current folder."""
+    (tmp_path / "lessons" / "zh").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)
+    monkeypatch.delenv("SDVIZ_LANG", raising=False)
+    return tmp_path
+
+
+def test_lang_picks_the_lessons_folder_and_the_kernels_language(two_languages, no_exec):
+    for argv, folder, env_lang in (
+        (["--lang", "zh", "--no-browser"], "lessons/zh", "zh"),
+        (["--no-browser", "--lang=en"], "lessons", "en"),
+        (["--no-browser"], "lessons", None),  # no --lang: English, SDVIZ_LANG left alone
+    ):
+        no_exec.clear()
+        assert lab.main(argv) == 0
+        ((command, env),) = no_exec
+        assert command[-2:] == ["--no-browser", folder], argv  # --lang is not jupyter's
+        assert env.get("SDVIZ_LANG") == env_lang, argv
+    named, _ = lab.lab_command(["elsewhere"], root=False, lang="zh")
+    assert named[-1] == "elsewhere"  # a folder named on the command line still wins
+
+
+def test_the_course_language_of_the_environment_picks_the_folder(
+    two_languages, monkeypatch, no_exec
+):
+    monkeypatch.setenv("SDVIZ_LANG", "zh")
+    assert lab.main(["--no-browser"]) == 0
+    ((command, env),) = no_exec
+    assert command[-1] == "lessons/zh" and env["SDVIZ_LANG"] == "zh"
+
+
+def test_an_unknown_language_is_a_usage_error(two_languages, no_exec, capsys):
+    for argv in (["--lang", "fr"], ["--lang"], ["--lang="]):
+        assert lab.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "--lang takes one of en, zh" in err, err
+    assert no_exec == []  # nothing started
+    assert lab.main(["--lang", "zh", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--lang" in out and str(two_languages / "lessons" / "zh") in out
