@@ -21,7 +21,7 @@
 # 1. **文本编码器**（text encoder，即 CLIP 的文本部分）把提示词（prompt）变成一串标记向量（token vectors）；
 # 2. **图像信息创建者**（image information creator）——一个 **UNet** 加一个**调度器**（scheduler）——从随机噪声出发，在这些标记向量的引导下一步一步去除噪声。
 # 它在一个经过压缩的小**潜在空间**（latent space）里工作，而不是直接处理像素：这正是 Stable Diffusion 快的原因；
-# 3. **图像解码器**（image decoder）——**变分自动编码器（VAE）**的解码器——用最后的潜在表示（latents）画出最终的图像。
+# 3. **图像解码器**（image decoder）——**变分自动编码器**（variational autoencoder，VAE）的解码器——用最后的潜在表示（latents）画出最终的图像。
 #
 # 本课打开一个真实的 `diffusers.StableDiffusionPipeline`，在里面找到这三个模型，并跟随一次生成依次经过它们。
 # 下面的每个数字都由代码从你加载的模型中打印出来：用 Stable Diffusion 1.5 运行同一个笔记本，这些数字就会变成文章里的数字（77×768 的文本嵌入、4×64×64 的潜在表示、3×512×512 的图像）。
