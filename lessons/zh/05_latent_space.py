@@ -17,7 +17,7 @@
 # # 第 5 课：潜在空间与自动编码器
 #
 # 《图解 Stable Diffusion》（*"The Illustrated Stable Diffusion"*）把它称为**提速**（speed boost）：扩散（diffusion）不在图像的像素上进行，而是在图像的一个**压缩**版本上进行。
-# Stable Diffusion 的自动编码器（autoencoder）——一个变分自动编码器（VAE；Kingma & Welling 2014；Rombach 等 2022，第 3 节）——把一张 3×512×512 的图像压缩成一个 4×64×64 的**潜在表示**（latent）——数字少 48 倍——再由一个解码器（decoder）把图像画回来。
+# Stable Diffusion 的自动编码器（autoencoder）是一个变分自动编码器（VAE；Kingma & Welling 2014；Rombach 等 2022，第 3 节），它把一张 3×512×512 的图像压缩成一个 4×64×64 的**潜在表示**（latent）——数字少了 48 倍——再由一个解码器（decoder）把图像画回来。
 # UNet 的训练和运行完全在潜在表示上进行；解码器只在最后运行一次。
 #
 # 本课我们对图像进行编码，查看各个潜在通道（latent channel），再把它们解码回来，测量丢失了什么，并测量压缩换来了什么。
@@ -179,7 +179,7 @@ print(f"and has {(side * side) / (h * w):.0f}× as many positions")
 # %% [markdown]
 # 计算量随位置数增长——在像素空间中多出 VAE 因子的平方倍——而自注意力（self-attention）层的开销随这个数的*平方*增长。
 # 在 sdviz-mini 这样小的模型上，测得的时间增长得不如位置数多：在 16×16 的潜在表示上，一次调用短到固定开销（逐一启动它那许多小层）就占了其中很大一部分。
-# 在 Stable Diffusion 上（64×64 的潜在表示，512×512 像素），计算量占主导：像素空间的开销至少是 64 倍（它的位置数之比），注意力层的还要更多。
+# 在 Stable Diffusion 上（64×64 的潜在表示，512×512 像素），计算量占主导：像素空间的开销至少是 64 倍（它的位置数之比），注意力层的开销还要更高。
 # 这就是潜在扩散让高分辨率的文生图变得负担得起的原因。
 
 # %% [markdown]
