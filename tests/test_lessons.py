@@ -125,34 +125,94 @@ def test_jupyterlab_opens_py_lessons_as_notebooks():
     assert seen["python"] == "Jupytext Notebook"
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=IDS)
-def test_lesson_form(path: Path):
-    nb = _notebook(path)
-    meta = nb.metadata
-    assert meta.get("kernelspec", {}).get("name") == "python3", "kernelspec python3 missing"
-    assert meta["jupytext"]["text_representation"]["format_name"] == "percent"
+# The words of a lesson's form in each language (sdviz.language.GLOSSARY: lesson 课,
+# check yourself 自测, recap 小结, exercises 练习): the title starts with `title`, a
+# `check` heading comes before the last cell, which is the `recap` with `exercises`.
+FORM_WORDS = {
+    "en": {"title": "# Lesson {n}", "check": "Check yourself", "recap": "Recap",
+           "exercises": "Exercises"},
+    "zh": {"title": "# 第 {n} 课", "check": "自测", "recap": "小结", "exercises": "练习"},
+}  # fmt: skip
 
+
+def _heading(word: str) -> re.Pattern:
+    return re.compile(rf"^#+ .*{re.escape(word)}", re.M)
+
+
+def form_problems(nb, number: int, lang: str = "en") -> list[str]:
+    """What keeps lesson `number` (a jupytext notebook) from the course's form in `lang`:
+    kernelspec and percent format, the title, a self-check before the recap, the recap
+    last with 2-3 numbered exercises, one setup cell, and no other cell setting up."""
+    words, problems = FORM_WORDS[lang], []
+    meta = nb.metadata
+    if meta.get("kernelspec", {}).get("name") != "python3":
+        problems.append("kernelspec python3 missing")
+    if meta["jupytext"]["text_representation"]["format_name"] != "percent":
+        problems.append("not in jupytext's percent format")
+
+    title = words["title"].format(n=number)
     first = nb.cells[0]
-    assert first.cell_type == "markdown" and first.source.startswith(
-        f"# Lesson {int(path.name[:2])}"
-    ), "a lesson starts with a markdown title '# Lesson N — ...'"
+    if not (first.cell_type == "markdown" and first.source.startswith(title)):
+        problems.append(f"a lesson starts with a markdown title {title!r}...")
 
     last = nb.cells[-1]
-    assert last.cell_type == "markdown", "a lesson ends with a markdown recap"
-    assert re.search(r"^#+ .*Recap", last.source, re.M), "the last cell needs a Recap heading"
-    exercises = last.source.split("Exercises", 1)
-    assert len(exercises) == 2, "the recap needs an Exercises section"
-    n_ex = len(re.findall(r"^\s*\d+\.\s", exercises[1], re.M))
-    assert 2 <= n_ex <= 3, f"2-3 numbered exercises expected, found {n_ex}"
+    if last.cell_type != "markdown" or not _heading(words["recap"]).search(last.source):
+        problems.append(f"the last cell must be markdown with a {words['recap']!r} heading")
+    checks = [i for i, c in enumerate(nb.cells[:-1]) if _heading(words["check"]).search(c.source)]
+    if not checks or nb.cells[checks[0]].cell_type != "markdown":
+        problems.append(f"a {words['check']!r} heading must come before the recap")
+    exercises = _heading(words["exercises"]).split(last.source, maxsplit=1)
+    if len(exercises) != 2:
+        problems.append(f"the recap needs an {words['exercises']!r} heading")
+    else:
+        n_ex = len(re.findall(r"^\s*\d+\.\s", exercises[1], re.M))
+        if not 2 <= n_ex <= 3:
+            problems.append(f"2-3 numbered exercises expected, found {n_ex}")
 
     code = _code_cells(nb)
-    problems = setup_problems(code[0])
-    assert not problems, "the first code cell must be the one-line setup:\n" + "\n".join(problems)
+    found = setup_problems(code[0])
+    if found:
+        problems.append("the first code cell must be the one-line setup:\n" + "\n".join(found))
     for n, src in enumerate(code[1:], start=1):
-        assert SETUP_CALL not in src and "sdviz.load(" not in src, (
-            f"code cell {n} sets up again: only the setup cell loads the model"
+        if SETUP_CALL in src or "sdviz.load(" in src:
+            problems.append(f"code cell {n} sets up again: only the setup cell loads the model")
+        if "os.environ" in src:
+            problems.append(f"code cell {n} reads the environment (setup does)")
+    return problems
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=IDS)
+def test_lesson_form(path: Path):
+    problems = form_problems(_notebook(path), int(path.name[:2]), "en")
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+def test_form_rule_in_each_language():
+    """The form rule itself, on a small notebook written in each language's words."""
+    for lang, words in FORM_WORDS.items():
+        setup = (
+            f'# MODEL = "{HUB_EXAMPLE}"\nimport sdviz.course\n\nMODEL = None\n'
+            f"lesson = {SETUP_CALL}\n"
         )
-        assert "os.environ" not in src, f"code cell {n} reads the environment (setup does)"
+        cells = [
+            jupytext.reads(f"{words['title'].format(n=3)}: x\n", fmt="md").cells[0],
+            *jupytext.reads(f"```python\n{setup}```\n", fmt="md").cells,
+            jupytext.reads(f"## {words['check']}\n\n1. ?\n", fmt="md").cells[0],
+            jupytext.reads(
+                f"## {words['recap']}\n\n### {words['exercises']}\n\n1. a\n2. b\n", fmt="md"
+            ).cells[0],
+        ]
+        nb = jupytext.reads("", fmt="py:percent")
+        nb.cells = cells
+        nb.metadata["kernelspec"] = {"name": "python3"}
+        nb.metadata["jupytext"] = {"text_representation": {"format_name": "percent"}}
+        assert form_problems(nb, 3, lang) == [], lang
+        assert any("title" in p for p in form_problems(nb, 4, lang)), lang
+        other = "zh" if lang == "en" else "en"
+        assert len(form_problems(nb, 3, other)) == 4, (lang, form_problems(nb, 3, other))
+        nb.cells = [cells[0], cells[1], cells[3], cells[2]]  # the check after the recap
+        found = form_problems(nb, 3, lang)
+        assert any(f"{words['check']!r} heading must come" in p for p in found), found
 
 
 def _python(src: str) -> ast.Module:
@@ -277,8 +337,17 @@ def test_setup_rule_wants_the_one_call():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", LESSONS, ids=IDS)
 def test_lesson_runs_in_smoke_mode(path: Path, monkeypatch, tmp_path: Path):
+    done = smoke_run(path, monkeypatch, tmp_path)
+    assert not done.errors, done.errors
+    assert done.figures, "a lesson shows at least one figure"
+
+
+def smoke_run(path: Path, monkeypatch, tmp_path: Path):
+    """Execute lesson `path` headless in smoke mode (tests/test_lessons_zh.py too); its
+    language is its folder's (no SDVIZ_LANG: lessons/zh/ has its sdviz-lang.txt)."""
     from sdviz.course import execute
 
+    monkeypatch.delenv("SDVIZ_LANG", raising=False)
     monkeypatch.setenv("SDVIZ_SMOKE", "1")
     # The embedded model by default; SDVIZ_LESSON_MODEL runs the lessons on another one
     # (the GPU check: a save_pretrained folder of sdviz.sd_architecture("1.5"), fp16 on CUDA).
@@ -293,6 +362,6 @@ def test_lesson_runs_in_smoke_mode(path: Path, monkeypatch, tmp_path: Path):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     done = execute(path, cell_timeout_s=CELL_TIMEOUT_S)
     # Time is reported, not asserted: benchmarks/lessons_time.py compares it with budgets.
-    print(f"\n{path.name}: smoke mode, {done.wall_s:.1f} s wall, {done.cpu_s:.1f} s kernel CPU")
-    assert not done.errors, done.errors
-    assert done.figures, "a lesson shows at least one figure"
+    name = f"{path.parent.name}/{path.name}"
+    print(f"\n{name}: smoke mode, {done.wall_s:.1f} s wall, {done.cpu_s:.1f} s kernel CPU")
+    return done
