@@ -16,6 +16,7 @@ from matplotlib import animation
 from matplotlib.figure import Figure
 
 from ..autoencoder import image_hwc
+from ..language import course_language
 from ..probes import StepImages
 from .denoising import pick_images, rows_to_show, step_title
 from .style import DPI, PANEL, bare, new_figure, style
@@ -36,13 +37,15 @@ def denoising_animation(
     steps: list[int] | None = None,
     show: list[str] | None = None,
     fps: int = DEFAULT_FPS,
+    lang: str | None = None,
 ) -> Path:
     """Write x_t and x̂0 (`images` from `sdviz.probes.step_images(run, pipe)`, else the run's
     preview) for every step to a GIF or MP4.
 
     The format follows the file suffix: ".gif" (Pillow, always) or ".mp4" (needs
     ffmpeg; check `mp4_available()`). `steps` restricts the frames (default: all, or
-    all of `images`); `show` picks the panels as in `denoising_filmstrip`.
+    all of `images`); `show` picks the panels as in `denoising_filmstrip`; `lang` is the
+    language of the texts ("en", "zh"; default `sdviz.language.course_language`).
     Returns the path written.
 
     Example:
@@ -50,6 +53,7 @@ def denoising_animation(
         >>> images = sdviz.probes.step_images(run, pipe)
         >>> sdviz.figures.denoising_animation(run, "denoising.gif", images=images)
     """
+    lang = course_language(lang)
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".gif", ".mp4"):
@@ -62,17 +66,17 @@ def denoising_animation(
     if not isinstance(fps, int) or fps < 1:
         raise ValueError(f"fps must be a positive integer, got {fps!r}.")
     picked = pick_images(run, steps, images, default=0)  # 0: every step
-    rows = rows_to_show(picked, show)
+    rows = rows_to_show(picked, show, lang)
     chosen = picked.steps
     stacks = [getattr(picked, which) for which, _ in rows]
-    with style():
+    with style(lang):
         fig: Figure = new_figure(None, len(rows) * PANEL, PANEL + 0.7)
         axes = fig.subplots(1, len(rows), squeeze=False)[0]
         artists = []
         for ax, (_, label), stack in zip(axes, rows, stacks, strict=True):
             artists.append(ax.imshow(image_hwc(stack[0]), interpolation="nearest"))
             bare(ax, label)
-        title = fig.suptitle(step_title(run, chosen[0]))
+        title = fig.suptitle(step_title(run, chosen[0], lang))
         fig.draw_without_rendering()  # lay out once (constrained), then freeze the layout
         fig.set_layout_engine("none")
         writer = (
@@ -84,6 +88,6 @@ def denoising_animation(
             for k, i in enumerate(chosen):
                 for artist, stack in zip(artists, stacks, strict=True):
                     artist.set_data(image_hwc(stack[k]))
-                title.set_text(step_title(run, i))
+                title.set_text(step_title(run, i, lang))
                 writer.grab_frame()
     return path

@@ -18,7 +18,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..autoencoder import to_numpy
+from ..language import Texts, course_language
 from .style import WIDE, Canvas, new_figure, style
+
+T = Texts(
+    __name__,
+    {
+        "training_step": ("training step", "训练步"),
+        "training_loss": ("training loss", "训练损失"),
+        "accuracy": ("accuracy", "准确率"),
+        "share": ("share of the batch", "占批次的比例"),
+    },
+)
 
 Curves = Sequence[float] | Mapping[str, Sequence[float]]
 
@@ -30,11 +41,13 @@ def _named(curves: Curves, what: str) -> dict[str, Sequence[float]]:
     return named
 
 
-def _plot(ax: Axes, curves: dict[str, Sequence[float]], ylabel: str, title: str | None) -> None:
+def _plot(
+    ax: Axes, curves: dict[str, Sequence[float]], ylabel: str, title: str | None, lang: str
+) -> None:
     for label, values in curves.items():
         y = to_numpy(values).reshape(-1)
         ax.plot(range(1, len(y) + 1), y, "o-" if len(y) <= 20 else "-", label=label or None)
-    ax.set(xlabel="training step", ylabel=ylabel, title=title)
+    ax.set(xlabel=T("training_step", lang), ylabel=ylabel, title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
 
@@ -43,28 +56,35 @@ def training_curves(
     loss: Curves,
     accuracy: Curves | None = None,
     *,
-    loss_label: str = "training loss",
-    accuracy_label: str = "accuracy",
+    loss_label: str | None = None,
+    accuracy_label: str | None = None,
     references: Mapping[str, float] | None = None,
     title: str | None = None,
     fig: Canvas | None = None,
+    lang: str | None = None,
 ) -> Figure:
     """The loss per training step (several runs: a mapping label -> values, one line each),
     dashed reference levels on it (`references`: label -> value, say what a network that
-    learned nothing scores), and the accuracy per step in a second panel (0-100 %)."""
+    learned nothing scores), and the accuracy per step in a second panel (0-100 %).
+
+    The labels default to "training loss" and "accuracy" in `lang` ("en", "zh"; default
+    `sdviz.language.course_language`); the caller's labels and title are drawn as given."""
+    lang = course_language(lang)
+    loss_label = T("training_loss", lang) if loss_label is None else loss_label
+    accuracy_label = T("accuracy", lang) if accuracy_label is None else accuracy_label
     losses = _named(loss, "loss")
     accuracies = None if accuracy is None else _named(accuracy, "accuracy")
     panels = 1 if accuracies is None else 2
-    with style():
+    with style(lang):
         fig = new_figure(fig, panels * (WIDE + 0.6), 3.2, suptitle=title)
         axes = fig.subplots(1, panels, squeeze=False)[0]
-        _plot(axes[0], losses, loss_label, None if panels == 1 else loss_label)
+        _plot(axes[0], losses, loss_label, None if panels == 1 else loss_label, lang)
         for i, (label, level) in enumerate((references or {}).items()):
             axes[0].axhline(level, color="gray", linestyle=("--", ":", "-.")[i % 3], label=label)
         if references or len(losses) > 1:
             axes[0].legend()
         if accuracies is not None:
-            _plot(axes[1], accuracies, "share of the batch", accuracy_label)
+            _plot(axes[1], accuracies, T("share", lang), accuracy_label, lang)
             axes[1].set_ylim(0, 1)
             axes[1].yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
             if len(accuracies) > 1:

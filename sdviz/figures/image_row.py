@@ -17,6 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ..language import course_language
 from .style import check_steps, show_image, style
 
 PANEL_WIDTH, STRIP_HEIGHT = 1.9, 2.3  # inches: one small panel, and the row with its titles
@@ -29,11 +30,15 @@ def filmstrip_steps(n_steps: int, frames: int) -> list[int]:
     return check_steps(None, n_steps, default=frames)
 
 
-def filmstrip(images: Any, titles: Sequence[str], title: str = "") -> Figure:
-    """Images (n, 3, H, W) in [0, 1] side by side, `titles[i]` over image i."""
+def filmstrip(
+    images: Any, titles: Sequence[str], title: str = "", *, lang: str | None = None
+) -> Figure:
+    """Images (n, 3, H, W) in [0, 1] side by side, `titles[i]` over image i (the caller's
+    texts, drawn in `lang`'s fonts: "zh" titles need the CJK font)."""
+    lang = course_language(lang)
     if len(images) != len(titles):
         raise ValueError(f"Pass one title per image: {len(images)} images, {len(titles)} titles.")
-    with style():
+    with style(lang):
         fig = Figure(figsize=(PANEL_WIDTH * len(images), STRIP_HEIGHT), layout="constrained")
         axes = fig.subplots(1, len(images), squeeze=False)[0]
         for ax, image, text in zip(axes, images, titles, strict=True):

@@ -14,19 +14,41 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
+from ..language import Texts, course_language
 from ..probes import NoisedImages
 from .style import PANEL, Canvas, expect, new_figure, show_image, style
 
-# row name -> (NoisedImages field, row label)
+T = Texts(
+    __name__,
+    {
+        "pixels": ("pixel space", "像素空间"),
+        "preview": ("latent space,\nlinear preview", "潜在空间，\n线性预览"),
+        "decoded": ("latent space,\nVAE-decoded", "潜在空间，\n经 VAE 解码"),
+        "pixel_space": ("pixel space (3×{H}×{W})", "像素空间（3×{H}×{W}）"),
+        "latent_space": ("latent space ({c}×{h}×{w})", "潜在空间（{c}×{h}×{w}）"),
+        "suptitle": (
+            "Forward noising x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε, in {spaces}",
+            "前向加噪 x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε，在{spaces}中",
+        ),
+        "and": (" and ", "和"),
+        "panel": ("t={t}, ᾱ={abar:.3f}", "t={t}，ᾱ={abar:.3f}"),
+    },
+)
+
+# row name -> (NoisedImages field, key of T's row label)
 NOISING_ROWS = {
-    "pixels": ("pixels", "pixel space"),
-    "preview": ("preview", "latent space,\nlinear preview"),
-    "decoded": ("decoded", "latent space,\nVAE-decoded"),
+    "pixels": ("pixels", "pixels"),
+    "preview": ("preview", "preview"),
+    "decoded": ("decoded", "decoded"),
 }
 
 
 def forward_noising(
-    noised: NoisedImages, *, show: Sequence[str] | None = None, fig: Canvas | None = None
+    noised: NoisedImages,
+    *,
+    show: Sequence[str] | None = None,
+    fig: Canvas | None = None,
+    lang: str | None = None,
 ) -> Figure:
     """An image noised to each timestep: one row per view, one column per t.
 
@@ -34,13 +56,15 @@ def forward_noising(
     one noise draw for all t. `show` picks the rows, from "pixels" (noise added to the
     pixels), "preview" (noise added to the latents, drawn by the linear latent->RGB map)
     and "decoded" (the same latents decoded by the VAE); default: all three. Each panel
-    is titled with t and ᾱ_t.
+    is titled with t and ᾱ_t. `lang`: the language of the texts ("en", "zh"; default
+    `sdviz.language.course_language`).
 
     Example:
         >>> run = sdviz.generate(pipe, "a red circle")
         >>> noised = sdviz.probes.noised_images(pipe, run, timesteps=[0, 250, 500, 999])
         >>> fig = sdviz.figures.forward_noising(noised, show=["preview", "decoded"])
     """
+    lang = course_language(lang)
     expect(noised, NoisedImages, "sdviz.probes.noised_images(pipe, image)")
     rows = list(NOISING_ROWS if show is None else show)
     unknown = [r for r in rows if r not in NOISING_ROWS]
@@ -53,19 +77,21 @@ def forward_noising(
     ts, abar = noised.timesteps, noised.alpha_bar
     c, h, w = noised.latent_shape
     H, W = noised.pixels.shape[-2:]
-    spaces = [f"pixel space (3×{H}×{W})"] if "pixels" in rows else []
-    spaces += [f"latent space ({c}×{h}×{w})"] if rows != ["pixels"] else []
-    with style():
+    spaces = [T("pixel_space", lang, H=H, W=W)] if "pixels" in rows else []
+    spaces += [T("latent_space", lang, c=c, h=h, w=w)] if rows != ["pixels"] else []
+    with style(lang):
         fig = new_figure(
             fig,
             PANEL * len(ts) + 0.4,
             len(rows) * PANEL + 1.0,
-            suptitle="Forward noising x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε, in " + " and ".join(spaces),
+            suptitle=T("suptitle", lang, spaces=T("and", lang).join(spaces)),
         )
         axes = fig.subplots(len(rows), len(ts), squeeze=False)
         for row, name in enumerate(rows):
             field, label = NOISING_ROWS[name]
             for col, (t, a) in enumerate(zip(ts, abar.tolist(), strict=True)):
-                show_image(axes[row, col], getattr(noised, field)[col], f"t={t}, ᾱ={a:.3f}")
-            axes[row, 0].set_ylabel(label)
+                show_image(
+                    axes[row, col], getattr(noised, field)[col], T("panel", lang, t=t, abar=a)
+                )
+            axes[row, 0].set_ylabel(T(label, lang))
     return fig

@@ -29,8 +29,63 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..autoencoder import to_numpy
+from ..language import Texts, course_language
 from ..schedulers import make_scheduler
 from .style import LINE_COLORS, MARKERS, WIDE, Canvas, new_figure, style
+
+T = Texts(
+    __name__,
+    {
+        "suptitle": ("Noise schedule over training timesteps t", "训练时间步 t 上的噪声调度"),
+        "flow_suptitle": (
+            "Noise schedules as x_t = a_t·x0 + b_t·ε: diffusion (ᾱ) and flow matching (σ)",
+            "写成 x_t = a_t·x0 + b_t·ε 的噪声调度：扩散（ᾱ）与流匹配（σ）",
+        ),
+        "markers": ("markers: the sampled timesteps", "散点：采样到的时间步"),
+        "starts": ("\nsampling starts at: {notes}", "\n采样起点：{notes}"),
+        "separator": ("; ", "；"),
+        "shared_one": (
+            "; {n} of them share one ᾱ_t curve (the model's training schedule) and differ "
+            "only in which timesteps they visit",
+            "；其中 {n} 条共用一条 ᾱ_t 曲线（模型训练时的调度），只是访问的时间步不同",
+        ),
+        "shared_each": (
+            "; one curve each for {groups}: they differ only in the t they visit",
+            "；{groups} 各共用一条曲线：只是访问的 t 不同",
+        ),
+        "flow_name": ("{name} (shift {shift:.3g})", "{name}（偏移 {shift:.3g}）"),
+        "curve": ("{name}, {n} steps", "{name}，{n} 步"),
+        "strip_shift": ("{name}, shift {shift:.3g}", "{name}，偏移 {shift:.3g}"),
+        "same_t": ("{name}\n(same t as {twin})", "{name}\n（与 {twin} 的 t 相同）"),
+        "strip_title": ("Timesteps each sampler visits", "每个采样器访问的时间步"),
+        "timestep": ("timestep t", "时间步 t"),
+        "flow_timestep": ("timestep t (flow: t = N·σ)", "时间步 t（流匹配：t = N·σ）"),
+        "alpha_bar": ("ᾱ_t: fraction of signal variance", "ᾱ_t：信号方差所占比例"),
+        "sigma": ("σ_t = √((1-ᾱ_t)/ᾱ_t): noise level", "σ_t = √((1-ᾱ_t)/ᾱ_t)：噪声水平"),
+        "snr": ("SNR(t) = ᾱ_t / (1-ᾱ_t)", "SNR(t) = ᾱ_t / (1-ᾱ_t)"),
+        "signal_kept": (
+            "a_t²: signal kept\n(diffusion ᾱ_t, flow (1-σ_t)²)",
+            "a_t²：保留的信号\n（扩散 ᾱ_t，流匹配 (1-σ_t)²）",
+        ),
+        "noise_weight": (
+            "b_t: noise weight\n(diffusion √(1-ᾱ_t), flow σ_t)",
+            "b_t：噪声权重\n（扩散 √(1-ᾱ_t)，流匹配 σ_t）",
+        ),
+        "flow_snr": (
+            "SNR = a_t²/b_t²\n(ᾱ/(1-ᾱ); ((1-σ)/σ)²)",
+            "SNR = a_t²/b_t²\n(ᾱ/(1-ᾱ); ((1-σ)/σ)²)",
+        ),
+        "ends": (
+            "sampling starts at t={t:g}: ᾱ={start:.4f}\nt={last}: ᾱ={end:.4f} > 0, never pure noise",
+            "采样从 t={t:g} 开始：ᾱ={start:.4f}\nt={last}：ᾱ={end:.4f} > 0，始终不是纯噪声",
+        ),
+        "flow_note": (
+            "{name} σ={sigma:.3f} (SNR {snr:.2g}), shift {shift:.3g}",
+            "{name} σ={sigma:.3f}（SNR {snr:.2g}），偏移 {shift:.3g}",
+        ),
+        "diffusion_note": ("{name} t={t:g}, ᾱ={abar:.4f} > 0", "{name} t={t:g}，ᾱ={abar:.4f} > 0"),
+    },
+)
 
 
 def schedule_curves(source: Any, steps: int | None = None) -> dict[str, Any]:
@@ -190,34 +245,38 @@ def noise_schedule(
     steps: int | Sequence[int | None] | None = None,
     labels: Sequence[str] | None = None,
     fig: Canvas | None = None,
+    lang: str | None = None,
 ) -> Figure:
     """Plot ᾱ_t, σ_t (log) and SNR(t) (log) for one or more runs / pipelines / schedulers.
 
     Each source is a line; its sampled timesteps are dots on it. A source may also be
     a scheduler name ("euler", "dpm++", see `sdviz.schedulers`), built from the first
     source's schedule. `steps` sets the
-    number of sampling steps (one value, or one per source); `labels` names the lines.
+    number of sampling steps (one value, or one per source); `labels` names the lines;
+    `lang` the language of the texts ("en", "zh"; default `sdviz.language.course_language`).
 
     Example:
         >>> pipe = sdviz.load()
         >>> fig = sdviz.figures.noise_schedule(pipe)                      # its own scheduler
         >>> fig = sdviz.figures.noise_schedule(pipe, "euler", "dpm++", steps=[20, 20, 10])
     """
+    lang = course_language(lang)
     curves = _curves_of(sources, steps, labels)
     flow = any(c["kind"] == "flow" for c in curves)  # then both kinds as x_t = a x0 + b eps
-    with style():
+    with style(lang):
         fig = new_figure(
             fig,
             4 * WIDE,
             max(4.2, 3.0 + 0.3 * len(curves)) if flow else max(3.8, 2.6 + 0.3 * len(curves)),
-            suptitle=FLOW_SUPTITLE if flow else "Noise schedule over training timesteps t",
+            suptitle=T("flow_suptitle" if flow else "suptitle", lang),
         )
         axes = fig.subplots(1, 4)
-        _draw_curves(axes, curves, labels, flow)
-        _draw_strip(axes[3], curves, axes[0].get_xlim(), labels if flow else None)
-        title = "markers: the sampled timesteps" + shared_note(curves, labels)
+        _draw_curves(axes, curves, labels, flow, lang)
+        _draw_strip(axes[3], curves, axes[0].get_xlim(), labels if flow else None, lang)
+        title = T("markers", lang) + shared_note(curves, labels, lang)
         if flow:
-            title += "\nsampling starts at: " + "; ".join(_flow_notes(curves, labels))
+            notes = T("separator", lang).join(_flow_notes(curves, labels, lang))
+            title += T("starts", lang, notes=notes)
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(
             handles, names, loc="outside lower center", ncols=min(len(curves), 3), title=title
@@ -261,7 +320,9 @@ def same_schedule(a: dict, b: dict) -> bool:
     )
 
 
-def shared_note(curves: list[dict], labels: Sequence[str] | None = None) -> str:
+def shared_note(
+    curves: list[dict], labels: Sequence[str] | None = None, lang: str | None = None
+) -> str:
     """A legend line saying which sources share one curve ('' when none do): ᾱ_t for
     diffusion (the model's training schedule), σ_t = t/N for flow matching."""
     firsts = [
@@ -271,36 +332,31 @@ def shared_note(curves: list[dict], labels: Sequence[str] | None = None) -> str:
     groups = [g for g in groups if len(g) > 1]
     if not groups:
         return ""
+    lang = course_language(lang)
     if len(groups) == 1 and curves[groups[0][0]]["kind"] == "diffusion":
-        what = "one ᾱ_t curve (the model's training schedule)"
-        return (
-            f"; {len(groups[0])} of them share {what} and differ only in which timesteps they visit"
-        )
+        return T("shared_one", lang, n=len(groups[0]))
     named = [
         " = ".join(_short(curves[i], labels, i) for i in g)
         + (" (σ_t = t/N)" if curves[g[0]]["kind"] == "flow" else " (ᾱ_t)")
         for g in groups
     ]
-    return "; one curve each for " + "; ".join(named) + ": they differ only in the t they visit"
+    return T("shared_each", lang, groups=T("separator", lang).join(named))
 
 
-def curve_label(c: dict, label: str | None = None) -> str:
+def curve_label(c: dict, label: str | None = None, lang: str | None = None) -> str:
     """'DDIMScheduler (scaled_linear), 25 steps', or `label` with the step count."""
-    name = label or f"{c['name']} ({c['schedule']})".replace(" ()", "")
-    return f"{name}, {len(c['timesteps'])} steps"
+    lang = course_language(lang)
+    if label:
+        name = label
+    elif c["kind"] == "flow":
+        name = T("flow_name", lang, name=c["name"], shift=c["shift"])
+    else:
+        name = f"{c['name']} ({c['schedule']})".replace(" ()", "")
+    return T("curve", lang, name=name, n=len(c["timesteps"]))
 
 
-DIFFUSION_TITLES = (
-    "ᾱ_t: fraction of signal variance",
-    "σ_t = √((1-ᾱ_t)/ᾱ_t): noise level",
-    "SNR(t) = ᾱ_t / (1-ᾱ_t)",
-)
-FLOW_TITLES = (
-    "a_t²: signal kept\n(diffusion ᾱ_t, flow (1-σ_t)²)",
-    "b_t: noise weight\n(diffusion √(1-ᾱ_t), flow σ_t)",
-    "SNR = a_t²/b_t²\n(ᾱ/(1-ᾱ); ((1-σ)/σ)²)",
-)
-FLOW_SUPTITLE = "Noise schedules as x_t = a_t·x0 + b_t·ε: diffusion (ᾱ) and flow matching (σ)"
+DIFFUSION_TITLES = ("alpha_bar", "sigma", "snr")  # keys of T: the three panels' titles
+FLOW_TITLES = ("signal_kept", "noise_weight", "flow_snr")
 
 
 def _panels(c: dict, flow: bool) -> tuple:
@@ -318,7 +374,11 @@ def _panels(c: dict, flow: bool) -> tuple:
 
 
 def _draw_curves(
-    axes: Any, curves: list[dict], labels: Sequence[str] | None, flow: bool = False
+    axes: Any,
+    curves: list[dict],
+    labels: Sequence[str] | None,
+    flow: bool = False,
+    lang: str = "en",
 ) -> None:
     """ᾱ_t, σ_t and SNR(t) per source on the first three axes, sampled timesteps marked
     (with `flow`: a_t², b_t and SNR, diffusion and flow matching alike).
@@ -328,7 +388,7 @@ def _draw_curves(
     for i, c in enumerate(curves):
         color = LINE_COLORS[i % len(LINE_COLORS)]
         marker = MARKERS[i % len(MARKERS)]
-        label = curve_label(c, labels[i] if labels else None)
+        label = curve_label(c, labels[i] if labels else None, lang)
         first = next(j for j in range(i + 1) if same_schedule(curves[j], c))
         for ax, (y, y_s) in zip(axes[:3], _panels(c, flow), strict=True):
             if first == i:
@@ -343,13 +403,13 @@ def _draw_curves(
                 label=(label if first != i else None),
             )
     if not flow:
-        _mark_ends(axes[0], curves[0])
+        _mark_ends(axes[0], curves[0], lang)
     titles, ylabels = (
         (FLOW_TITLES, ("a_t²", "b_t", "SNR")) if flow else (DIFFUSION_TITLES, ("ᾱ_t", "σ_t", "SNR"))
     )
     for ax, title, ylabel in zip(axes[:3], titles, ylabels, strict=True):
-        ax.set_title(title)
-        ax.set_xlabel("timestep t (flow: t = N·σ)" if flow else "timestep t")
+        ax.set_title(T(title, lang))
+        ax.set_xlabel(T("flow_timestep" if flow else "timestep", lang))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     if not flow:
@@ -357,7 +417,7 @@ def _draw_curves(
     axes[2].set_yscale("log")
 
 
-def _mark_ends(ax: Any, c: dict) -> None:
+def _mark_ends(ax: Any, c: dict, lang: str = "en") -> None:
     """Where sampling starts and the last training timestep's ᾱ, printed on the ᾱ panel."""
     start = int(np.argmax(c["timesteps"]))
     t_start, abar_start = float(c["timesteps"][start]), float(c["sampled_alpha_bar"][start])
@@ -365,8 +425,7 @@ def _mark_ends(ax: Any, c: dict) -> None:
     ax.text(
         0.98,
         0.97,
-        f"sampling starts at t={t_start:g}: ᾱ={abar_start:.4f}\n"
-        f"t={last}: ᾱ={float(c['alpha_bar'][-1]):.4f} > 0, never pure noise",
+        T("ends", lang, t=t_start, start=abar_start, last=last, end=float(c["alpha_bar"][-1])),
         transform=ax.transAxes,
         ha="right",
         va="top",
@@ -375,7 +434,11 @@ def _mark_ends(ax: Any, c: dict) -> None:
 
 
 def _draw_strip(
-    strip: Any, curves: list[dict], xlim: tuple[float, float], labels: Sequence[str] | None = None
+    strip: Any,
+    curves: list[dict],
+    xlim: tuple[float, float],
+    labels: Sequence[str] | None = None,
+    lang: str = "en",
 ) -> None:
     """One row of markers per source: the timesteps its sampler visits."""
     for i, c in enumerate(curves):
@@ -384,14 +447,15 @@ def _draw_strip(
         strip.plot(c["timesteps"], row, marker, color=color, markersize=7)
     names = []
     for i, c in enumerate(curves):
-        name = f"{_short(c, labels, i)}, {len(c['timesteps'])} steps"
+        name = T("curve", lang, name=_short(c, labels, i), n=len(c["timesteps"]))
         if c["kind"] == "flow":
-            name += f", shift {c['shift']:.3g}"
+            name = T("strip_shift", lang, name=name, shift=c["shift"])
         twin = next((j for j in range(i) if _same_steps(curves[j], c)), None)
-        twin_name = "" if twin is None else _short(curves[twin], labels, twin)
-        names.append(name if twin is None else f"{name}\n(same t as {twin_name})")
-    strip.set_title("Timesteps each sampler visits")
-    strip.set_xlabel("timestep t")
+        if twin is not None:
+            name = T("same_t", lang, name=name, twin=_short(curves[twin], labels, twin))
+        names.append(name)
+    strip.set_title(T("strip_title", lang))
+    strip.set_xlabel(T("timestep", lang))
     strip.set_yticks(range(len(curves)), list(reversed(names)))
     strip.set_ylim(-0.7, len(curves) - 0.3)
     strip.set_xlim(xlim)
@@ -410,19 +474,31 @@ def _short(c: dict, labels: Sequence[str] | None, i: int) -> str:
     return labels[i] if labels else c["name"].removesuffix("Scheduler")
 
 
-def _flow_notes(curves: list[dict], labels: Sequence[str] | None) -> list[str]:
+def _flow_notes(curves: list[dict], labels: Sequence[str] | None, lang: str = "en") -> list[str]:
     """Where each kind starts: flow at σ=1 (pure noise, SNR 0), diffusion at ᾱ > 0."""
     lines = []
     for i, c in enumerate(curves):
         start = int(np.argmax(c["timesteps"]))
         if c["kind"] == "flow":
+            sigma_start = c["sampled_sigma"][start : start + 1]
             lines.append(
-                f"{_short(c, labels, i)} σ={c['sampled_sigma'][start]:.3f}"
-                f" (SNR {flow_snr(c['sampled_sigma'][start : start + 1])[0]:.2g}), shift {c['shift']:.3g}"
+                T(
+                    "flow_note",
+                    lang,
+                    name=_short(c, labels, i),
+                    sigma=sigma_start[0],
+                    snr=flow_snr(sigma_start)[0],
+                    shift=c["shift"],
+                )
             )
         else:
             lines.append(
-                f"{_short(c, labels, i)} t={c['timesteps'][start]:g},"
-                f" ᾱ={c['sampled_alpha_bar'][start]:.4f} > 0"
+                T(
+                    "diffusion_note",
+                    lang,
+                    name=_short(c, labels, i),
+                    t=c["timesteps"][start],
+                    abar=c["sampled_alpha_bar"][start],
+                )
             )
     return lines

@@ -11,13 +11,18 @@ Also here: tensor -> array conversion that accepts fp16 / CUDA tensors (images g
 through `sdviz.autoencoder.images_to_tensor`, the one image conversion), input
 validation shared by the modules (steps, runs), and `save`, which writes
 byte-identical PNG / SVG / PDF files for identical figures (no dates, fixed SVG ids).
+`style(lang)` adds the language's fonts (`sdviz.language.drawing`: DejaVu Sans, then Noto
+Sans SC for Chinese; nothing for English) and `wrap` breaks Chinese titles between
+characters, a CJK character counting as two Latin ones.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 import textwrap
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
 from ..autoencoder import image_hwc, to_numpy
+from ..language import Texts, course_language, drawing
 
 PANEL = 2.6  # inches: one image panel; every figure is a multiple of it
 WIDE = 4.2  # inches: one line-plot panel
@@ -59,10 +65,44 @@ RC = {
 
 Canvas = Figure | SubFigure
 
+T = Texts(__name__, {"timestep": ("timestep t", "时间步 t")})
 
-def style() -> contextlib.AbstractContextManager:
-    """A local matplotlib style context: `with style(): ...` (nothing global changes)."""
-    return matplotlib.rc_context(RC)
+# a line may not start with these (Chinese punctuation closes what precedes it)
+NO_LINE_START = "，。、；：？！）》」』】…％"
+_WIDE = r"\u2e80-\u9fff\u3000-\u303f\uf900-\ufaff\uff00-\uffef"
+_TOKENS = re.compile(rf"[{_WIDE}]|[^\s{_WIDE}]+|\s+")
+
+
+@contextlib.contextmanager
+def style(lang: str = "en") -> Iterator[None]:
+    """A local matplotlib style context, in `lang`'s fonts: `with style(lang): ...` (nothing
+    global changes; build a figure's texts inside it, they keep its font)."""
+    with matplotlib.rc_context(RC), drawing(lang):
+        yield
+
+
+def text_width(text: str) -> int:
+    """Width in Latin characters: a wide (CJK) character counts 2."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def wrap(text: str, width: int) -> str:
+    """`textwrap.fill(text, width)`; text with wide (CJK) characters is broken between them
+    too (counted 2 each, never before closing punctuation), Latin words kept whole."""
+    if text_width(text) == len(text):
+        return textwrap.fill(text, width)
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for token in _TOKENS.findall(paragraph):
+            over = text_width(line.rstrip() + token.rstrip()) > width
+            if line.strip() and over and not token.isspace() and token not in NO_LINE_START:
+                lines.append(line.rstrip())
+                line = token
+            else:
+                line += token
+        lines.append(line.strip())
+    return "\n".join(lines)
 
 
 def new_figure(
@@ -79,7 +119,7 @@ def new_figure(
         fig.clear()
     if suptitle:
         inches = fig.get_figwidth() if hasattr(fig, "get_figwidth") else width
-        fig.suptitle(textwrap.fill(suptitle, max(24, int(inches * TITLE_CHARS_PER_INCH))))
+        fig.suptitle(wrap(suptitle, max(24, int(inches * TITLE_CHARS_PER_INCH))))
     return fig
 
 
@@ -89,12 +129,14 @@ def maps_and_plot(fig: Canvas | None, n_maps: int, suptitle: str) -> tuple[Canva
     return fig, fig.subplots(1, n_maps + 1, width_ratios=[1] * n_maps + [WIDE / PANEL])
 
 
-def plot_over_t(ax: Axes, t: Any, y: Any, mark: int, *, ylabel: str, title: str) -> None:
-    """A line over timesteps with point `mark` circled."""
+def plot_over_t(
+    ax: Axes, t: Any, y: Any, mark: int, *, ylabel: str, title: str, lang: str | None = None
+) -> None:
+    """A line over timesteps with point `mark` circled (x axis labelled in `lang`)."""
     t, y = to_numpy(t), to_numpy(y)
     ax.plot(t, y, "o-")
     ax.plot([t[mark]], [y[mark]], "o", markersize=11, markerfacecolor="none", color="black")
-    ax.set_xlabel("timestep t")
+    ax.set_xlabel(T("timestep", course_language(lang)))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
