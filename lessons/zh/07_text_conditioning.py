@@ -32,8 +32,8 @@
 # %% [markdown]
 # ## 准备
 #
-# 下面的代码单元与英文版逐字相同。
-# 提示词保持英文：sdviz-mini 只学过 ShapesWorld 的英文描述（caption），Stable Diffusion 1.x 的 CLIP 文本编码器（text encoder）也只在英文图文对上训练过，看不懂中文提示词——真正使用 SD 1.x 的用户同样要用英文写提示词。
+# 下面的代码单元与英文版逐字相同（包括其中的英文注释和打印出的英文标签），这样测试就能保证两个版本始终同步。
+# 提示词也保持英文：模型只认识英文提示词——sdviz-mini 只学过 ShapesWorld 的英文描述（caption），Stable Diffusion 1.x 的 CLIP 分词器（tokenizer）和文本编码器（text encoder）也只在英文图文对上训练过，看不懂中文提示词，真正使用 SD 1.x 的用户同样得用英文写提示词。
 
 # %%
 # Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
@@ -132,7 +132,7 @@ sdviz.widgets.AttentionExplorer(run, word="circle")
 #
 # 一张*看起来*对的热力图证明不了什么。
 # 在 ShapesWorld 图像上，我们确切地知道每个物体在哪里，所以可以给注意力图打分。
-# `sdviz.probes.localisation` 取一些留出图像（held-out images，即从未用于训练的 ShapesWorld 图像），把每张图加噪到时间步（timestep）t，用图像自己的描述运行一次 UNet，然后把每个名词（"circle"）和颜色词（"red"）的注意力图与该物体的掩码（mask）比较打分：**指向游戏（pointing game）**（图中最亮的像素是否落在物体内？），以及注意力图（缩放到 [0, 1] 并在 0.4 处截断）与掩码的**交并比（IoU）**。
+# `sdviz.probes.localisation` 取一些留出图像（held-out images）——从未用于训练的 ShapesWorld 图像——把每张图加噪到时间步（timestep）t，用图像自己的描述运行一次 UNet，然后把每个名词（"circle"）和颜色词（"red"）的注意力图与该物体的掩码（mask）比较打分：**指向游戏（pointing game）**（图中最亮的像素是否落在物体内？），以及注意力图（缩放到 [0, 1] 并在 0.4 处截断）与掩码的**交并比（IoU）**。
 # 逐层、逐时间步地打分——另外还有两种平均：所有层的平均，以及默认平均。
 # （描述是 ShapesWorld 的：换一个 `MODEL`，这个探针照样能运行，只是很慢，而且用的是它的模型从未见过的 64 像素图画。）
 

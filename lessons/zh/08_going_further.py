@@ -27,8 +27,8 @@
 # %% [markdown]
 # ## 准备
 #
-# 下面的代码单元与英文版逐字相同。
-# 提示词保持英文：sdviz-mini 只学过 ShapesWorld 的英文描述（caption），Stable Diffusion 1.x 的 CLIP 文本编码器也只在英文图文对上训练过，看不懂中文提示词——真正使用 SD 1.x 的用户同样要用英文写提示词。
+# 下面的代码单元与英文版逐字相同（包括其中的英文注释和打印出的英文标签），这样测试就能保证两个版本始终同步。
+# 提示词也保持英文：模型只认识英文提示词——sdviz-mini 只学过 ShapesWorld 的英文描述（caption），Stable Diffusion 1.x 的 CLIP 分词器（tokenizer）和文本编码器也只在英文图文对上训练过，看不懂中文提示词，真正使用 SD 1.x 的用户同样得用英文写提示词。
 
 # %%
 # Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model

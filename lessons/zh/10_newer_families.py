@@ -35,8 +35,8 @@
 # %% [markdown]
 # ## 准备
 #
-# 下面的代码单元与英文版逐字相同。
-# 提示词（prompt）保持英文：sdviz-mini 只学过 ShapesWorld 的英文描述（caption），Stable Diffusion 1.x 的 CLIP 文本编码器（text encoder）也只在英文图文对上训练过，看不懂中文提示词——真正使用 SD 1.x 的用户同样要用英文写提示词。
+# 下面的代码单元与英文版逐字相同（包括其中的英文注释和打印出的英文标签），这样测试就能保证两个版本始终同步。
+# 提示词（prompt）也保持英文：模型只认识英文提示词——sdviz-mini 只学过 ShapesWorld 的英文描述（caption），Stable Diffusion 1.x 的 CLIP 分词器（tokenizer）和文本编码器（text encoder）也只在英文图文对上训练过，看不懂中文提示词，真正使用 SD 1.x 的用户同样得用英文写提示词。
 
 # %%
 # Setup — the only cell you need to edit. MODEL = None loads the embedded sdviz-mini model
@@ -188,7 +188,7 @@ print("  ", xl["pipeline.add_time_ids"].int().tolist())
 #
 # SD3 把提示词分词三次。
 # 两个 CLIP 填满同样的 77 行（它们的向量沿通道拼接，再用零填充（padding）到 T5 的宽度）；T5 的标记接在后面。
-# `attention.text_sequence` 说明逐词注意力图中的哪些行来自哪个分词器（tokenizer）。
+# `attention.text_sequence` 说明逐词注意力图中的哪些行来自哪个分词器。
 
 # %%
 sdviz.figures.components(pipes["stable-diffusion-3"], sd3)
@@ -226,7 +226,7 @@ print(f"  every head of all {maps.layers} blocks: {maps.every_head_bytes() / 2**
 # 调度图把两种方法都写成同一个 t 上的 x_t = a_t·x0 + b_t·ε（流匹配的 t 是 1000·σ）。
 # 扩散的信号占比 a_t² 是 ᾱ_t；流匹配的是 (1 − σ)²。
 # 它的噪声权重 b_t 就是 σ 本身，一条直线；它的信噪比（SNR）((1 − σ)/σ)² 在 σ = 1 时达到**零**：流匹配从纯噪声（pure noise）出发，而 SD 的调度停在 ᾱ > 0 处（第 2 课）。
-# 图上的点标出每个采样器在哪里走步：偏移（shift）把 SD3 的步（shift 3）挤向噪声大的一端。
+# 图上的点标出每个采样器在哪里走步：偏移（shift）把 SD3 的步（偏移 3）挤向噪声大的一端。
 
 # %%
 sdviz.figures.noise_schedule(sd, xl, sd3, flux, labels=families.labels())
