@@ -194,6 +194,9 @@ def two_object_prompts(n: int = 96, offset: int = 0) -> list[tuple[str, int, tup
 
 @torch.no_grad()
 def generate(pipe, prompts, guidance: float, steps: int = 25, batch: int = 16) -> list[np.ndarray]:
+    from sdviz.pipeline import recommended
+
+    extra = recommended(pipe).call_arguments()  # sdviz-mini-flow: no T5 token positions
     images = []
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
@@ -204,16 +207,17 @@ def generate(pipe, prompts, guidance: float, steps: int = 25, batch: int = 16) -
             guidance_scale=guidance,
             generator=gens,
             output_type="np",
+            **extra,
         )
         images += [(im * 255).round().astype(np.uint8) for im in out.images]
     return images
 
 
-def score_generation(pipe, classify, guidance: float, one=None, two=None) -> dict:
+def score_generation(pipe, classify, guidance: float, one=None, two=None, steps: int = 25) -> dict:
     one = one if one is not None else one_object_prompts()
     two = two if two is not None else two_object_prompts()
     res = {}
-    imgs = generate(pipe, one, guidance)
+    imgs = generate(pipe, one, guidance, steps)
     # strict: the largest object must be the named one (speckle and copies do not count)
     ok = [
         _has(find_objects(im, classify), *truth[0], top=1) is not None
@@ -226,7 +230,7 @@ def score_generation(pipe, classify, guidance: float, one=None, two=None) -> dic
         c: float(np.mean([o for o, (_, _, t) in zip(ok, one, strict=True) if t[0][0] == c]))
         for c in dict.fromkeys(t[0][0] for _, _, t in one)
     }
-    imgs2 = generate(pipe, two, guidance)
+    imgs2 = generate(pipe, two, guidance, steps)
     both = placed = 0
     for im, (_, _, (a, b, side)) in zip(imgs2, two, strict=True):
         found = find_objects(im, classify)
@@ -242,12 +246,16 @@ def score_generation(pipe, classify, guidance: float, one=None, two=None) -> dic
 
 
 def speed(pipe, guidance: float, steps: int = 25) -> float:
+    from sdviz.pipeline import recommended
+
     gen = torch.Generator().manual_seed(0)
-    pipe("a red circle", num_inference_steps=steps, guidance_scale=guidance, generator=gen)
+    kwargs = dict(num_inference_steps=steps, guidance_scale=guidance, generator=gen)
+    kwargs.update(recommended(pipe).call_arguments())
+    pipe("a red circle", **kwargs)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        pipe("a red circle", num_inference_steps=steps, guidance_scale=guidance, generator=gen)
+        pipe("a red circle", **kwargs)
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
@@ -359,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         help="report the table at this scale (the model card's); default: the sweep's best",
     )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=25, help="denoising steps of every image")
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="save a PNG of sample generations here")
     ap.add_argument("--seeds", type=int, default=4, help="seeds per one-object prompt (24 prompts)")
@@ -372,11 +381,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from diffusers import StableDiffusionPipeline
     from transformers import CLIPModel
 
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, use_safetensors=True)
+    import sdviz
+    from sdviz.borrowed import borrowed_spec
+
+    pipe = sdviz.load(args.model, device="cpu", dtype="fp32")  # sdviz-mini or -flow
     pipe.set_progress_bar_config(disable=True)
+    borrows = borrowed_spec(Path(args.model))  # sdviz-mini-flow: sdviz-mini's CLIP
+    clip_folder = Path(args.model) / (borrows["folder"] if borrows else ".") / "clip"
     if args.scheduler:
         from sdviz.pipeline import set_scheduler
 
@@ -386,12 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only_generation:
         r["scorer_sanity"] = scorer_sanity(classify)
         r["vae_psnr"] = vae_psnr(pipe)
-        clip = CLIPModel.from_pretrained(Path(args.model) / "clip").eval()
+        clip = CLIPModel.from_pretrained(clip_folder).eval()
         r["clip_top1"] = clip_retrieval(clip, pipe.tokenizer)
         r["clip_contrasts"] = clip_contrasts(clip, pipe.tokenizer)
     offset = 100_000 if args.validation else 0
     one, two = one_object_prompts(args.seeds, offset), two_object_prompts(args.pairs, offset)
-    sweep = {g: score_generation(pipe, classify, g, one, two) for g in args.guidance}
+    sweep = {g: score_generation(pipe, classify, g, one, two, args.steps) for g in args.guidance}
     if args.report is not None and args.report not in sweep:
         ap.error(f"--report {args.report} must be one of the swept --guidance scales")
     best = (
@@ -411,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_generation:
         print(json.dumps(sweep, indent=1))
     else:
-        r["seconds_per_image"] = speed(pipe, best)
+        r["seconds_per_image"] = speed(pipe, best, args.steps)
         print(table(r))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))

@@ -35,11 +35,15 @@ from typing import Any, NoReturn
 
 import torch
 
+from .borrowed import load_borrowed
 from .checkpoints import PICKLE_SUFFIXES, check_folder, index_components
 from .schedulers import canonical_name, make_scheduler, scheduler_class
 from .weights import check_weights, load_tokenizers
 
 EMBEDDED_MODEL = Path(__file__).parent / "models" / "sdviz-mini"
+# the embedded rectified-flow twin (SD3's transformer on sdviz-mini's VAE and CLIP)
+EMBEDDED_FLOW_MODEL = Path(__file__).parent / "models" / "sdviz-mini-flow"
+EMBEDDED_NAMES = {"sdviz-mini": EMBEDDED_MODEL, "sdviz-mini-flow": EMBEDDED_FLOW_MODEL}
 TINY = "sdviz-tiny"  # reserved name: the random tiny pipeline built in code
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -123,7 +127,16 @@ class Recommended:
     # the tokenizer holds whole words only for the model's training captions: any other
     # word is spelled in letters the model never learned (sdviz-mini knows ShapesWorld)
     closed_vocabulary: bool = False
+    # SD3 without T5: how many (zero) T5 token positions to append to CLIP's; sdviz-mini-flow
+    # was trained with none (0), the pipeline's default 256 makes it slower and worse
+    max_sequence_length: int | None = None
     source: str = "Stable Diffusion's defaults (the model folder recommends nothing)"
+
+    def call_arguments(self) -> dict[str, Any]:
+        """Pipeline-call arguments besides steps and guidance that the model needs."""
+        if self.max_sequence_length is None:
+            return {}
+        return {"max_sequence_length": self.max_sequence_length}
 
 
 def recommended(model: Any = None) -> Recommended:
@@ -138,7 +151,7 @@ def recommended(model: Any = None) -> Recommended:
     if model is None:
         folder: Any = EMBEDDED_MODEL
     elif isinstance(model, str | os.PathLike):
-        folder = model
+        folder = _embedded(model)
     else:  # a pipeline: diffusers keeps the folder it was loaded from
         class_name = type(model).__name__
         folder = getattr(model, "config", {}).get("_name_or_path") or getattr(
@@ -160,6 +173,11 @@ def recommended(model: Any = None) -> Recommended:
             guidance_scale=float(data.get("guidance_scale", base.guidance_scale)),
             num_inference_steps=int(data.get("num_inference_steps", base.num_inference_steps)),
             closed_vocabulary=bool(data.get("closed_vocabulary", False)),
+            max_sequence_length=(
+                None
+                if data.get("max_sequence_length") is None
+                else int(data["max_sequence_length"])
+            ),
             source=str(path),
         )
     except (ValueError, TypeError, AttributeError) as e:
@@ -289,12 +307,14 @@ def _index_class(index: Path, what: str):
 
 
 def _load_folder(folder: Path, dtype: torch.dtype):
-    """A local save_pretrained folder, its tokenizers and weights checked."""
+    """A local save_pretrained folder, its tokenizers and weights checked, with the parts
+    its sdviz.json borrows from another folder (`sdviz.borrowed`)."""
     cls = _index_class(folder / "model_index.json", f"the folder {folder}")
     components = index_components(folder)
     absent = _absent_components(folder / "model_index.json")
+    borrowed = load_borrowed(folder)
     pipe = _from_pretrained(
-        str(folder), dtype, cls, **absent, **load_tokenizers(folder, components)
+        str(folder), dtype, cls, **absent, **load_tokenizers(folder, components), **borrowed
     )
     check_weights(folder, pipe, components)
     return pipe
@@ -341,6 +361,15 @@ def _not_loadable(model: str, err: Exception) -> NoReturn:
     ) from err
 
 
+def _embedded(model: str | os.PathLike) -> str | os.PathLike:
+    """The folder of a reserved embedded name ("sdviz-mini", "sdviz-mini-flow") unless a
+    folder of that name exists here; any other model unchanged."""
+    name = os.fspath(model)
+    if name in EMBEDDED_NAMES and not Path(name).exists():
+        return EMBEDDED_NAMES[name]
+    return model
+
+
 def _tiny(family_name: str):
     from . import builder
 
@@ -379,6 +408,8 @@ def load(
         scheduler_class(scheduler)  # unknown name / missing scipy: fail before loading
     if model is None:
         model = EMBEDDED_MODEL if (EMBEDDED_MODEL / "model_index.json").is_file() else TINY
+    if isinstance(model, str | os.PathLike):
+        model = _embedded(model)
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
             f"model must be None, a folder path or a hub id string, got {type(model).__name__}."

@@ -249,5 +249,6 @@ def generate(
             width=width,
             generator=generator,
             output_type="pt",
+            **recommended(pipe).call_arguments(),
         )
     return tr.last

@@ -103,3 +103,51 @@ def assemble_pipeline(work: Path, out: Path, log=print, snapshot: Path | None = 
     (out / "training_record.json").write_text(json.dumps(rec, indent=1))
     log(f"assemble: pipeline saved to {out} (UNet {snapshot.name})")
     return pipe
+
+
+def assemble_flow(work: Path, out: Path, cfg: Any, log=print, snapshot: Path | None = None):
+    """Save sdviz-mini-flow: the transformer (EMA weights, stored in fp16) and its scheduler,
+    `model_index.json` as `save_pretrained` writes it, and an `sdviz.json` that borrows the
+    VAE, CLIP and tokenizer from the sdviz-mini folder the run encoded with (`sdviz.borrowed`).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from safetensors.torch import load_file
+
+    from ..borrowed import BORROWED_KEY, load_borrowed
+    from .flow import FLOW_CLASSES, flow_pipeline
+
+    cached = torch.load(work / "flow_data.pt")
+    spec = cached["borrowed"]
+    parts = load_borrowed(Path(spec["folder"]), spec, FLOW_CLASSES)
+    snaps = sorted(work.glob("flow_ema_*.safetensors"))
+    if snapshot is None and not snaps:
+        raise FileNotFoundError(f"no transformer snapshot in {work}: run the 'flow' stage first.")
+    snapshot = snapshot or snaps[-1]
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.shift)
+    pipe = flow_pipeline(parts, cfg, cached["latents"].shape[-1], scheduler)
+    pipe.transformer.load_state_dict(load_file(snapshot))
+    pipe.transformer.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sdviz-flow-") as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)  # the index, as diffusers writes it
+        shutil.copy(Path(tmp) / "model_index.json", out / "model_index.json")
+    shutil.rmtree(out / "transformer", ignore_errors=True)
+    pipe.transformer.to(torch.float16).save_pretrained(out / "transformer")  # half the bytes
+    scheduler.save_pretrained(out / "scheduler")
+    here = dict(spec, folder=os.path.relpath(spec["folder"], out.resolve()))
+    settings_path = out / "sdviz.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    settings.setdefault("guidance_scale", cfg.guidance_scale)
+    settings.setdefault("num_inference_steps", 25)
+    settings.update(closed_vocabulary=True, max_sequence_length=0, **{BORROWED_KEY: here})
+    settings_path.write_text(json.dumps(settings, indent=2) + "\n")
+    rec = json.loads((work / "record.json").read_text()) if (work / "record.json").exists() else {}
+    rec["flow_snapshot"] = snapshot.name
+    (out / "training_record.json").write_text(json.dumps(rec, indent=1))
+    log(f"flow_assemble: pipeline saved to {out} (transformer {snapshot.name})")
+    return pipe

@@ -1,4 +1,5 @@
-"""The hyper-parameters of `sdviz train`: `FULL` (the shipped sdviz-mini) and `QUICK` (tests).
+"""The hyper-parameters of `sdviz train`: `FULL` (the shipped sdviz-mini) and `QUICK` (tests);
+`FLOW` and `FLOW_QUICK` for `sdviz train --flow` (sdviz-mini-flow).
 
 Each field is read by one stage of the recipe (`sdviz.training.stages`). How the
 numbers of `FULL` were chosen, and what they gave, is told in the model card
@@ -95,3 +96,41 @@ QUICK = replace(
     clip_image_steps=2,
 )
 """`sdviz train --quick`: every stage for a few steps, for tests; FULL's objective."""
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """The transformer's shape and its rectified-flow training settings."""
+
+    layers: int = 6
+    heads: int = 4
+    head_dim: int = 32
+    patch_size: int = 2
+    steps: int = 20_000
+    """Most training steps; with a deadline, as many as fit (planned at `plan_at`)."""
+    batch: int = 32
+    lr: float = 6e-4
+    final_lr_fraction: float = 0.1
+    """The learning rate decays along a cosine to this fraction of `lr` at the last step."""
+    warmup: int = 200
+    plan_at: int = 300
+    """With a deadline: after this many steps the run measures its speed and fixes its
+    number of steps (and so its learning-rate curve) to what fits before the deadline."""
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0
+    """Training sigma shift: measured better than SD3's 3.0 for 64 image tokens."""
+    uncond_prob: float = 0.1
+    guidance_scale: float = 3.0
+    """Written to `sdviz.json` until a guidance sweep measures the model's own."""
+    ema_decay: float = 0.999
+    where_oversample: int = 2
+    snapshot_every: int = 250
+
+
+FLOW = FlowConfig()
+"""The shipped sdviz-mini-flow's recipe (`sdviz train --flow`): a 6-layer, 4x32-head MMDiT
+(3.5M parameters) on 2x2 patches of 16x16 latents, trained about 2 h on a 2-core CPU."""
+
+FLOW_QUICK = replace(FLOW, layers=1, steps=4, batch=8, warmup=2, plan_at=2, snapshot_every=2)
+"""`sdviz train --flow --quick`: a 1-layer transformer for a few steps, for tests."""

@@ -59,3 +59,13 @@ def stop_together(stop: bool) -> bool:
     flag = torch.tensor([1.0 if stop else 0.0])
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
+
+
+def agree_min(value: float) -> float:
+    """The least of every process's `value` (one number all of them then act on alike)."""
+    _, size = rank_and_size()
+    if size == 1:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return float(t.item())

@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import FULL, QUICK
-from .stages import STAGES, run_stage
+from .config import FLOW, FLOW_QUICK, FULL, QUICK
+from .stages import FLOW_STAGES, STAGES, run_stage
 from .workdir import following_threads, grant_threads, log_to, update_json
 
 __all__ = ["FULL", "QUICK", "STAGES", "add_arguments", "add_parser", "main", "run", "run_stage"]
@@ -62,7 +62,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="continue from the work folder's checkpoints (default: start over)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stage", choices=("all",) + STAGES, default="all")
+    stages = ("all",) + STAGES + tuple(s for s in FLOW_STAGES if s not in STAGES)
+    parser.add_argument("--stage", choices=stages, default="all")
+    parser.add_argument(
+        "--flow",
+        action="store_true",
+        help="train sdviz-mini-flow (an SD3 transformer, rectified flow) on the VAE and CLIP "
+        "of the sdviz-mini folder --base, instead of sdviz-mini itself",
+    )
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="with --flow: the sdviz-mini folder whose VAE and CLIP it uses (default: the "
+        "embedded one)",
+    )
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads in all")
     parser.add_argument(
         "--lanes",
@@ -82,7 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--unet-minutes",
         type=float,
         default=None,
-        help="stop UNet (and decoder) training after this many minutes (snapshot kept)",
+        help="stop UNet (and decoder) training, or with --flow the transformer's, after this "
+        "many minutes (snapshot kept)",
     )
     return parser
 
@@ -101,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     cfg = QUICK if args.quick else FULL
+    if getattr(args, "flow", False):
+        return _run_flow(args)
     processes = args.threads if torch.device(args.device).type == "cpu" else 1
     if args.stage in ("all", "unet") and cfg.unet_batch % processes:
         raise ValueError(
@@ -123,6 +139,52 @@ def run(args: argparse.Namespace) -> int:
             run_stage(stage, args, cfg, log)
         return 0
     return _run_in_lanes(args, work, log)
+
+
+def _run_flow(args: argparse.Namespace) -> int:
+    """`sdviz train --flow`: data, flow_encode, flow, flow_assemble, one after the other in
+    this process (the transformer's stage is data-parallel over `--threads` processes)."""
+    import torch
+
+    from ..pipeline import EMBEDDED_MODEL
+
+    cfg, flow = (QUICK, FLOW_QUICK) if args.quick else (FULL, FLOW)
+    processes = args.threads if torch.device(args.device).type == "cpu" else 1
+    if args.stage in ("all", "flow") and flow.batch % processes:
+        raise ValueError(
+            f"--threads {args.threads}: the transformer trains in one process per thread, each "
+            f"on an equal slice of its batch of {flow.batch}; give a number of threads that "
+            "divides it (1, 2, 4, ...)."
+        )
+    if args.stage not in ("all",) + FLOW_STAGES:
+        raise ValueError(f"--flow runs the stages {FLOW_STAGES}, not {args.stage!r}.")
+    args.base = Path(args.base or EMBEDDED_MODEL)
+    if not (args.base / "clip").is_dir() or not (args.base / "vae").is_dir():
+        raise FileNotFoundError(
+            f"--base {args.base}: sdviz-mini-flow borrows the VAE (vae/) and the full CLIP model "
+            "(clip/) of an sdviz-mini folder; train one with `sdviz train` or leave --base out "
+            "for the embedded one."
+        )
+    torch.set_num_threads(args.threads)
+    if args.out == "sdviz-mini":  # the default belongs to the UNet recipe
+        args.out = "sdviz-mini-flow"
+    args.work = args.work or f"{args.out}.work"
+    work = Path(args.work)
+    if work.exists() and not args.resume and args.stage == "all":
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    log = log_to(work)
+    t0 = time.time()
+    path = work / "record.json"
+    previous = json.loads(path.read_text()) if args.resume and path.exists() else {}
+    for stage in FLOW_STAGES if args.stage == "all" else (args.stage,):
+        run_stage(stage, args, cfg, log, flow=flow)
+    if args.stage == "all":
+        seconds = round(time.time() - t0 + previous.get("total_seconds", 0.0), 1)
+        update_json(path, total_seconds=seconds)
+        update_json(Path(args.out) / "training_record.json", total_seconds=seconds)
+        log(f"all flow stages done in {seconds / 60:.1f} min")
+    return 0
 
 
 def _run_in_lanes(args: argparse.Namespace, work: Path, log) -> int:

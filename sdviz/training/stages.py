@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..seeding import drawing_from
 from .assemble import assemble_pipeline, text_encoder_from_clip
-from .config import RecipeConfig
+from .config import FlowConfig, RecipeConfig
 from .workdir import log_to, previous_seconds, record
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ class _Stage:
     cfg: RecipeConfig
     log: Callable[[str], None]
     captioned: CaptionedImages  # images (n, 64, 64, 3) uint8, captions, tokenizer
+    base: Path | None = None  # `--flow`: the sdviz-mini folder whose VAE and CLIP it borrows
+    flow: FlowConfig | None = None  # `--flow`: the transformer and its training
 
 
 def _stage_data(s: _Stage) -> None:
@@ -206,6 +208,93 @@ def _stage_assemble(s: _Stage) -> None:
         assemble_pipeline(s.work, s.out, s.log)
 
 
+def _flow_parts(s: _Stage) -> tuple[dict, dict]:
+    """(the "borrowed" spec, the loaded parts): the base's VAE, CLIP and tokenizer."""
+    from transformers import CLIPTokenizer
+
+    from ..borrowed import load_borrowed
+    from .flow import FLOW_CLASSES, borrowed_components, prompt_tokens
+
+    base = Path(s.base).resolve()
+    tokens = prompt_tokens(CLIPTokenizer.from_pretrained(base / "tokenizer"), s.captioned.captions)
+    spec = borrowed_components(base, tokens)
+    return spec, load_borrowed(base, spec, FLOW_CLASSES)
+
+
+def _stage_flow_encode(s: _Stage) -> None:
+    import torch
+
+    from .flow import encode_flow_data, flow_pipeline
+
+    spec, parts = _flow_parts(s)
+    side = s.captioned.images.shape[1] // 2 ** (len(parts["vae"].config.block_out_channels) - 1)
+    with drawing_from(s.generator):
+        pipe = flow_pipeline(parts, s.flow, side)
+    data = encode_flow_data(pipe, s.captioned.images, s.captioned.captions)
+    tokens = tuple(data["texts"].shape[1:])
+    s.log(
+        f"flow_encode: latents {tuple(data['latents'].shape)} (std "
+        f"{data['latents'].float().std():.3f}), {len(data['texts'])} distinct captions -> "
+        f"text features {tokens}, pooled {tuple(data['pooled'].shape[1:])}"
+    )
+    torch.save({**data, "borrowed": spec}, s.work / "flow_data.pt")
+
+
+def _stage_flow(s: _Stage) -> None:
+    import torch
+
+    from ..shapes import says_where
+    from . import flow as flow_mod
+
+    cfg, captions = s.flow, s.captioned.captions
+    cached = torch.load(s.work / "flow_data.pt")
+    latents = cached["latents"]
+    with drawing_from(s.generator):
+        transformer = flow_mod.build_transformer(
+            cfg,
+            latents.shape[-1],
+            latents.shape[1],
+            cached["texts"].shape[-1],
+            cached["pooled"].shape[-1],
+        )
+    where = torch.tensor([i for i, c in enumerate(captions) if says_where(c)], dtype=torch.long)
+    rows = torch.cat([torch.arange(len(captions))] + [where] * cfg.where_oversample)
+    data = flow_mod.FlowData(
+        latents=latents[rows],
+        row_text=cached["row_text"][rows],
+        texts=cached["texts"],
+        pooled=cached["pooled"],
+        empty_text=cached["empty_text"],
+        empty_pooled=cached["empty_pooled"],
+    )
+    processes = torch.get_num_threads() if torch.device(s.device).type == "cpu" else 1
+    params = sum(p.numel() for p in transformer.parameters())
+    s.log(
+        f"flow: transformer {params / 1e6:.2f}M parameters, {len(rows)} rows ({len(where)} "
+        f"captions say where), {processes} process{'es' * (processes > 1)}, batch {cfg.batch}"
+    )
+    _, done = flow_mod.train_flow(
+        transformer,
+        data,
+        cfg,
+        s.work,
+        deadline=s.deadline,
+        resume=True,
+        seed=s.seed,
+        log=log_to(s.work),
+        device=s.device,
+        processes=processes,
+    )
+    record(s.work, "flow_steps_done", done)
+
+
+def _stage_flow_assemble(s: _Stage) -> None:
+    from .assemble import assemble_flow
+
+    with drawing_from(s.generator):
+        assemble_flow(s.work, s.out, s.flow, s.log)
+
+
 # in priority order: when two stages could start, the earlier one does (`lanes.run_lanes`)
 STAGE_FUNCTIONS: dict[str, Callable[[_Stage], None]] = {
     "data": _stage_data,
@@ -218,6 +307,14 @@ STAGE_FUNCTIONS: dict[str, Callable[[_Stage], None]] = {
     "assemble": _stage_assemble,
 }
 STAGES = tuple(STAGE_FUNCTIONS)
+# `sdviz train --flow`: sdviz-mini-flow, on the VAE and CLIP of a trained sdviz-mini
+FLOW_STAGE_FUNCTIONS: dict[str, Callable[[_Stage], None]] = {
+    "data": _stage_data,
+    "flow_encode": _stage_flow_encode,
+    "flow": _stage_flow,
+    "flow_assemble": _stage_flow_assemble,
+}
+FLOW_STAGES = tuple(FLOW_STAGE_FUNCTIONS)
 # what a stage saves in the work folder: when it is there, the stage is skipped
 RESULT = {
     "vae": "vae",
@@ -225,10 +322,17 @@ RESULT = {
     "encode": "latents.pt",
     "decoder": "vae_decoder",
     "clip_image": "clip_image",
+    "flow_encode": "flow_data.pt",
 }
 
 
-def run_stage(stage: str, args: argparse.Namespace, cfg: RecipeConfig, log) -> None:
+def run_stage(
+    stage: str,
+    args: argparse.Namespace,
+    cfg: RecipeConfig,
+    log,
+    flow: FlowConfig | None = None,
+) -> None:
     """Run one stage of `sdviz train` (`args` from its command line) and record its time."""
     import torch
 
@@ -242,7 +346,8 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: RecipeConfig, log) -> N
     if stage in RESULT and (work / RESULT[stage]).exists():
         log(f"{stage}: already done in {work}, skipped")
         return
-    STAGE_FUNCTIONS[stage](
+    functions = FLOW_STAGE_FUNCTIONS if flow is not None else STAGE_FUNCTIONS
+    functions[stage](
         _Stage(
             work=work,
             out=Path(args.out),
@@ -253,6 +358,8 @@ def run_stage(stage: str, args: argparse.Namespace, cfg: RecipeConfig, log) -> N
             cfg=cfg,
             log=log,
             captioned=captioned,
+            base=getattr(args, "base", None),
+            flow=flow,
         )
     )
     record(work, f"{stage}_seconds", round(time.time() - t0 + before, 1))

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -243,10 +244,13 @@ def _train(job: _Job) -> tuple[UNet2DConditionModel, int]:
     return ema.eval(), max(job.steps, start)
 
 
-def _resume(job: _Job, unet: Module, ema: Module, opt: Optimizer, rank: int) -> tuple[int, float]:
-    """(step, seconds trained) to go on from: the resumable state's, loaded into `unet`,
-    `ema` and `opt`, when `job.resume` and there is one; else (0, 0.0)."""
-    state_path = job.work / "unet_state.pt"
+def _resume(
+    job: Any, unet: Module, ema: Module, opt: Optimizer, rank: int, name: str = "unet"
+) -> tuple[int, float]:
+    """(step, seconds trained) to go on from: the resumable state's (`name`_state.pt), loaded
+    into `unet`, `ema` and `opt`, when `job.resume` and there is one; else (0, 0.0). `job`
+    is any training job with `work`, `resume`, `device` and `log` (the UNet's, the flow's)."""
+    state_path = job.work / f"{name}_state.pt"
     if not (job.resume and state_path.exists()):
         return 0, 0.0
     state = torch.load(state_path, weights_only=False, map_location=job.device)
@@ -254,7 +258,7 @@ def _resume(job: _Job, unet: Module, ema: Module, opt: Optimizer, rank: int) -> 
     ema.load_state_dict(state["ema"])
     opt.load_state_dict(state["opt"])
     if rank == 0:
-        job.log(f"resumed UNet training at step {state['step']}")
+        job.log(f"resumed {name} training at step {state['step']}")
     return state["step"], state.get("seconds", 0.0)
 
 
@@ -272,12 +276,18 @@ def _draw(job: _Job, step: int, rank: int, size: int) -> tuple[torch.Tensor, ...
 
 
 def _save_state(
-    work: Path, unet: Module, ema: Module, opt: Optimizer, step: int, seconds: float
+    work: Path,
+    unet: Module,
+    ema: Module,
+    opt: Optimizer,
+    step: int,
+    seconds: float,
+    name: str = "unet",
 ) -> None:
     """The resumable state (with the seconds trained, which survive a killed run) and an
-    EMA snapshot of `step`."""
+    EMA snapshot of `step`: `name`_state.pt and `name`_ema_NNNNNN.safetensors."""
     models = {"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}
-    torch.save({**models, "step": step, "seconds": seconds}, work / "unet_state.tmp")
-    (work / "unet_state.tmp").replace(work / "unet_state.pt")
+    torch.save({**models, "step": step, "seconds": seconds}, work / f"{name}_state.tmp")
+    (work / f"{name}_state.tmp").replace(work / f"{name}_state.pt")
     weights = {k: v.cpu() for k, v in ema.state_dict().items()}
-    save_file(weights, work / f"unet_ema_{step:06d}.safetensors")
+    save_file(weights, work / f"{name}_ema_{step:06d}.safetensors")
