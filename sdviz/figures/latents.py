@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from ..autoencoder import Reconstruction, Reconstructions
+from ..language import Texts, course_language, drawing
 from .style import (
     LINE_COLORS,
     PANEL,
@@ -31,35 +32,81 @@ from .style import (
 MAX_CHANNELS = 8  # latent channels drawn (SD has 4)
 ERROR_CMAP = "magma"  # |image - reconstruction|: dark where the VAE is exact
 EXAMPLE_PLACES = (0.0, 0.1, 0.5, 0.9, 1.0)  # quantiles of PSNR shown as examples
-PLACE_NAMES = {0.0: "worst", 0.5: "median", 1.0: "best"}
+PLACE_NAMES = {0.0: "worst", 0.5: "median", 1.0: "best"}  # quantile -> its Texts key
+
+T = Texts(
+    __name__,
+    {
+        "latent_space": (
+            "Latent space: 3×{H}×{W} = {pixels:,} numbers → {c}×{h}×{w} = {numbers:,} numbers "
+            "({ratio:.0f}× fewer)",
+            "潜在空间：3×{H}×{W} = {pixels:,} 个数 → {c}×{h}×{w} = {numbers:,} 个数"
+            "（只有原来的 1/{ratio:.0f}）",
+        ),
+        "image_size": ("image 3×{H}×{W}", "图像 3×{H}×{W}"),
+        "channel": ("latent channel {i} ({h}×{w})", "潜在通道 {i}（{h}×{w}）"),
+        "latent_value": ("latent value", "潜在表示的值"),
+        "reconstruction_psnr": ("reconstruction\nPSNR {psnr:.1f} dB", "重建\nPSNR {psnr:.1f} dB"),
+        "worst": ("worst", "最差"),
+        "median": ("median", "中位数"),
+        "best": ("best", "最好"),
+        "percentile.st": ("{n}st percentile", "第 {n} 百分位"),
+        "percentile.nd": ("{n}nd percentile", "第 {n} 百分位"),
+        "percentile.rd": ("{n}rd percentile", "第 {n} 百分位"),
+        "percentile.th": ("{n}th percentile", "第 {n} 百分位"),
+        "example": ("{place}: {psnr:.1f} dB", "{place}：{psnr:.1f} dB"),
+        "quality": (
+            "VAE reconstruction of {n} images: mean {mean:.1f} dB, {below} under {threshold:g} dB",
+            "VAE 对 {n} 张图像的重建：平均 {mean:.1f} dB，{below} 张低于 {threshold:g} dB",
+        ),
+        "mean": ("mean {mean:.1f} dB", "平均 {mean:.1f} dB"),
+        "psnr_axis": ("PSNR (dB), higher is closer", "PSNR（dB），越高越接近"),
+        "images": ("images", "图像数"),
+        "psnr_title": ("PSNR of each image", "每张图像的 PSNR"),
+        "row.image": ("image", "图像"),
+        "row.reconstruction": ("reconstruction", "重建"),
+        "row.difference": ("|difference|", "|差值|"),
+        "error": ("mean |error|\n(0-1 scale)", "平均 |误差|\n（0-1 标度）"),
+    },
+)
 
 
-def latent_space(reconstruction: Reconstruction, *, fig: Canvas | None = None) -> Figure:
+def latent_space(
+    reconstruction: Reconstruction, *, fig: Canvas | None = None, lang: str | None = None
+) -> Figure:
     """The image, each latent channel (signed colormap), the VAE reconstruction and the ratio.
 
     `reconstruction` comes from `sdviz.autoencoder.reconstruct(pipe, image)`:
-    decode(encode(image)) through the pipeline's VAE, with its PSNR.
+    decode(encode(image)) through the pipeline's VAE, with its PSNR. `lang`: the language
+    of its labels ("en", "zh"; default `sdviz.language.course_language`).
 
     Example:
         >>> run = sdviz.generate(pipe, "a red circle")
         >>> fig = sdviz.figures.latent_space(sdviz.autoencoder.reconstruct(pipe, run))
     """
+    lang = course_language(lang)
     expect(reconstruction, Reconstruction, "sdviz.autoencoder.reconstruct(pipe, image)")
     z = reconstruction.latents  # (c, h, w)
     c, h, w = z.shape
     H, W = reconstruction.image.shape[1:]
     shown = min(c, MAX_CHANNELS)
     ratio = 3 * H * W / (c * h * w)
-    with style():
-        fig = new_figure(
-            fig,
-            PANEL * (shown + 2) + 0.8,
-            PANEL + 0.9,
-            suptitle=f"Latent space: 3×{H}×{W} = {3 * H * W:,} numbers → {c}×{h}×{w} = "
-            f"{c * h * w:,} numbers ({ratio:.0f}× fewer)",
-        )
+    title = T(
+        "latent_space",
+        lang,
+        H=H,
+        W=W,
+        pixels=3 * H * W,
+        c=c,
+        h=h,
+        w=w,
+        numbers=c * h * w,
+        ratio=ratio,
+    )
+    with drawing(lang), style():
+        fig = new_figure(fig, PANEL * (shown + 2) + 0.8, PANEL + 0.9, suptitle=title)
         axes = fig.subplots(1, shown + 2)
-        show_image(axes[0], reconstruction.image, f"image 3×{H}×{W}")
+        show_image(axes[0], reconstruction.image, T("image_size", lang, H=H, W=W))
         lim = symmetric_limit(z[:shown])
         for i in range(shown):
             im = show_map(
@@ -68,24 +115,22 @@ def latent_space(reconstruction: Reconstruction, *, fig: Canvas | None = None) -
                 cmap=SIGNED_CMAP,
                 vmin=-lim,
                 vmax=lim,
-                title=f"latent channel {i} ({h}×{w})",
+                title=T("channel", lang, i=i, h=h, w=w),
             )
-        fig.colorbar(im, ax=list(axes[1 : 1 + shown]), label="latent value", shrink=0.8)
-        show_image(
-            axes[-1],
-            reconstruction.reconstruction,
-            f"reconstruction\nPSNR {reconstruction.psnr:.1f} dB",
-        )
+        label = T("latent_value", lang)
+        fig.colorbar(im, ax=list(axes[1 : 1 + shown]), label=label, shrink=0.8)
+        psnr = T("reconstruction_psnr", lang, psnr=reconstruction.psnr)
+        show_image(axes[-1], reconstruction.reconstruction, psnr)
     return fig
 
 
-def _place(q: float) -> str:
-    """0 -> 'worst', 0.5 -> 'median', 0.1 -> '10th percentile'."""
+def _place(q: float, lang: str = "en") -> str:
+    """0 -> 'worst', 0.5 -> 'median', 0.1 -> '10th percentile' (in `lang`)."""
     if q in PLACE_NAMES:
-        return PLACE_NAMES[q]
+        return T(PLACE_NAMES[q], lang)
     n = round(q * 100)
     suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix} percentile"
+    return T(f"percentile.{suffix}", lang, n=n)
 
 
 def reconstruction_quality(
@@ -94,46 +139,55 @@ def reconstruction_quality(
     places: Sequence[float] = EXAMPLE_PLACES,
     threshold_db: float = 30.0,
     fig: Canvas | None = None,
+    lang: str | None = None,
 ) -> Figure:
     """The spread of the VAE's reconstruction PSNR over many images (histogram, its mean
     and `threshold_db`), and examples at `places` (quantiles of PSNR: 0 the worst image,
     0.5 the median, 1 the best): each image, its reconstruction and where they differ.
 
     `reconstructions` come from `sdviz.autoencoder.reconstruct_many(pipe, images)`.
+    `lang`: the language of its labels (default `sdviz.language.course_language`).
 
     Example:
         >>> images, _ = sdviz.shapes.ShapesWorld(split="test").batch(0, 128)
         >>> fig = sdviz.figures.reconstruction_quality(
         ...     sdviz.autoencoder.reconstruct_many(pipe, images))
     """
+    lang = course_language(lang)
     expect(reconstructions, Reconstructions, "sdviz.autoencoder.reconstruct_many(pipe, images)")
     scores = reconstructions.psnr  # (n,) dB
     chosen = reconstructions.ranked(places)
     errors = (reconstructions.images - reconstructions.reconstructions).abs().mean(1)  # (n, H, W)
     top = float(errors[chosen].max())
-    with style():
+    title = T(
+        "quality",
+        lang,
+        n=len(scores),
+        mean=scores.mean(),
+        below=reconstructions.below(threshold_db),
+        threshold=threshold_db,
+    )
+    with drawing(lang), style():
         fig = new_figure(
-            fig,
-            WIDE + PANEL * 0.9 * len(chosen) + 0.8,
-            PANEL * 0.9 * 3 + 0.6,
-            suptitle=f"VAE reconstruction of {len(scores)} images: mean {scores.mean():.1f} dB, "
-            f"{reconstructions.below(threshold_db)} under {threshold_db:g} dB",
+            fig, WIDE + PANEL * 0.9 * len(chosen) + 0.8, PANEL * 0.9 * 3 + 0.6, suptitle=title
         )
         left, right = fig.subfigures(1, 2, width_ratios=[WIDE, PANEL * 0.9 * len(chosen) + 0.8])
         ax = left.subplots()
         ax.hist(scores, bins=min(30, max(5, len(scores) // 4)), color=LINE_COLORS[0], alpha=0.8)
-        ax.axvline(scores.mean(), color=LINE_COLORS[1], lw=2, label=f"mean {scores.mean():.1f} dB")
+        label = T("mean", lang, mean=scores.mean())
+        ax.axvline(scores.mean(), color=LINE_COLORS[1], lw=2, label=label)
         ax.axvline(threshold_db, color="black", ls="--", label=f"{threshold_db:g} dB")
-        ax.set_xlabel("PSNR (dB), higher is closer")
-        ax.set_ylabel("images")
+        ax.set_xlabel(T("psnr_axis", lang))
+        ax.set_ylabel(T("images", lang))
         ax.legend(loc="upper left")
-        ax.set_title("PSNR of each image")
+        ax.set_title(T("psnr_title", lang))
         grid = right.subplots(3, len(chosen), squeeze=False)
         for col, (q, i) in enumerate(zip(places, chosen, strict=True)):
-            show_image(grid[0, col], reconstructions.images[i], f"{_place(q)}: {scores[i]:.1f} dB")
+            title = T("example", lang, place=_place(q, lang), psnr=scores[i])
+            show_image(grid[0, col], reconstructions.images[i], title)
             show_image(grid[1, col], reconstructions.reconstructions[i])
             im = show_map(grid[2, col], errors[i], cmap=ERROR_CMAP, vmin=0, vmax=top)
-        for row, label in enumerate(("image", "reconstruction", "|difference|")):
-            grid[row, 0].set_ylabel(label)
-        right.colorbar(im, ax=list(grid[2]), label="mean |error|\n(0-1 scale)", shrink=0.9)
+        for row, name in enumerate(("image", "reconstruction", "difference")):
+            grid[row, 0].set_ylabel(T(f"row.{name}", lang))
+        right.colorbar(im, ax=list(grid[2]), label=T("error", lang), shrink=0.9)
     return fig
