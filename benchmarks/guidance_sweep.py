@@ -273,10 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.from_rows:
         return report(merge([json.loads(Path(f).read_text()) for f in args.from_rows]), args.json)
-    from diffusers import StableDiffusionPipeline
+    import sdviz
 
     torch.set_num_threads(1)
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, use_safetensors=True)
+    pipe = sdviz.load(args.model, device="cpu", dtype="fp32")  # sdviz-mini or sdviz-mini-flow
     pipe.set_progress_bar_config(disable=True)
     classify = mq.ShapeClassifier()
     offset = 100_000 if args.validation else 0

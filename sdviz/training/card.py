@@ -42,12 +42,29 @@ def parameter_counts(folder: Path) -> dict[str, int]:
     return counts
 
 
+def _part_folder(folder: Path, part: str) -> Path:
+    """Where `part` of a pipeline folder lives: its own sub-folder, or the one its
+    `sdviz.json` borrows it from (`sdviz.borrowed`)."""
+    from ..borrowed import borrowed_spec
+
+    spec = borrowed_spec(folder)
+    borrowed = (spec or {}).get("components", {}).get(part)
+    if isinstance(borrowed, dict):
+        return folder / spec["folder"] / borrowed["subfolder"]
+    return folder / part
+
+
+def _denoiser(folder: Path) -> str:
+    """ "unet" (sdviz-mini) or "transformer" (sdviz-mini-flow)."""
+    return "transformer" if (folder / "transformer" / "config.json").is_file() else "unet"
+
+
 def _image_and_latent_shape(folder: Path) -> str:
-    """ "64x64 images <-> 4x16x16 latents", from the UNet's and the VAE's configs."""
-    unet = json.loads((folder / "unet" / "config.json").read_text())
-    vae = json.loads((folder / "vae" / "config.json").read_text())
-    side = unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
-    latent = f"{unet['in_channels']}x{unet['sample_size']}x{unet['sample_size']}"
+    """ "64x64 images <-> 4x16x16 latents", from the denoiser's and the VAE's configs."""
+    net = json.loads((folder / _denoiser(folder) / "config.json").read_text())
+    vae = json.loads((_part_folder(folder, "vae") / "config.json").read_text())
+    side = net["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+    latent = f"{net['in_channels']}x{net['sample_size']}x{net['sample_size']}"
     return f"{side}x{side} images <-> {latent} latents."
 
 
@@ -117,15 +134,56 @@ def _check_measured(folder: Path, guidance: float) -> None:
 
 
 def write_settings(folder: Path, guidance: float, steps: int) -> None:
-    """`folder/sdviz.json`: what `sdviz.pipeline.recommended` reads for this model."""
-    settings = {
+    """`folder/sdviz.json`: what `sdviz.pipeline.recommended` reads for this model (the
+    entries it holds besides these, such as sdviz-mini-flow's "borrowed", are kept)."""
+    path = folder / RECOMMENDED_FILE
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    settings |= {
         "guidance_scale": float(guidance),
         "num_inference_steps": int(steps),
         "closed_vocabulary": True,  # its tokenizer holds ShapesWorld's words, letters else
         "why": f"guidance: {guidance_why(folder)}; it knows only ShapesWorld's words "
         "(see README.md, the model card)",
     }
-    (folder / RECOMMENDED_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+_MINI_INTRO = """# sdviz-mini
+
+A miniature Stable Diffusion trained from scratch by `sdviz train` on ShapesWorld
+(`sdviz.shapes`): the same three parts and classes as SD — a `CLIPTextModel` text
+encoder (the text tower of a contrastively trained `CLIPModel`, shipped whole in
+`clip/`), a `UNet2DConditionModel` with cross-attention and an `AutoencoderKL` — and
+SD's DDIM scheduler configuration. {shape} Folder size {size_mb:.1f} MB. Loads offline with
+`StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True)` or `sdviz.load()`."""
+
+_FLOW_INTRO = """# sdviz-mini-flow
+
+sdviz-mini's twin with Stable Diffusion 3's denoiser (Esser et al. 2024): an
+`SD3Transformer2DModel` (MMDiT: image and text tokens in one joint attention) trained from
+scratch by `sdviz train --flow` with rectified flow on the same ShapesWorld images, and
+sampled by `FlowMatchEulerDiscreteScheduler`. The VAE, the CLIP text encoder and the
+tokenizer are sdviz-mini's, borrowed from `../sdviz-mini` (`sdviz.json`, "borrowed"), not
+copied: only the denoiser differs. {shape} Folder size {size_mb:.1f} MB (its own files; the
+transformer stored in fp16). Loads offline with `sdviz.load("sdviz-mini-flow")`; in plain
+diffusers:
+
+```python
+from diffusers import AutoencoderKL, StableDiffusion3Pipeline
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+mini = "sdviz/models/sdviz-mini"
+te = CLIPTextModelWithProjection.from_pretrained(f"{{mini}}/clip", projection_dim=128)
+tok = CLIPTokenizer.from_pretrained(f"{{mini}}/tokenizer", model_max_length=24)
+vae = AutoencoderKL.from_pretrained(f"{{mini}}/vae", shift_factor=0.0)
+pipe = StableDiffusion3Pipeline.from_pretrained(
+    "sdviz/models/sdviz-mini-flow", vae=vae, text_encoder=te, text_encoder_2=te,
+    tokenizer=tok, tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
+image = pipe("a red circle", max_sequence_length=0).images[0]  # no T5 positions
+```
+
+Call it with `max_sequence_length=0` (sdviz does): it was trained on CLIP's 24 token
+positions alone; the pipeline's default appends 256 zero "T5" positions it never saw,
+which is slower and draws worse."""
 
 
 def write_model_card(
@@ -162,15 +220,10 @@ def write_model_card(
     shape = _image_and_latent_shape(folder)
     params = "\n".join(f"| {k} | {v / 1e6:.2f} M |" for k, v in parameter_counts(folder).items())
     sums = "\n".join(f"| `{k}` | `{v}` |" for k, v in weight_checksums(folder).items())
+    intro = _FLOW_INTRO if _denoiser(folder) == "transformer" else _MINI_INTRO
     parts = [
-        f"""# sdviz-mini
-
-A miniature Stable Diffusion trained from scratch by `sdviz train` on ShapesWorld
-(`sdviz.shapes`): the same three parts and classes as SD — a `CLIPTextModel` text
-encoder (the text tower of a contrastively trained `CLIPModel`, shipped whole in
-`clip/`), a `UNet2DConditionModel` with cross-attention and an `AutoencoderKL` — and
-SD's DDIM scheduler configuration. {shape} Folder size {size_mb:.1f} MB. Loads offline with
-`StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True)` or `sdviz.load()`.
+        intro.format(shape=shape, size_mb=size_mb)
+        + f"""
 
 **Use it at guidance scale {guidance:g}** with {steps} steps (`sdviz.json`, read by
 `sdviz.generate`): {guidance_why(folder)}.""",
