@@ -84,7 +84,7 @@ sdviz.course.tables.vocabulary_table(pipe.tokenizer)
 sdviz.course.tables.bpe_table(pipe.tokenizer, "triangle")
 
 # %% [markdown]
-# A word is never rejected: it is cut into the pieces the merges can build. Three words
+# A word is never rejected: it is cut into the pieces the merges can build. Two words
 # the captions never contained, against one they did:
 
 # %%
