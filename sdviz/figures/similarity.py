@@ -17,11 +17,36 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from matplotlib.patches import Rectangle
 
 from ..autoencoder import image_hwc
+from ..language import Texts, course_language, drawing
 from ..probes import ClipEmbeddings
 from .style import MATRIX_CMAP, PANEL, expect, figure_of, new_figure, style
 
 ROW_INCHES = 0.8 * PANEL  # height of one image row (and its thumbnail)
 CAPTION_WRAP = 22  # characters per caption line under the matrix
+# the caption kinds of sdviz.probes.counterfactuals (labels of their own pass unchanged)
+CAPTION_KINDS = ("true caption", "relation flipped", "colours swapped")
+
+T = Texts(
+    __name__,
+    {
+        "kind.true caption": ("true caption", "真实描述"),
+        "kind.relation flipped": ("relation flipped", "关系颠倒"),
+        "kind.colours swapped": ("colours swapped", "颜色互换"),
+        "caption": ("caption", "描述"),
+        "image": ("image", "图像"),
+        "image_n": ("image {i}", "图像 {i}"),
+        "title": (
+            "CLIP cosine similarity, images × captions (outline: best caption)",
+            "CLIP 余弦相似度，图像 × 描述（实线框：最匹配的描述）",
+        ),
+        "title_truth": (
+            "CLIP cosine similarity, images × captions (outline: best caption; "
+            "dashed: the true caption)",
+            "CLIP 余弦相似度，图像 × 描述（实线框：最匹配的描述；虚线框：真实描述）",
+        ),
+        "cosine_similarity": ("cosine similarity", "余弦相似度"),
+    },
+)
 
 
 def _wrap(text: str, width: int = CAPTION_WRAP) -> str:
@@ -41,6 +66,7 @@ def clip_similarity(
     truth: Sequence[int] | None = None,
     caption_kinds: Sequence[str] | None = None,
     ax: Axes | None = None,
+    lang: str | None = None,
 ) -> Figure:
     """Images (rows, as thumbnails) × captions (columns): cosine similarity of CLIP embeddings.
 
@@ -50,13 +76,15 @@ def clip_similarity(
     may be [] there: rows are then numbered). The best caption of each image is outlined.
     `truth` (a column per image) marks each image's true caption with a dashed frame, and
     `caption_kinds` (one per caption) labels the columns, as
-    `sdviz.probes.counterfactuals(world, n)` gives both.
+    `sdviz.probes.counterfactuals(world, n)` gives both. `lang`: the language of its labels
+    ("en", "zh"; default `sdviz.language.course_language`); captions stay as they are.
 
     Example:
         >>> runs = [sdviz.generate(pipe, p) for p in ["a red circle", "a blue square"]]
         >>> emb = sdviz.probes.clip_embeddings(runs, model=clip, tokenizer=clip_tokenizer)
         >>> fig = sdviz.figures.clip_similarity(emb)
     """
+    lang = course_language(lang)
     expect(embeddings, ClipEmbeddings, "sdviz.probes.clip_embeddings(images, captions, ...)")
     sim, captions, pictures = embeddings.similarity, embeddings.captions, embeddings.images
     n, m = sim.shape
@@ -68,8 +96,9 @@ def clip_similarity(
         )
     labels = [_wrap(c) for c in captions]
     if caption_kinds is not None:
-        labels = [f"[{k}]\n{c}" for k, c in zip(caption_kinds, labels, strict=True)]
-    with style():
+        kinds = [T(f"kind.{k}", lang) if k in CAPTION_KINDS else k for k in caption_kinds]
+        labels = [f"[{k}]\n{c}" for k, c in zip(kinds, labels, strict=True)]
+    with drawing(lang), style():
         if ax is None:
             fig = new_figure(None, ROW_INCHES * (m + 1.5) + 1.5, ROW_INCHES * n + 2.2)
             ax = fig.add_subplot()
@@ -97,9 +126,9 @@ def clip_similarity(
                     )
                 )
         ax.set_xticks(range(m), labels, rotation=0)
-        ax.set_xlabel("caption")
+        ax.set_xlabel(T("caption", lang))
         thumb_points = ROW_INCHES * 72 * 0.9
-        ax.set_ylabel("image", labelpad=thumb_points + 8 if pictures else 4)
+        ax.set_ylabel(T("image", lang), labelpad=thumb_points + 8 if pictures else 4)
         if pictures:
             ax.set_yticks(range(n), [""] * n)
             for i, picture in enumerate(pictures):
@@ -114,10 +143,7 @@ def clip_similarity(
                 )
                 ax.add_artist(box)
         else:
-            ax.set_yticks(range(n), [f"image {i}" for i in range(n)])
-        frames = "outline: best caption" + (
-            "; dashed: the true caption" if truth is not None else ""
-        )
-        ax.set_title(f"CLIP cosine similarity, images × captions ({frames})")
-        fig.colorbar(im, ax=ax, label="cosine similarity", shrink=0.8)
+            ax.set_yticks(range(n), [T("image_n", lang, i=i) for i in range(n)])
+        ax.set_title(T("title" if truth is None else "title_truth", lang))
+        fig.colorbar(im, ax=ax, label=T("cosine_similarity", lang), shrink=0.8)
     return fig
