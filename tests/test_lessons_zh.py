@@ -121,7 +121,8 @@ def test_twin_runs_in_smoke_mode_in_chinese(twin: Path, monkeypatch, tmp_path: P
     assert not done.errors, done.errors
     assert done.figures, "a lesson shows at least one figure"
     setup = next(c for c in done.notebook.cells if c.cell_type == "code")
-    shown = "".join(o.get("data", {}).get("text/plain", "") for o in setup.get("outputs", []))
+    results = [o for o in setup.get("outputs", []) if o.output_type == "execute_result"]
+    shown = "".join(o.data.get("text/plain", "") for o in results)  # the cell's `lesson`
     assert shown.startswith(CHINESE_SETUP), (
         f"the setup cell ran in English: its kernel did not find {ZH_DIR / LANG_FILE} "
         f"(was its working folder lessons/zh?):\n{shown[:200]}"
