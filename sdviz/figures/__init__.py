@@ -34,6 +34,11 @@ none) and what they draw:
     11 `guidance_terms(run)` / `guidance_sweep(runs)`   sdviz.probes.guidance_runs(...)
        `guidance_benefit(measured, runs)`    sdviz.probes.measured_guidance(pipe)
 
+Beside them (issue 20, sdviz-mini vs sdviz-mini-flow):
+
+       `path_straightness(rec)`               sdviz.probes.measure_straightness(pipes)
+       `attention_side_by_side(runs, words)`  runs of the same prompt and seed, two models
+
 `filmstrip(images, titles)` draws a plain row of images, `training_curves(loss)` a loss
 (and accuracy) over training steps. `save` writes reproducible
 files; `sdviz figures` writes them all plus an HTML gallery.
@@ -69,6 +74,8 @@ _API = {
     "training_curves": "curves",
     "save": "style",
     "to_png": "style",
+    "path_straightness": "straightness",
+    "attention_side_by_side": "attention_pair",
 }
 
 __all__ = sorted(_API)

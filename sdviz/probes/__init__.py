@@ -23,6 +23,8 @@ lesson as a record (a dataclass, a dict or tensors). One module per kind of prob
     unet.py        unet_structure (figure 9): blocks, layers, skips, where t and the text
                    enter, read from the module tree; timestep_embeddings (9b): the
                    loaded UNet's time_proj and time_embedding on every t; sd_skeleton
+    straightness.py measure_straightness (issue 20): how far x̂0 moves while each
+                   pipeline samples, the same prompts and seeds at several step counts
 
 Figure 6 draws `sdviz.autoencoder.reconstruct` (many images scored by PSNR:
 `reconstruct_many`), figure 7 a Run or `sdviz.text.prompt_record`.
@@ -56,6 +58,7 @@ from .noising import (
     noised_images,
     predict_noise,
 )
+from .straightness import Straightness, measure_straightness
 from .timing import UnetTiming, time_unet
 from .unet import (
     TimestepEmbeddings,
@@ -98,4 +101,6 @@ __all__ = [
     "TimestepEmbeddings",
     "timestep_embeddings",
     "sd_skeleton",
+    "Straightness",
+    "measure_straightness",
 ]
