@@ -46,12 +46,13 @@ def literal(template: str) -> str:
 def glossary_terms(english: str) -> list[tuple[str, set[str]]]:
     """(the term as written, the Chinese forms that translate it) for each glossary term in
     `english`: whole words, case-insensitive, a plural 's' allowed, the longest term first
-    and each character counted once ("latent space" is not also "latent")."""
+    and each character counted once ("latent space" is not also "latent"); code such as
+    `images=` or `sdviz.figures` is no word."""
     text = literal(english).lower()
     taken = [False] * len(text)
     found = []
     for key in sorted(GLOSSARY, key=len, reverse=True):
-        for m in re.finditer(rf"(?<![\w-]){re.escape(key)}s?(?![\w-])", text):
+        for m in re.finditer(rf"(?<![\w.-]){re.escape(key)}s?(?![\w=-])", text):
             if any(taken[m.start() : m.end()]):
                 continue
             taken[m.start() : m.end()] = [True] * (m.end() - m.start())
@@ -71,6 +72,7 @@ def test_the_term_matcher_takes_longest_terms_whole_words_and_plurals():
     }
     assert dict(glossary_terms("Steps"))["steps"] == {"步数", "步"}
     assert glossary_terms("stepsize {noise}") == []  # no word inside a word or a field
+    assert glossary_terms("pass images= to sdviz.figures") == []  # code
     assert dict(glossary_terms("VAE-decoded x_t"))["vae-decoded"] == {"经 VAE 解码"}
 
 
@@ -174,3 +176,124 @@ def test_drawing_english_changes_nothing_and_chinese_puts_dejavu_first():
         family = matplotlib.rcParams["font.family"]
         assert family[0] == "DejaVu Sans" and family[1] == language.cjk_family()
     assert dict(matplotlib.rcParams) == before
+
+
+def test_every_converted_module_is_registered():
+    for name in ("overview", "schedule", "noising", "denoising", "training", "curves", "style"):
+        assert f"sdviz.figures.{name}" in REGISTRY  # filled as the modules are imported
+    assert all(isinstance(t, Texts) and t.module == name for name, t in REGISTRY.items())
+
+
+def test_wrap_breaks_chinese_by_width_and_english_as_textwrap():
+    from textwrap import fill
+
+    from sdviz.figures.style import text_width, wrap
+
+    english = "Denoising 'a red circle left of a blue square': 25 steps, numbered 0…24"
+    assert wrap(english, 30) == fill(english, 30)
+    chinese = "前向加噪 x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε，在像素空间（3×64×64）和潜在空间（4×8×8）中"
+    lines = wrap(chinese, 40).split("\n")
+    assert "".join(lines).replace(" ", "") == chinese.replace(" ", "")
+    assert len(lines) > 1 and all(text_width(line) <= 40 for line in lines)
+    assert not any(line[0] in "，。）" or line[-1] in "（" for line in lines)
+
+
+# --- Chinese figures drawn for real (tiny pipeline built in code) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import torch
+
+    import sdviz
+    from sdviz import probes
+    from sdviz.builder import tiny_pipeline
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pipe = tiny_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    run = sdviz.generate(pipe, "a red circle", steps=3, seed=0, attention=None)
+    noised = probes.noised_images(pipe, run, timesteps=[0, 999])
+    example = probes.noise_predictions(pipe, run, t=500, timesteps=[100, 500, 900])
+    yield pipe, run, noised, example
+    torch.set_num_threads(before)
+
+
+def _chinese_figures(pipe, run, noised, example) -> dict:
+    from sdviz import figures
+
+    return {
+        "sdviz.figures.overview": lambda lang: figures.components(pipe, run, lang=lang),
+        "sdviz.figures.schedule": lambda lang: figures.noise_schedule(pipe, "euler", lang=lang),
+        "sdviz.figures.noising": lambda lang: figures.forward_noising(noised, lang=lang),
+        "sdviz.figures.training": lambda lang: figures.training_example(example, lang=lang),
+        "sdviz.figures.denoising": lambda lang: figures.denoising_filmstrip(run, lang=lang),
+        "sdviz.figures.curves": lambda lang: figures.training_curves(
+            [1.0, 0.5], {"a": [0.2, 0.6]}, lang=lang
+        ),
+    }
+
+
+def _texts(fig) -> list:
+    from matplotlib.text import Text
+
+    return [t for t in fig.findobj(Text) if t.get_text().strip()]
+
+
+def test_chinese_figures_draw_every_glyph_in_chinese(tiny):
+    import warnings
+
+    from sdviz.figures.style import to_png
+
+    family = language.cjk_family()
+    for module, draw in _chinese_figures(*tiny).items():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*missing from font")
+            fig = draw("zh")
+            png = to_png(fig)  # drawn outside the figure function, as Jupyter shows it
+        assert png.startswith(b"\x89PNG")
+        texts = _texts(fig)
+        chinese = [t for t in texts if re.search("[\u4e00-\u9fff]", t.get_text())]
+        assert chinese, f"{module}: no Chinese text"
+        for t in chinese:  # each Chinese text carries the CJK font behind DejaVu Sans
+            assert t.get_fontfamily()[:2] == ["DejaVu Sans", family], (module, t.get_text())
+        english = {  # no whole English sentence of this module is left on the figure
+            en
+            for en, zh in (t[EN : ZH + 1] for t in REGISTRY[module].table.values())
+            if en != zh and not _fields_of(en) and " " in en
+        }
+        left = [t.get_text() for t in texts if t.get_text() in english]
+        assert not left, f"{module} draws English in Chinese: {left}"
+
+
+def _fields_of(template: str) -> set:
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+def test_a_chinese_figure_shows_its_chinese_templates(tiny):
+    from sdviz.figures import schedule
+
+    pipe, *_ = tiny
+    fig = sdviz.figures.noise_schedule(pipe, lang="zh")
+    assert fig.get_suptitle() == schedule.T("suptitle", "zh") == "训练时间步 t 上的噪声调度"
+    titles = [ax.get_title() for ax in fig.axes]
+    assert schedule.T("strip_title", "zh") in titles
+    assert all(ax.get_xlabel() == "时间步 t" for ax in fig.axes)
+
+
+def test_english_bytes_do_not_change_after_a_chinese_figure(tiny, monkeypatch, tmp_path):
+    from sdviz.figures.style import to_png
+
+    monkeypatch.delenv(language.LANG_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # no sdviz-lang.txt: lang=None is English
+
+    draws = _chinese_figures(*tiny)
+    before = {
+        m: to_png(draws[m]("en")) for m in ("sdviz.figures.schedule", "sdviz.figures.overview")
+    }
+    for draw in draws.values():
+        to_png(draw("zh"))
+    after = {m: to_png(draws[m]("en")) for m in before}
+    assert after == before
+    assert to_png(draws["sdviz.figures.schedule"](None)) == before["sdviz.figures.schedule"]

@@ -51,7 +51,7 @@ T = Texts(
         ),
         "shared_each": (
             "; one curve each for {groups}: they differ only in the t they visit",
-            "；{groups} 各共用一条曲线：只是访问的 t 不同",
+            "；共用一条曲线的有 {groups}：它们只是访问的 t 不同",
         ),
         "flow_name": ("{name} (shift {shift:.3g})", "{name}（偏移 {shift:.3g}）"),
         "curve": ("{name}, {n} steps", "{name}，{n} 步"),

@@ -69,6 +69,7 @@ T = Texts(__name__, {"timestep": ("timestep t", "时间步 t")})
 
 # a line may not start with these (Chinese punctuation closes what precedes it)
 NO_LINE_START = "，。、；：？！）》」』】…％"
+NO_LINE_END = "（《「『【“‘"  # and none ends with these
 _WIDE = r"\u2e80-\u9fff\u3000-\u303f\uf900-\ufaff\uff00-\uffef"
 _TOKENS = re.compile(rf"[{_WIDE}]|[^\s{_WIDE}]+|\s+")
 
@@ -88,7 +89,8 @@ def text_width(text: str) -> int:
 
 def wrap(text: str, width: int) -> str:
     """`textwrap.fill(text, width)`; text with wide (CJK) characters is broken between them
-    too (counted 2 each, never before closing punctuation), Latin words kept whole."""
+    too (counted 2 each, never before closing or after opening punctuation), Latin words
+    kept whole."""
     if text_width(text) == len(text):
         return textwrap.fill(text, width)
     lines = []
@@ -97,8 +99,9 @@ def wrap(text: str, width: int) -> str:
         for token in _TOKENS.findall(paragraph):
             over = text_width(line.rstrip() + token.rstrip()) > width
             if line.strip() and over and not token.isspace() and token not in NO_LINE_START:
-                lines.append(line.rstrip())
-                line = token
+                carried = line.rstrip()[-1] if line.rstrip()[-1] in NO_LINE_END else ""
+                lines.append(line.rstrip().removesuffix(carried))
+                line = carried + token
             else:
                 line += token
         lines.append(line.strip())
