@@ -276,7 +276,7 @@ sdviz.figures.guidance_sweep(
 # cell to a hub id such as `"stable-diffusion-v1-5/stable-diffusion-v1-5"` (about 4 GB,
 # downloaded once, then cached; on a CUDA GPU sdviz loads it in float16) or to a local
 # diffusers folder. What changes is the size. sdviz can build the published SD 1.5
-# architecture with random weights on PyTorch's *meta* device — shapes without memory —
+# architecture without weights on PyTorch's *meta* device — shapes without memory —
 # to compare it with the loaded model:
 
 # %%

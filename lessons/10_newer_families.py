@@ -230,7 +230,8 @@ print("joint-attention layers averaged into them:", sd3["attention.n_layers"])
 # attention that goes to it, averaged over heads, blocks and steps (the softmax here is
 # over the text tokens, as for cross-attention; `text_share=True` also records how much
 # of the *full* text + image softmax goes to the text at all). The figure is lesson 7's
-# (its title still says cross-attention): it reads `attention.maps` whatever attention
+# (its title names what it shows: joint attention, image → text part): it reads
+# `attention.maps` whatever attention
 # filled them. With random weights the maps are patterns of an untrained network, about
 # the same for every word; on a real SD3 each word's map finds its object.
 
