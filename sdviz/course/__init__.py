@@ -9,7 +9,9 @@ needs beyond one call lives in sdviz; the course's own pieces are here, one modu
                    the pipeline (sdviz-mini, or `SDVIZ_MODEL`, a hub id or a local
                    folder), reads the test switch `SDVIZ_SMOKE`, and returns a `Lesson`:
                    the pipeline and the settings every cell uses (steps, seed, prompt,
-                   and the guidance scale the model recommends).
+                   and the guidance scale the model recommends), and the course's
+                   language (`lesson.lang`: "zh" in lessons/zh/, see sdviz.language),
+                   in which the tables below print their own headers.
     tables.py      `table(columns)`: named columns of numbers, printed aligned with their
                    meanings, where a lesson would otherwise format a list in a
                    comprehension; `attention_layers_table(run)`: the text-attention
