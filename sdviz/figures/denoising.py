@@ -31,7 +31,7 @@ T = Texts(
         "x0_decoded": ("predicted x̂0, VAE-decoded", "预测的 x̂0，经 VAE 解码"),
         "x0_preview": ("predicted x̂0, linear preview", "预测的 x̂0，线性预览"),
         "step": ("step {i}, t={t}", "第 {i} 步，t={t}"),
-        "step_of": ("step {i} (of 0…{last}), t={t}", "第 {i} 步（共 0…{last}），t={t}"),
+        "step_of": ("step {i} (of 0…{last}), t={t}", "第 {i} 步（编号 0…{last}），t={t}"),
         "suptitle": (
             "Denoising {prompt!r}: {n} steps, numbered 0…{last}",
             "对 {prompt!r} 去噪：共 {n} 步，编号 0…{last}",
