@@ -18,8 +18,17 @@ re-implemented (6 `attn2` layers, per head bicubic to 96x96 and clamped, then av
 and, with `--daam-python`, DAAM 0.2.0 itself, run in its own venv on the same UNet
 inputs (the x_t of every step of the same generations, recorded here).
 
+An SD3-family model (`--model sdviz-mini-flow`: an MMDiT with joint attention, Esser et al.
+2024) is scored the same way on its joint attention's text->image part (image queries
+over the text keys, softmax over the text: `sdviz.joint_attention`): part 1 noises the
+held-out latents on the flow's straight line (sigma = t / 1000) and calls the transformer
+once with the caption's features as its pipeline encodes them; part 2 generates the same
+prompts and seeds and scores every joint block, their mean (`attention.maps`) and the
+steps. `default_map_scores` gives part 2's measures of `attention.maps` for either family
+(used by benchmarks/flow_vs_unet.py).
+
     python benchmarks/attention_localisation.py [--images 64] [--heldout 96]
-        [--daam-python /tmp/h3/daam/bin/python]
+        [--daam-python /tmp/h3/daam/bin/python] [--model sdviz-mini-flow]
 """
 
 from __future__ import annotations
@@ -185,18 +194,29 @@ def daam_style(maps_by_layer: dict[str, torch.Tensor], names: list[str]) -> torc
     return torch.cat(ups).mean(0)
 
 
-def generate_all(pipe, prompts, record_inputs: bool):
-    """Generate every prompt traced; keep the scored words' maps per layer and head."""
+def default_layers(pipe, run) -> list[str]:
+    """The layers `attention.maps` averages: the UNet's default set, or every joint block."""
+    from sdviz.attention import default_aggregate_layers
+
+    if getattr(pipe, "unet", None) is not None:
+        return default_aggregate_layers(pipe.unet)
+    return list(run["attention.aggregate_layers"])
+
+
+def generate_all(pipe, prompts, record_inputs: bool, layers: bool = True):
+    """Generate every prompt traced; keep the scored words' maps per layer and head
+    (`layers=False`: only the default aggregate, `attention.maps`)."""
     import sdviz
-    from sdviz.attention import aggregate, default_aggregate_layers
+    from sdviz.attention import aggregate
     from sdviz.probes.attention import word_positions
     from sdviz.tracing.keys import LAYER_PREFIX
 
     mq = _mini_quality()
     classify = mq.ShapeClassifier()
     items, inputs, images = [], [], 0
+    detail = dict(attention_layers="*", attention_heads=True) if layers else {}
     for prompt, seed, (a, b, _side) in prompts:
-        run = sdviz.generate(pipe, prompt, seed=seed, attention_layers="*", attention_heads=True)
+        run = sdviz.generate(pipe, prompt, seed=seed, **detail)
         image = (run["vae.image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         found = mq.find_objects(image, classify)
         oa, ob = mq._has(found, *a, top=2), mq._has(found, *b, top=2)
@@ -218,6 +238,18 @@ def generate_all(pipe, prompts, record_inputs: bool):
         n_tokens = run["tokenizer.n_tokens"]
         for (colour, shape), own, other in ((a, mask_a, mask_b), (b, mask_b, mask_a)):
             noun, col = word_positions(pipe.tokenizer, prompt, colour, shape)
+            if not layers:
+                items.append(
+                    dict(
+                        prompt=prompt,
+                        own=torch.from_numpy(own),
+                        other=torch.from_numpy(other),
+                        n_tokens=n_tokens,
+                        tokens=(noun, col),
+                        default=run["attention.maps"][:, [noun, col]],  # (S, 2, h, w)
+                    )
+                )
+                continue
             per_head = {}  # layer -> (heads, 2, h, w) step mean
             per_step = {}  # layer -> (S, 2, h, w) head mean
             shares = {}  # layer -> (L, h, w) step and head mean
@@ -230,7 +262,7 @@ def generate_all(pipe, prompts, record_inputs: bool):
                 shares[name] = m.mean((0, 1))
                 full[name] = m.mean(1)
             latent = run["attention.maps"].shape[-2:]
-            recomputed = aggregate(full, default_aggregate_layers(pipe.unet), latent)
+            recomputed = aggregate(full, default_layers(pipe, run), latent)
             items.append(
                 dict(
                     prompt=prompt,
@@ -299,6 +331,40 @@ def daam_worker(model: str, src: str, dst: str) -> None:
     torch.save(out, dst)
 
 
+MAP_MEASURES = ("pointing", "own>other", "mass", "iou")  # the columns of part 2's table
+
+
+def _part2_legend(own: torch.Tensor) -> list[str]:
+    hw = own.shape[-2:]
+    centre = float(own[:, hw[0] // 2, hw[1] // 2].float().mean())
+    chance = float(own.float().mean())
+    return [
+        "peak = the word's map (mean over steps) peaks inside its object's pixels; own>other = "
+        "more map mass inside its own object than inside the other; mass = share of the map "
+        "inside its own object. Baselines for peak: the image centre "
+        f"{pct(centre)}, a random pixel (mean object area) {pct(chance)}.",
+    ]
+
+
+def score_table(variants: dict, own: torch.Tensor, other: torch.Tensor, width: int = 68) -> list:
+    """Part 2's table: a row per aggregate (maps (2, N, h, w): noun, colour), four measures."""
+    from sdviz.probes.attention import scores
+
+    out = [
+        f"{'aggregate':<{width}} | {'peak inside':>15} | {'own > other':>15} | {'own mass':>15} | "
+        f"{'mIoU':>15}",
+        f"{'':<{width}} | {'noun':>7} {'colour':>7} | {'noun':>7} {'colour':>7} | {'noun':>7} "
+        f"{'colour':>7} | {'noun':>7} {'colour':>7}",
+    ]
+    for label, maps in variants.items():
+        sc = scores(maps, own, other)
+        cells = []
+        for m in MAP_MEASURES:
+            cells.append(" ".join(f"{pct(float(sc[m][k].nanmean())):>7}" for k in range(2)))
+        out.append(f"{label:<{width}} | " + " | ".join(cells))
+    return out
+
+
 def generated_tables(pipe, n_prompts: int, daam_python: str | None, model: Path) -> str:
     from sdviz.attention import (
         aggregate,
@@ -354,31 +420,16 @@ def generated_tables(pipe, n_prompts: int, daam_python: str | None, model: Path)
     # the traced run's own aggregate is the new default recomputed from its layers
     gap = max(float((it["default"] - it["recomputed"]).abs().max()) for it in items)
 
-    hw = own.shape[-2:]
-    centre = float(own[:, hw[0] // 2, hw[1] // 2].float().mean())
-    chance = float(own.float().mean())
     out = [
         f"== Part 2: generated two-object images ({len(prompts)} prompts, both objects found "
         f"in {n_images}: {len(items)} objects; 25 steps, g={pipe_guidance(pipe)}; "
         f"{took:.0f} s) ==",
-        "peak = the word's map (mean over steps) peaks inside its object's pixels; own>other = "
-        "more map mass inside its own object than inside the other; mass = share of the map "
-        "inside its own object. Baselines for peak: the image centre "
-        f"{pct(centre)}, a random pixel (mean object area) {pct(chance)}.",
+        *_part2_legend(own),
         f"(recorded attention.maps vs the new default recomputed from the layers: max "
         f"difference {gap:.1e})",
         "",
-        f"{'aggregate':<68} | {'peak inside':>15} | {'own > other':>15} | {'own mass':>15} | "
-        f"{'mIoU':>15}",
-        f"{'':<68} | {'noun':>7} {'colour':>7} | {'noun':>7} {'colour':>7} | {'noun':>7} "
-        f"{'colour':>7} | {'noun':>7} {'colour':>7}",
+        *score_table(variants, own, other),
     ]
-    for label, maps in variants.items():
-        sc = scores(maps, own, other)
-        cells = []
-        for m in ("pointing", "own>other", "mass", "iou"):
-            cells.append(" ".join(f"{pct(float(sc[m][k].nanmean())):>7}" for k in range(2)))
-        out.append(f"{label:<68} | " + " | ".join(cells))
     out.append("")
     out.append(
         "Min-max scaled maps (what DAAM's WordHeatMap.expand_as draws): own mass noun / colour"
@@ -434,6 +485,212 @@ def generated_tables(pipe, n_prompts: int, daam_python: str | None, model: Path)
     return "\n".join(out)
 
 
+# -- the same measures for an SD3-family transformer (joint attention) ---------------------
+def short_joint(name: str) -> str:
+    """'transformer_blocks.3.attn' -> 'block 3'."""
+    parts = name.split(".")
+    return f"block {parts[1]}" if len(parts) > 1 and parts[1].isdigit() else name
+
+
+def _grid_and_masks(items: list[dict]) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+    own = torch.stack([it["own"] for it in items])  # (N, H, W)
+    other = torch.stack([it["other"] for it in items])
+    return tuple(items[0]["default"].shape[-2:]), own, other
+
+
+@torch.no_grad()
+def joint_heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
+    """Part 1 for an SD3-family pipeline: held-out ShapesWorld images noised on the flow's
+    straight line to sigma = t / 1000 (x = (1 - sigma) z0 + sigma eps, one noise draw per
+    image) and denoised once by the transformer with the caption's features (as the
+    pipeline encodes them), under the joint-attention capture; scored as the UNet's part 1."""
+    from sdviz.autoencoder import encode, native_size
+    from sdviz.joint_attention import JointAttentionCapture
+    from sdviz.pipeline import recommended
+    from sdviz.probes.attention import _instances, scores
+    from sdviz.shapes import ShapesWorld
+
+    world = ShapesWorld(size=native_size(pipe), split="test", seed=0)
+    samples = _instances(world, pipe.tokenizer, count, 0)
+    images = torch.from_numpy(np.stack([s.image for s, _ in samples])).permute(0, 3, 1, 2)
+    z0 = encode(pipe, images)  # (n, c, h, w)
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(0))
+    captions = [s.caption for s, _ in samples]
+    emb, _, pooled, _ = pipe.encode_prompt(
+        captions,
+        captions,
+        None,
+        do_classifier_free_guidance=False,
+        **recommended(pipe).call_arguments(),
+    )  # (n, L, d), (n, d_pool)
+    own = torch.stack([it[2] for _, items in samples for it in items])  # (N, H, W)
+    other = torch.stack([it[3] for _, items in samples for it in items])
+    owner = [(k, it[0], it[1]) for k, (_, items) in enumerate(samples) for it in items]
+    patch = pipe.transformer.config.patch_size
+    grid = (z0.shape[-2] // patch, z0.shape[-1] // patch)
+    transformer = pipe.transformer
+    cap = JointAttentionCapture(transformer, layers="*", heads=True)
+    per_t = []  # per t: {layer or DEFAULT: (2, N, h, w)}
+    cap.install(transformer)
+    try:
+        for t in timesteps:
+            sigma = t / 1000
+            x = (1 - sigma) * z0 + sigma * noise
+            calls = []
+            for k in range(len(samples)):
+                cap.begin(*grid, 0, emb.shape[1])
+                transformer(
+                    hidden_states=x[k : k + 1],
+                    timestep=torch.tensor([float(t)]),
+                    encoder_hidden_states=emb[k : k + 1],
+                    pooled_projections=pooled[k : k + 1],
+                )
+                mean, detail, names, _ = cap.end()  # (L, h, w); layer -> (heads, L, h, w)
+                calls.append({**{n: d.mean(0) for n, d in detail.items()}, "default": mean})
+            per_t.append(
+                {
+                    n: torch.stack(
+                        [calls[k][n][[noun, colour]] for k, noun, colour in owner], 1
+                    ).float()
+                    for n in [*names, "default"]
+                }
+            )
+    finally:
+        cap.restore(transformer)
+    rows = [*names, "default"]
+    scored = {n: [scores(d[n], own, other) for d in per_t] for n in rows}  # per t
+    out = [
+        f"== Part 1: held-out ShapesWorld images, exact masks, joint attention ({len(samples)} "
+        f"images, {own.shape[0]} objects; one transformer call per image and t, text only) ==",
+        "pointing = the map's maximum lies inside the object's mask; mIoU = mean IoU of the map "
+        "min-max scaled and cut at 0.4 against the mask. Averaged over t = "
+        f"{timesteps} (flow: sigma = t / 1000). Maps on the {grid[0]}x{grid[1]} patch grid.",
+        "",
+        f"{'block':<30} | {'pointing':>17} | {'mIoU':>17} | {'own mass':>17}",
+        f"{'':<30} | {'noun':>8} {'colour':>8} | {'noun':>8} {'colour':>8} | "
+        f"{'noun':>8} {'colour':>8}",
+    ]
+    for n in rows:
+        cells = []
+        for m in ("pointing", "iou", "mass"):
+            r = torch.stack([sc[m].nanmean(-1) for sc in scored[n]]).mean(0)  # (kinds,)
+            cells.append(f"{pct(float(r[0])):>8} {pct(float(r[1])):>8}")
+        label = "[default: all blocks]" if n == "default" else short_joint(n)
+        out.append(f"{label:<30} | " + " | ".join(cells))
+    out += ["", "By timestep (t: 999 = pure noise): pointing noun / colour"]
+    out.append(f"{'block':<30}" + "".join(f"{'t=' + str(t):>16}" for t in timesteps))
+    for n in rows:
+        label = "[default: all blocks]" if n == "default" else short_joint(n)
+        out.append(
+            f"{label:<30}"
+            + "".join(
+                f"{100 * float(sc['pointing'][0].nanmean()):7.1f}/"
+                f"{100 * float(sc['pointing'][1].nanmean()):5.1f}%  "
+                for sc in scored[n]
+            )
+        )
+    return "\n".join(out)
+
+
+def default_map_scores(pipe, n_prompts: int, offset: int = 700) -> dict:
+    """Part 2's measures for the default aggregate (`attention.maps`, mean over the steps) of
+    any family: UNet cross-attention or SD3's joint attention, on the same two-object prompts
+    and seeds. {"noun"/"colour": {measure: rate}, "n_prompts", "n_images", "n_objects",
+    "seconds"} (rates NaN when no image had both objects found)."""
+    from sdviz.probes.attention import scores
+
+    prompts = _mini_quality().two_object_prompts(n_prompts, offset=offset)
+    t0 = time.perf_counter()
+    items, _, n_images = generate_all(pipe, prompts, False, layers=False)
+    out = {
+        "n_prompts": len(prompts),
+        "n_images": n_images,
+        "n_objects": len(items),
+        "seconds": time.perf_counter() - t0,
+    }
+    if not items:
+        nan = float("nan")
+        return {
+            **out,
+            "noun": dict.fromkeys(MAP_MEASURES, nan),
+            **{"colour": dict.fromkeys(MAP_MEASURES, nan)},
+        }
+    _, own, other = _grid_and_masks(items)
+    sc = scores(torch.stack([it["default"].mean(0) for it in items], 1), own, other)
+    for k, kind in enumerate(("noun", "colour")):
+        out[kind] = {m: float(sc[m][k].nanmean()) for m in MAP_MEASURES}
+    return out
+
+
+def joint_generated_tables(pipe, n_prompts: int) -> str:
+    """Part 2 for an SD3-family pipeline: each word's joint-attention map (image queries over
+    the text keys, softmax over the text: what sdviz records as `attention.maps`) scored as
+    the UNet's cross-attention maps are, per block, per step, and its token shares."""
+    from sdviz.attention import mean_of_layers
+    from sdviz.pipeline import recommended
+    from sdviz.probes.attention import scores, token_shares
+
+    prompts = _mini_quality().two_object_prompts(n_prompts, offset=700)
+    t0 = time.perf_counter()
+    items, _, n_images = generate_all(pipe, prompts, False)
+    took = time.perf_counter() - t0
+    head = (
+        f"== Part 2: generated two-object images, joint attention ({len(prompts)} prompts, "
+        f"both objects found in {n_images}: {len(items)} objects; "
+        f"{recommended(pipe).num_inference_steps} steps, g={pipe_guidance(pipe)}; {took:.0f} s) =="
+    )
+    if not items:
+        return head + "\nno image had both named objects found: nothing to score."
+    grid, own, other = _grid_and_masks(items)
+    names = list(items[0]["per_head"])  # the joint-attention blocks, in order
+
+    def layer_mean(chosen: list[str]) -> torch.Tensor:  # (2, N, h, w)
+        return torch.stack(
+            [mean_of_layers(it["per_head"], chosen, grid, head_dim=0) for it in items], 1
+        )
+
+    half = len(names) // 2
+    variants = {
+        f"sdviz default: all {len(names)} joint blocks (attention.maps)": torch.stack(
+            [it["default"].mean(0) for it in items], 1
+        ),
+        f"first {half} blocks": layer_mean(names[:half]),
+        f"last {len(names) - half} blocks": layer_mean(names[half:]),
+    }
+    variants.update({short_joint(n): layer_mean([n]) for n in names})
+    gap = max(float((it["default"] - it["recomputed"]).abs().max()) for it in items)
+    out = [
+        head,
+        *_part2_legend(own),
+        f"Maps on the transformer's {grid[0]}x{grid[1]} patch grid, resized bilinearly to the "
+        f"masks' {own.shape[-2]}x{own.shape[-1]} pixels. (recorded attention.maps vs the mean "
+        f"of the blocks recomputed: max difference {gap:.1e})",
+        "",
+        *score_table(variants, own, other),
+        "",
+        "By sampling step (recorded attention.maps): peak inside noun / colour",
+    ]
+    steps = items[0]["default"].shape[0]
+    for s in range(0, steps, 4):
+        sc = scores(torch.stack([it["default"][s] for it in items], 1), own, other)
+        out.append(
+            f"  step {s:2d}: {pct(float(sc['pointing'][0].mean()))} / "
+            f"{pct(float(sc['pointing'][1].mean()))}"
+        )
+    sh = [
+        token_shares(mean_of_layers(it["shares"], names, grid)[None], it["n_tokens"])
+        for it in items[::2]  # one per image
+    ]
+    mean = {k: float(np.mean([s[k] for s in sh])) for k in sh[0]}
+    out += [
+        "",
+        "Share of the text part of attention (mean over steps, image tokens, blocks and images): "
+        f"start {pct(mean['start'])}  words {pct(mean['words'])}  "
+        f"end+padding {pct(mean['end+padding'])}",
+    ]
+    return "\n".join(out)
+
+
 def pipe_guidance(pipe) -> float:
     from sdviz.pipeline import recommended
 
@@ -442,7 +699,9 @@ def pipe_guidance(pipe) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="sdviz-mini (default) or a folder")
+    parser.add_argument(
+        "--model", default=None, help="sdviz-mini (default), sdviz-mini-flow or a folder"
+    )
     parser.add_argument("--images", type=int, default=64, help="two-object prompts to generate")
     parser.add_argument("--heldout", type=int, default=96, help="held-out ShapesWorld images")
     parser.add_argument("--timesteps", type=int, nargs="+", default=[901, 701, 501, 301, 101, 21])
@@ -456,6 +715,11 @@ def main(argv: list[str] | None = None) -> int:
     pipe.set_progress_bar_config(disable=True)
     model = Path(args.model) if args.model else EMBEDDED_MODEL
     print(f"# attention localisation, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}")
+    if getattr(pipe, "transformer", None) is not None:  # SD3 family: joint attention
+        print(joint_heldout_tables(pipe, args.heldout, args.timesteps), flush=True)
+        print()
+        print(joint_generated_tables(pipe, args.images), flush=True)
+        return 0
     print(heldout_tables(pipe, args.heldout, args.timesteps), flush=True)
     print()
     print(generated_tables(pipe, args.images, args.daam_python, model), flush=True)

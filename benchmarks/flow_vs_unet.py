@@ -1,0 +1,268 @@
+"""The same world drawn by two designs: sdviz-mini (UNet, DDPM) vs sdviz-mini-flow (MMDiT, flow).
+
+sdviz-mini's UNet was trained as a DDPM noise predictor (Ho et al. 2020) and samples with
+DDIM (Song et al. 2021); sdviz-mini-flow's SD3 transformer (Esser et al. 2024) was trained
+with rectified flow (Liu et al. 2022) on the same ShapesWorld images with the same VAE and
+CLIP. Each model runs at its own recommended guidance (`sdviz.pipeline.recommended`), on
+the same prompts and seeds:
+
+(a) quality against the number of sampling steps: `benchmarks/mini_quality.py`'s pixel
+    scorer on the reported prompt set (its first --prompts one-object prompts, spread over
+    the 24 colour-shape pairs, and its first --prompts two-object prompts): one object
+    colour+shape right, both objects right, left/right placement right; and seconds for
+    one image (median of 3, one thread, after a warm-up call);
+(b) path straightness (`sdviz.probes.straightness`): how far x̂0 moves from step to step,
+    in total relative to the final x̂0 (0 = a straight path), and how far the first step's
+    x̂0 is from the final one;
+(c) attention localisation (`benchmarks/attention_localisation.py`, part 2's measures):
+    on generated two-object images, does each noun's and colour word's map (mean over the
+    steps) peak inside its object, hold more mass in its own object than in the other, and
+    its mIoU; UNet cross-attention vs the transformer's joint attention (text→image part);
+(d) with --figures DIR: the straightness figure and the side-by-side attention figure.
+
+    python benchmarks/flow_vs_unet.py [--unet sdviz-mini] [--flow sdviz-mini-flow]
+        [--prompts 48] [--steps 2 4 8 16 25] [--straight-prompts 6]
+        [--attention-prompts 32] [--figures DIR]
+
+A smoke run on the tiny random pipelines: --unet sdviz-tiny --flow sdviz-tiny-sd3
+--prompts 2 --steps 2 4 --straight-prompts 1 --attention-prompts 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+STEPS = (2, 4, 8, 16, 25)
+ATTENTION_PROMPT = ("a red circle to the left of a blue square", 0)  # the figures' prompt
+ATTENTION_WORDS = ["red", "circle", "blue", "square"]
+
+
+def benchmark(name: str):
+    """A sibling benchmark script as a module (`mini_quality`, `attention_localisation`)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def model_label(name: str, pipe) -> str:
+    """'sdviz-mini (UNet)' / 'sdviz-mini-flow (MMDiT)': the model and its denoiser."""
+    design = "UNet" if getattr(pipe, "unet", None) is not None else "MMDiT"
+    return f"{Path(str(name)).name} ({design})"
+
+
+def reported_prompts(mq, n: int) -> tuple[list, list]:
+    """The first `n` of mini_quality's reported one-object prompts (4 seeds per colour-shape
+    pair: every pair before a second seed) and its first `n` two-object prompts."""
+    one = mq.one_object_prompts(4)
+    seeds = len(one) // len({p for p, _, _ in one})
+    by_seed = [one[k::seeds] for k in range(seeds)]  # pair order, seed 0 first
+    one = [p for group in by_seed for p in group][: max(1, n)]
+    return one, mq.two_object_prompts(96)[: max(1, n)]
+
+
+def pct(x: float) -> str:
+    return "–" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def quality_rows(pipes: dict, steps: list[int], n: int) -> list[dict]:
+    """One row per model and step count: the pixel scorer's three rates and s/image."""
+    from sdviz.pipeline import recommended
+
+    mq = benchmark("mini_quality")
+    classify = mq.ShapeClassifier()
+    one, two = reported_prompts(mq, n)
+    rows = []
+    for label, pipe in pipes.items():
+        g = recommended(pipe).guidance_scale
+        for s in steps:
+            t0 = time.perf_counter()
+            r = mq.score_generation(pipe, classify, g, one, two, s)
+            rows.append(
+                dict(
+                    model=label,
+                    steps=s,
+                    guidance=g,
+                    one=r["one_object"],
+                    two=r["two_object_both"],
+                    placement=r["placement"],
+                    seconds=mq.speed(pipe, g, s),
+                    scoring_s=time.perf_counter() - t0,
+                    n_one=len(one),
+                    n_two=len(two),
+                )
+            )
+            print(
+                f"  [{label}, {s} steps: {time.perf_counter() - t0:.0f} s]",
+                file=sys.stderr,
+                flush=True,
+            )
+    return rows
+
+
+def quality_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | guidance | steps | one object | two objects | placement | s / image |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['guidance']:g} | {r['steps']} | {pct(r['one'])} | "
+            f"{pct(r['two'])} | {pct(r['placement'])} | {r['seconds']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def straightness_table(rec) -> str:
+    lines = [
+        "| model | steps | path length: mean | min | max | first guess: mean | min | max |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label in rec.labels:
+        for s in rec.steps:
+            p, f = rec.path_length(label, s), rec.first_guess(label, s)
+            lines.append(
+                f"| {label} | {s} | {float(p.mean()):.3f} | {float(p.min()):.3f} | "
+                f"{float(p.max()):.3f} | {float(f.mean()):.3f} | {float(f.min()):.3f} | "
+                f"{float(f.max()):.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def attention_table(scores: dict[str, dict]) -> str:
+    lines = [
+        "| model | images scored (of prompts) | objects | peak inside: noun | colour | "
+        "own > other: noun | colour | mIoU: noun | colour | own mass: noun | colour |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, sc in scores.items():
+        cells = [
+            pct(sc[kind][m])
+            for m in ("pointing", "own>other", "iou", "mass")
+            for kind in ("noun", "colour")
+        ]
+        lines.append(
+            f"| {label} | {sc['n_images']} ({sc['n_prompts']}) | {sc['n_objects']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def save_figures(pipes: dict, rec, out: Path) -> list[Path]:
+    """The straightness figure and the side-by-side attention figure, as PNGs in `out`."""
+    import sdviz
+
+    out.mkdir(parents=True, exist_ok=True)
+    prompt, seed = ATTENTION_PROMPT
+    runs = {label: sdviz.generate(pipe, prompt, seed=seed) for label, pipe in pipes.items()}
+    words = [w for w in ATTENTION_WORDS if w in prompt.split()]
+    figs = {
+        "straightness.png": sdviz.figures.path_straightness(rec),
+        "attention_side_by_side.png": sdviz.figures.attention_side_by_side(runs, words),
+    }
+    paths = []
+    for name, fig in figs.items():
+        fig.savefig(out / name)
+        paths.append(out / name)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--unet", default="sdviz-mini", help="the UNet model (name or folder)")
+    ap.add_argument("--flow", default="sdviz-mini-flow", help="the flow model (name or folder)")
+    ap.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
+    ap.add_argument(
+        "--prompts", type=int, default=48, help="one-object and two-object prompts each (<= 96)"
+    )
+    ap.add_argument("--straight-prompts", type=int, default=6, help="(prompt, seed) pairs for (b)")
+    ap.add_argument("--attention-prompts", type=int, default=32, help="two-object prompts for (c)")
+    ap.add_argument("--figures", default=None, help="save the figures (PNG) into this folder")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import sdviz
+    from sdviz.probes.straightness import measure_straightness
+
+    t_start = time.perf_counter()
+    pipes = {}
+    for name in (args.unet, args.flow):
+        pipe = sdviz.load(name, device="cpu", dtype="fp32")
+        pipe.set_progress_bar_config(disable=True)
+        pipes[model_label(name, pipe)] = pipe
+    print(
+        f"# flow vs UNet, {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, "
+        f"{args.threads} thread(s); models: {', '.join(pipes)}"
+    )
+    print()
+    rows = quality_rows(pipes, args.steps, args.prompts)
+    print(
+        f"## (a) Quality against the number of steps ({rows[0]['n_one']} one-object and "
+        f"{rows[0]['n_two']} two-object prompts of mini_quality's reported set, each model at "
+        "its recommended guidance)"
+    )
+    print()
+    print(quality_table(rows))
+    print()
+    print(
+        "one object: the largest object has the named colour and shape; two objects: both "
+        "named objects among the two largest; placement: both found and on the named sides "
+        "(so placement <= two objects); s / image: one image, median of 3, wall clock."
+    )
+    print()
+    mq = benchmark("mini_quality")
+    _, two = reported_prompts(mq, args.straight_prompts)
+    pairs = [(p, seed) for p, seed, _ in two]
+    rec = measure_straightness(pipes, pairs, args.steps)
+    print(
+        f"## (b) Path straightness of x̂0 ({len(pairs)} two-object prompts and seeds, "
+        "each model at its recommended guidance)"
+    )
+    print()
+    print(straightness_table(rec))
+    print()
+    print(
+        "path length: sum over steps of ||x̂0_s - x̂0_(s-1)|| / ||x̂0_final|| (0 = x̂0 never "
+        "moved: a straight path, one step would do); first guess: ||x̂0_first - x̂0_final|| / "
+        "||x̂0_final|| (how far the one-step answer is from the last); min/max over the runs."
+    )
+    print()
+    al = benchmark("attention_localisation")
+    scores = {
+        label: al.default_map_scores(pipe, args.attention_prompts) for label, pipe in pipes.items()
+    }
+    print(
+        f"## (c) Attention localisation ({args.attention_prompts} two-object prompts, "
+        "attention_localisation.py part 2; each model's default maps, mean over its steps)"
+    )
+    print()
+    print(attention_table(scores))
+    print()
+    print(
+        "scored only where both named objects were found in the image (objects = 2 per such "
+        "image). peak inside: the word's map peaks inside its object's pixels (pointing "
+        "game); own > other: more map mass inside its own object than in the other; mIoU: "
+        "the map min-max scaled, cut at 0.4, against the object's mask; own mass: the share "
+        "of the map inside its object. UNet: cross-attention, 16x16; MMDiT: joint attention's "
+        "text->image part, 8x8 patches."
+    )
+    if args.figures:
+        print()
+        for path in save_figures(pipes, rec, Path(args.figures)):
+            print(f"figure: {path}")
+    print()
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
