@@ -24,8 +24,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
+from ..language import Texts, course_language, drawing
 from ..probes.unet import CROSS, DOWN, RESNET, SELF, UP, Block, UnetStructure, unet_structure
-from .style import LINE_COLORS, figure_of, new_figure, rounded_box, style
+from .style import LINE_COLORS, figure_of, new_figure, rounded_box, style, text_width
 
 TIME_COLOR, TEXT_COLOR, SKIP_COLOR, SELF_COLOR = (
     LINE_COLORS[3],
@@ -48,6 +49,58 @@ MIDDLE = (LEFT + RIGHT) / 2  # the text's bus and the mid block
 WIDTH = 26.0  # axis units across
 ARROW = dict(arrowstyle="-|>", mutation_scale=13, linewidth=1.4, shrinkA=0, shrinkB=1)
 
+T = Texts(
+    __name__,
+    {
+        "channels_at": ("{channels} ch @ {res}", "{channels} 通道 @ {res}"),
+        "skips": ("{n} skips, {ch} ch", "{n} 个跳跃连接，{ch} 通道"),
+        "timestep": ("timestep t", "时间步 t"),
+        "time_proj": ("time_proj: {n} sinusoids", "time_proj：{n} 个正弦特征"),
+        "time_mlp": ("time_embedding MLP\n{a} → {b} → {c}", "time_embedding MLP\n{a} → {b} → {c}"),
+        "time_bus": (
+            "t's embedding ({dim}) → every ResNet R ({n}): its own time_emb_proj "
+            "adds one number per channel",
+            "t 的嵌入（{dim}）→ 每个 ResNet R（共 {n} 个）：各自的 time_emb_proj "
+            "给每个通道加上一个数",
+        ),
+        "text": (
+            "prompt → text encoder\n{tokens} token vectors",
+            "提示词 → 文本编码器\n{tokens} 个标记向量",
+        ),
+        "conv_in": ("conv_in: {a} → {b} ch", "conv_in：{a} → {b} 通道"),
+        "noisy": ("noisy latent $x_t$ ({c}×{h}×{w})", "含噪潜在表示 xₜ（{c}×{h}×{w}）"),
+        "conv_out": ("norm, SiLU, conv_out: {a} → {b} ch", "norm、SiLU、conv_out：{a} → {b} 通道"),
+        "predicted": (
+            "predicted noise $\\hat{{\\epsilon}}$ ({c}×{h}×{w})",
+            "预测噪声 ε̂（{c}×{h}×{w}）",
+        ),
+        "legend.resnet": ("ResNet: convolutions, + t's embedding", "ResNet：卷积，加上 t 的嵌入"),
+        "legend.self": (
+            "self-attention: keys, values from the image",
+            "自注意力：键、值来自图像",
+        ),
+        "legend.cross": (
+            "cross-attention: keys, values from the text",
+            "交叉注意力：键、值来自文本",
+        ),
+        "legend.sample": ("down/upsample ×2", "下采样 / 上采样 ×2"),
+        "legend.skip": ("skip: concatenated", "跳跃连接：拼接"),
+        "and": (" and ", "、"),
+        "note": (
+            "C C: in {blocks} both attention layers read the text "
+            "(only_cross_attention in the config: attn1 is cross-attention), no self-attention",
+            "C C：{blocks} 中两个注意力层都读取文本"
+            "（配置中的 only_cross_attention：attn1 是交叉注意力），没有自注意力",
+        ),
+        "title": (
+            "Inside the UNet: {n_blocks} blocks on a {h}×{w} latent, {n_res} ResNets read t, "
+            "{n_cross} cross-attention layers read the text, {n_self} self-attention layers",
+            "UNet 内部：{h}×{w} 潜在表示上的 {n_blocks} 个块，{n_res} 个 ResNet 读取 t，"
+            "{n_cross} 个交叉注意力层读取文本，{n_self} 个自注意力层",
+        ),
+    },
+)
+
 
 def _res(r: tuple[int, int]) -> str:
     return f"{r[0]}×{r[1]}"
@@ -65,13 +118,12 @@ def _box(ax: Axes, x: float, y: float, w: float, h: float, color: str, alpha: fl
     rounded_box(ax, x, y, w, h, color, alpha=alpha, pad=0.04, linewidth=1.5)
 
 
-def _draw_block(ax: Axes, b: Block, x: float, y: float) -> None:
+def _draw_block(ax: Axes, b: Block, x: float, y: float, lang: str) -> None:
     """A block's box: name and class, channels @ resolution, and its layers as chips."""
     _box(ax, x, y, BOX_W, BOX_H, "#888888", 0.10)
     ax.text(x, y + 0.36, f"{b.name} · {b.kind}", ha="center", va="center", fontsize=9)
-    ax.text(
-        x, y + 0.08, f"{b.channels} ch @ {_res(b.resolution)}", ha="center", va="center", fontsize=9
-    )
+    label = T("channels_at", lang, channels=b.channels, res=_res(b.resolution))
+    ax.text(x, y + 0.08, label, ha="center", va="center", fontsize=9)
     n = len(b.layers)
     gap = 0.07
     chip = min(0.5, (BOX_W - 0.3) / n - gap)
@@ -106,7 +158,7 @@ def _draw_flow(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]]) 
         _arrow(ax, start, end)
 
 
-def _draw_skips(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]]) -> None:
+def _draw_skips(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], lang: str) -> None:
     """One dashed arrow per up block from the down block at its level, with the tensors."""
     downs = {b.level: b.name for b in s.blocks if b.part == "down"}
     for b in s.blocks:
@@ -118,19 +170,22 @@ def _draw_skips(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]])
         _arrow(ax, start, end, SKIP_COLOR, linestyle="--")
         chans = sorted({k.channels for k in taken})
         ch = f"{chans[0]}" if len(chans) == 1 else "/".join(str(c) for c in chans)
-        label = f"{len(taken)} skips, {ch} ch"
+        label = T("skips", lang, n=len(taken), ch=ch)
         ax.text(
             start[0] + 0.15, y0 + 0.3, label, ha="left", va="bottom", fontsize=8.5, color=SKIP_COLOR
         )
 
 
-def _draw_time(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], top: float) -> None:
+def _draw_time(
+    ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], top: float, lang: str
+) -> None:
     """t → sinusoids → MLP, then a bus down both sides into every block with ResNets."""
     y = top
+    mlp = T("time_mlp", lang, a=s.time_features, b=s.time_hidden, c=s.time_dim)
     steps = [
-        ("timestep t", 2.0),
-        (f"time_proj: {s.time_features} sinusoids", 4.6),
-        (f"time_embedding MLP\n{s.time_features} → {s.time_hidden} → {s.time_dim}", 4.6),
+        (T("timestep", lang), 2.0),
+        (T("time_proj", lang, n=s.time_features), 4.6),
+        (mlp, 4.6),
     ]
     x = 0.9
     for i, (label, w) in enumerate(steps):
@@ -148,11 +203,8 @@ def _draw_time(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], 
     kw = dict(color=TIME_COLOR, linewidth=1.4)
     ax.plot([x - 0.5 - steps[-1][1] / 2] * 2, [y - 0.4, bus_y], **kw)
     ax.plot([left, right], [bus_y, bus_y], **kw)
-    ax.text(
-        x, bus_y + 0.08, f"t's embedding ({s.time_dim}) → every ResNet R ({n_res}): its own time_emb_proj "
-        "adds one number per channel",
-        ha="left", va="bottom", fontsize=9, color=TIME_COLOR,
-    )  # fmt: skip
+    label = T("time_bus", lang, dim=s.time_dim, n=n_res)
+    ax.text(x, bus_y + 0.08, label, ha="left", va="bottom", fontsize=9, color=TIME_COLOR)
     lowest = {left: bus_y, right: bus_y}  # how far down each side's bus runs
     for b in s.blocks:
         if not b.count(RESNET):
@@ -167,11 +219,13 @@ def _draw_time(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], 
         ax.plot([side, side], [bus_y, low], **kw)
 
 
-def _draw_text(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], y: float) -> None:
+def _draw_text(
+    ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], y: float, lang: str
+) -> None:
     """The token vectors, and a bus down the middle into every block with cross-attention."""
     tokens = f"{s.text_tokens} × {s.text_dim}" if s.text_tokens else f"L × {s.text_dim}"
     _box(ax, MIDDLE, y, 5.0, 0.8, TEXT_COLOR, 0.22)
-    label = f"prompt → text encoder\n{tokens} token vectors"
+    label = T("text", lang, tokens=tokens)
     ax.text(MIDDLE, y, label, ha="center", va="center", fontsize=9)
     fed = [b for b in s.blocks if b.count(CROSS)]
     if not fed:
@@ -191,21 +245,25 @@ def _draw_text(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], 
         ax.plot([MIDDLE], [by - 0.25], "o", color=TEXT_COLOR, markersize=5)  # a branch
 
 
-def _draw_ends(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], y: float) -> None:
+def _draw_ends(
+    ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], y: float, lang: str
+) -> None:
     """conv_in above the first down block, conv_out above the last up block."""
     first = next(b for b in s.blocks if b.part == "down")
     last = [b for b in s.blocks if b.part == "up"][-1]
     h, w = s.latent_size
     for b, label, io in (
-        (first, f"conv_in: {s.latent_channels} → {s.stem_channels} ch",
-         f"noisy latent $x_t$ ({s.latent_channels}×{h}×{w})"),
-        (last, f"norm, SiLU, conv_out: {last.channels} → {s.out_channels} ch",
-         f"predicted noise $\\hat{{\\epsilon}}$ ({s.out_channels}×{h}×{w})"),
+        (first, T("conv_in", lang, a=s.latent_channels, b=s.stem_channels),
+         T("noisy", lang, c=s.latent_channels, h=h, w=w)),
+        (last, T("conv_out", lang, a=last.channels, b=s.out_channels),
+         T("predicted", lang, c=s.out_channels, h=h, w=w)),
     ):  # fmt: skip
         x = pos[b.name][0]
         _box(ax, x, y, 4.6, 0.55, "#888888", 0.10)
         ax.text(x, y, label, ha="center", va="center", fontsize=9)
-        ax.text(x, y + 1.0, io, ha="center", va="center", fontsize=10, fontweight="bold")
+        # bold in English only: Noto Sans SC has no bold face, half-bold labels look wrong
+        weight = "bold" if lang == "en" else "normal"
+        ax.text(x, y + 1.0, io, ha="center", va="center", fontsize=10, fontweight=weight)
         if b is first:
             _arrow(ax, (x, y + 0.8), (x, y + 0.3))
             _arrow(ax, (x, y - 0.3), (x, pos[b.name][1] + BOX_H / 2))
@@ -214,12 +272,12 @@ def _draw_ends(ax: Axes, s: UnetStructure, pos: dict[str, tuple[float, float]], 
             _arrow(ax, (x, y + 0.3), (x, y + 0.8))
 
 
-def _legend(ax: Axes, y: float) -> None:
+def _legend(ax: Axes, y: float, lang: str) -> None:
     items = [
-        (RESNET, "ResNet: convolutions, + t's embedding"),
-        (SELF, "self-attention: keys, values from the image"),
-        (CROSS, "cross-attention: keys, values from the text"),
-        (DOWN, "down/upsample ×2"),
+        (RESNET, T("legend.resnet", lang)),
+        (SELF, T("legend.self", lang)),
+        (CROSS, T("legend.cross", lang)),
+        (DOWN, T("legend.sample", lang)),
     ]
     x = 0.9
     for kind, label in items:
@@ -229,20 +287,17 @@ def _legend(ax: Axes, y: float) -> None:
             x + 0.21, y, letter if kind != DOWN else "↓↑", ha="center", va="center", fontsize=8.5
         )
         ax.text(x + 0.55, y, label, ha="left", va="center", fontsize=9)
-        x += 0.9 + 0.13 * len(label)
+        x += 0.9 + 0.13 * text_width(label)  # a Chinese character is two Latin ones wide
     ax.plot([x, x + 0.8], [y, y], "--", color=SKIP_COLOR, linewidth=1.4)
-    ax.text(x + 0.95, y, "skip: concatenated", ha="left", va="center", fontsize=9)
+    ax.text(x + 0.95, y, T("legend.skip", lang), ha="left", va="center", fontsize=9)
 
 
-def _note(ax: Axes, s: UnetStructure, y: float) -> None:
+def _note(ax: Axes, s: UnetStructure, y: float, lang: str) -> None:
     """Say which blocks have no self-attention because their attn1 reads the text."""
     if s.only_cross_attention:
-        ax.text(
-            0.9, y,
-            f"C C: in {' and '.join(s.only_cross_attention)} both attention layers read the text "
-            "(only_cross_attention in the config: attn1 is cross-attention), no self-attention",
-            ha="left", va="center", fontsize=9, color=TEXT_COLOR,
-        )  # fmt: skip
+        blocks = T("and", lang).join(s.only_cross_attention)
+        label = T("note", lang, blocks=blocks)
+        ax.text(0.9, y, label, ha="left", va="center", fontsize=9, color=TEXT_COLOR)
 
 
 def unet_diagram(
@@ -250,18 +305,21 @@ def unet_diagram(
     *,
     latent_size: int | Sequence[int] | None = None,
     ax: Axes | None = None,
+    lang: str | None = None,
 ) -> Figure:
     """Draw the UNet as a U, with where the timestep and the text enter every block.
 
     `structure` is a `sdviz.probes.unet_structure(...)` record, or a pipeline / UNet
     (its structure is read then, at `latent_size`: default `unet.config.sample_size`).
-    Nothing is run: the record comes from the module tree and config.
+    Nothing is run: the record comes from the module tree and config. `lang`: the language
+    of its labels ("en", "zh"; default `sdviz.language.course_language`).
 
     Example:
         >>> pipe = sdviz.load()
         >>> fig = sdviz.figures.unet_diagram(pipe)
         >>> fig = sdviz.figures.unet_diagram(sdviz.probes.unet_structure(sd, latent_size=64))
     """
+    lang = course_language(lang)
     if isinstance(structure, UnetStructure):
         if latent_size is not None:
             raise ValueError(
@@ -275,7 +333,7 @@ def unet_diagram(
     pos = {b.name: _centre(b, n) for b in s.blocks}
     bottom = -n * ROW - (2.0 if s.only_cross_attention else 1.5)
     ends_y, top = 1.3, 3.3
-    with style():
+    with drawing(lang), style():
         if ax is None:
             fig = new_figure(None, 17.0, 0.62 * (top + 0.6 - bottom))
             ax = fig.add_subplot()
@@ -284,18 +342,15 @@ def unet_diagram(
         ax.set_ylim(bottom, top + 0.6)
         ax.axis("off")
         for b in s.blocks:
-            _draw_block(ax, b, *pos[b.name])
+            _draw_block(ax, b, *pos[b.name], lang)
         _draw_flow(ax, s, pos)
-        _draw_skips(ax, s, pos)
-        _draw_ends(ax, s, pos, ends_y)
-        _draw_time(ax, s, pos, top)
-        _draw_text(ax, s, pos, ends_y + 0.3)
-        _legend(ax, bottom + (0.95 if s.only_cross_attention else 0.45))
-        _note(ax, s, bottom + 0.4)
+        _draw_skips(ax, s, pos, lang)
+        _draw_ends(ax, s, pos, ends_y, lang)
+        _draw_time(ax, s, pos, top, lang)
+        _draw_text(ax, s, pos, ends_y + 0.3, lang)
+        _legend(ax, bottom + (0.95 if s.only_cross_attention else 0.45), lang)
+        _note(ax, s, bottom + 0.4, lang)
         h, w = s.latent_size
-        ax.set_title(
-            f"Inside the UNet: {len(s.blocks)} blocks on a {h}×{w} latent, "
-            f"{s.count(RESNET)} ResNets read t, {s.count(CROSS)} cross-attention layers read "
-            f"the text, {s.count(SELF)} self-attention layers"
-        )
+        counts = dict(n_res=s.count(RESNET), n_cross=s.count(CROSS), n_self=s.count(SELF))
+        ax.set_title(T("title", lang, n_blocks=len(s.blocks), h=h, w=w, **counts))
     return fig
