@@ -10,11 +10,19 @@ token list must follow) and presses Generate (a new picture), with no error in a
 or widget callback. Each state is saved as a screenshot under ``test-artifacts/browser/``
 (or ``$SDVIZ_TEST_ARTIFACTS``). Nothing it starts outlives it, also on failure. Missing
 Chromium fails the test with install instructions; it never skips.
+
+The Chinese test does the same for the Chinese twin (``lessons/zh/``) of the first lesson
+showing the denoising explorer, in a Chromium whose fontconfig also reads the pip
+package's CJK font (no system CJK font is needed): the lesson opens from the ``zh`` folder,
+its kernel runs there and finds ``sdviz-lang.txt``, so the setup printout and the explorer
+are Chinese; the title's characters must be drawn with that font (DevTools says which font
+drew a node), not as boxes. Its screenshots go to ``test-artifacts/browser-zh/``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -23,7 +31,7 @@ from pathlib import Path
 
 import jupytext
 import pytest
-from browser.chromium import ChromiumMissing, find_chromium, launch
+from browser.chromium import ChromiumMissing, cjk_fonts_env, find_chromium, launch
 from browser.lab import LabServer
 from browser.processes import ProcessWatch
 
@@ -82,6 +90,26 @@ def test_server_and_kernel_are_stopped_when_the_test_fails(tmp_path):
     assert not watch.leftovers()
 
 
+def _chromium_or_fail() -> str:
+    """The Chromium to drive; missing, the test fails (never skips) with install help."""
+    try:
+        chromium, missing = find_chromium(), None
+    except ChromiumMissing as err:
+        chromium, missing = None, str(err)
+    if missing:  # outside the except: the failure shows the instructions, not a traceback
+        pytest.fail(missing, pytrace=False)
+    return chromium
+
+
+def _lessons_copy(tmp_path: Path) -> Path:
+    """The server's root: a copy of the lessons, as `python -m sdviz.lab` serves lessons/."""
+    root = tmp_path / "lessons"
+    shutil.copytree(
+        REPO / "lessons", root, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints")
+    )
+    return root
+
+
 def _lessons_to_visit() -> dict[str, list[str]]:
     """Lesson file -> explorers to check in it: a lesson showing both if there is one,
     else the first lesson (in course order) showing each."""
@@ -103,23 +131,14 @@ def _lessons_to_visit() -> dict[str, list[str]]:
 
 @pytest.mark.timeout(600)
 def test_lesson_widgets_work_in_jupyterlab(tmp_path):
-    try:
-        chromium, missing = find_chromium(), None
-    except ChromiumMissing as err:
-        chromium, missing = None, str(err)
-    if missing:  # fail (never skip) with the install instructions, outside the except
-        pytest.fail(missing, pytrace=False)
+    chromium = _chromium_or_fail()
     from browser.jlab import Session
     from playwright.sync_api import sync_playwright
 
     visits = _lessons_to_visit()
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
-    # The server's root: a copy of the lessons, as `python -m sdviz.lab` serves lessons/.
-    root = tmp_path / "lessons"
-    shutil.copytree(
-        REPO / "lessons", root, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints")
-    )
+    root = _lessons_copy(tmp_path)
 
     start_wall, start_cpu = time.monotonic(), _cpu_seconds()
     with ProcessWatch() as watch:
@@ -159,6 +178,93 @@ def test_lesson_widgets_work_in_jupyterlab(tmp_path):
     print("output of widget callbacks (log console):", *callback_out or ["none"], sep="\n  ")
     # Time is reported, not asserted (it was held to 180 s of CPU on 2 cores): how long
     # the lessons take is measured by benchmarks/lessons_time.py.
+
+
+ZH_FOLDER = "zh"  # the Chinese twins, a folder of the lessons
+ZH_ARTIFACTS = ARTIFACTS.with_name("browser-zh")
+ZH_SETUP = "课程设置"  # the Chinese setup printout (sdviz.course.Lesson) starts with it
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_fonts_conf_adds_the_cjk_font_to_the_systems(tmp_path):
+    from sdviz.language import cjk_font_path
+
+    env = cjk_fonts_env(tmp_path)
+    text = Path(env["FONTCONFIG_FILE"]).read_text()
+    assert "/etc/fonts/fonts.conf" in text and str(cjk_font_path().parent) in text
+    if shutil.which("fc-list"):  # fontconfig's own tool, where installed: what it now sees
+        found = subprocess.run(
+            ["fc-list", ":lang=zh", "family"], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        assert "Noto Sans SC" in found, found
+
+
+def _first_lesson_showing(key: str) -> str:
+    return next(
+        path.name
+        for path in sorted((REPO / "lessons").glob("*.py"))
+        if EXPLORERS[key] in "\n".join(c.source for c in jupytext.read(path).cells)
+    )
+
+
+@pytest.mark.timeout(600)
+def test_chinese_lesson_runs_and_its_widget_moves_in_jupyterlab(tmp_path, monkeypatch):
+    chromium = _chromium_or_fail()
+    from browser.jlab import Session
+    from playwright.sync_api import sync_playwright
+
+    from sdviz.language import cjk_font_path
+
+    monkeypatch.delenv("SDVIZ_LANG", raising=False)  # the lesson's folder says Chinese
+    lesson = f"{ZH_FOLDER}/{_first_lesson_showing('denoise')}"
+    assert (REPO / "lessons" / lesson).is_file(), f"{lesson} has no Chinese twin"
+    shutil.rmtree(ZH_ARTIFACTS, ignore_errors=True)
+    ZH_ARTIFACTS.mkdir(parents=True)
+    root = _lessons_copy(tmp_path)  # both languages: zh/ is a folder of it
+    family = _font_family(cjk_font_path())
+    with ProcessWatch():
+        with (
+            LabServer(root, tmp_path / "jupyter", env=KERNEL_ENV) as lab,
+            sync_playwright() as pw,
+        ):
+            browser = launch(pw, chromium, env=cjk_fonts_env(tmp_path / "fontconfig"))
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(60_000)
+                ui = Session(page, ZH_ARTIFACTS, lab.log_tail)
+                with ui.step("open JupyterLab"):
+                    ui.open_lab(lab.url)
+                _open_and_start(ui, lesson)  # double-clicks zh, then the lesson
+                _finish_run(ui, lesson)
+                panel = ui.panel(lesson)
+                with ui.step(f"{lesson}: Chinese title, drawn with {family}"):
+                    title = panel.locator(".jp-RenderedMarkdown h1").first
+                    title.wait_for()
+                    n = int(Path(lesson).name[:2])
+                    assert title.inner_text().startswith(f"第 {n} 课"), title.inner_text()
+                    fonts = ui.platform_fonts(f"[id='{ui.notebook_state(lesson)['id']}'] h1")
+                    drawn = {f["familyName"]: f["glyphCount"] for f in fonts}
+                    assert drawn.get(family, 0) > 0, f"the title's characters were drawn by {drawn}"
+                with ui.step(f"{lesson}: the setup printed in Chinese (the kernel's folder)"):
+                    setup = panel.locator(".jp-OutputArea-output", has_text=ZH_SETUP)
+                    assert setup.count() > 0, "no Chinese setup printout: lang=None was English"
+                _check_denoise(ui, lesson)  # moves the step slider, two screenshots
+                with ui.step(f"{lesson}: the explorer's caption is Chinese"):
+                    caption = panel.locator(DENOISE_CAPTION).first.inner_text()
+                    assert CJK.search(caption), caption
+                with ui.step(f"{lesson}: no cell shows an error after the interactions"):
+                    assert not (errors := ui.errors(lesson)), "\n".join(errors)
+            finally:
+                browser.close()
+    print("fonts that drew the title:", drawn)
+    print("steps:", *(f"{t:5.1f} s  {what}" for what, t in ui.timings), sep="\n  ")
+    print("screenshots:", *ui.shots, sep="\n  ")
+
+
+def _font_family(path: Path) -> str:
+    from matplotlib import font_manager
+
+    return font_manager.FontProperties(fname=str(path)).get_name()
 
 
 def _open_and_start(ui, lesson: str) -> None:

@@ -52,8 +52,36 @@ def find_chromium(path: str | None = None) -> str:
     return resolved
 
 
-def launch(playwright, executable: str):
-    """Launch headless Chromium from `executable` with the container-safe flags."""
+def launch(playwright, executable: str, env: dict[str, str] | None = None):
+    """Launch headless Chromium from `executable` with the container-safe flags; `env`
+    (default: this process's environment) is the browser's whole environment."""
     return playwright.chromium.launch(
-        executable_path=executable, headless=True, args=CHROMIUM_FLAGS, timeout=60_000
+        executable_path=executable, headless=True, args=CHROMIUM_FLAGS, timeout=60_000, env=env
     )
+
+
+FONTS_CONF = """<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig>
+  <include ignore_missing="yes">/etc/fonts/fonts.conf</include>
+  <dir>{fonts}</dir>
+  <cachedir>{cache}</cachedir>
+</fontconfig>
+"""
+
+
+def cjk_fonts_env(folder: Path) -> dict[str, str]:
+    """This process's environment for a Chromium that draws Chinese: FONTCONFIG_FILE set to
+    a fonts.conf written into `folder` that includes the system's fonts.conf and adds the
+    folder of the CJK font sdviz's figures use (`sdviz.language.cjk_font_path`: the pip
+    package's Noto Sans SC), its cache in `folder`. A machine without a CJK font (CI's,
+    this one: `fc-list :lang=zh` is empty) draws the lessons' Chinese as boxes otherwise."""
+    from xml.sax.saxutils import escape
+
+    from sdviz.language import cjk_font_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    conf = folder / "fonts.conf"
+    fonts, cache = escape(str(cjk_font_path().parent)), escape(str(folder / "cache"))
+    conf.write_text(FONTS_CONF.format(fonts=fonts, cache=cache), encoding="utf-8")
+    return {**os.environ, "FONTCONFIG_FILE": str(conf)}

@@ -210,6 +210,22 @@ class Session:
         assert state, f"{path} is not open"
         return self.page.locator(f"[id='{state['id']}']")
 
+    def platform_fonts(self, selector: str) -> list[dict]:
+        """The fonts Chromium really drew the text of the first `selector` element with
+        (DevTools' CSS.getPlatformFontsForNode: familyName, glyphCount per font): which
+        font a CJK character came from, which no DOM property says."""
+        cdp = self.page.context.new_cdp_session(self.page)
+        try:
+            cdp.send("DOM.enable")
+            cdp.send("CSS.enable")
+            root = cdp.send("DOM.getDocument", {"depth": -1, "pierce": True})["root"]["nodeId"]
+            node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})
+            assert node.get("nodeId"), f"no element matches {selector!r}"
+            fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})
+            return fonts["fonts"]
+        finally:
+            cdp.detach()
+
     def dialog_text(self) -> str | None:
         dialog = self.page.locator(".jp-Dialog")
         return dialog.first.inner_text() if dialog.count() else None
@@ -225,7 +241,9 @@ class Session:
 
     def activate(self, path: str) -> None:
         """Bring the tab of `path` to the front by clicking it, as a user would."""
-        label = self.page.locator(".lm-DockPanel-tabBar .lm-TabBar-tabLabel", has_text=path)
+        # a tab shows the file's name only (zh/04_denoising.py: "04_denoising.py")
+        name = Path(path).name
+        label = self.page.locator(".lm-DockPanel-tabBar .lm-TabBar-tabLabel", has_text=name)
         label.first.click()
         self.panel(path).wait_for(state="visible")
 
