@@ -295,3 +295,19 @@ def test_english_bytes_do_not_change_after_a_chinese_figure(tiny, monkeypatch, t
     after = {m: to_png(draws[m]("en")) for m in before}
     assert after == before
     assert to_png(draws["sdviz.figures.curves"](None)) == before["sdviz.figures.curves"]
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_chinese_figure_files_are_reproducible(tmp_path, fmt):
+    import warnings
+
+    from sdviz.figures import training_curves
+    from sdviz.figures.style import save
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*missing from font")
+        files = [
+            save(training_curves([1.0, 0.5], {"a": [0.1, 0.9]}, lang="zh"), tmp_path / f"{i}.{fmt}")
+            for i in range(2)
+        ]
+    assert files[0].read_bytes() == files[1].read_bytes()
