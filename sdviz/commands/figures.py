@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..figures.style import FORMATS
+from ..language import LANGUAGES, Texts, course_language
 from .common import (
     CommandError,
     add_generation_command,
@@ -36,7 +37,7 @@ from .common import (
 )
 from .gallery_html import Entry, write_index
 
-DEFAULT_OUT = Path("sdviz-figures")
+DEFAULT_OUT = Path("sdviz-figures")  # --lang zh: sdviz-figures-zh (the same file names)
 # the sweep shows no guidance, Stable Diffusion's usual 7.5 and an over-guided 15 next to
 # the run's own scale (the model's recommendation unless --guidance)
 SWEEP_SCALES = (1.0, 7.5, 15.0)  # extra guidance scales rendered next to the run's own
@@ -44,37 +45,141 @@ CLIP_CAPTIONS = ("a green triangle", "a yellow star")  # contrast captions for f
 STOPWORDS = {"a", "an", "the", "of", "to", "and", "on", "in", "with", "at", "<start>", "<end>"}
 MAX_ATTENTION_WORDS = 6
 
-# name, title, caption ({word}: the word of the drill-down), in article order
+# the figures in article order; each has a title and a caption in `T` ({word}: the word of
+# the drill-down)
 FIGURES = (
-    ("01_components", "Components", "The text encoder, the UNet with its scheduler and the VAE decoder, with the loaded model's shapes and parameter counts."),
-    ("02_forward_noising", "Forward noising", "The generated image noised to increasing timesteps t: in pixel space (top), and in latent space drawn by a linear latent→RGB preview (middle) and decoded by the VAE (bottom)."),
-    ("03_noise_schedule", "Noise schedule", "ᾱ_t, σ_t and the signal-to-noise ratio over the training timesteps. The samplers (the run's, Euler, DPM++) share one curve, the model's training schedule; they differ only in which timesteps they visit (markers)."),
-    ("04_training_example", "A training example", "A clean latent, the noise added, the noisy latent at t, the UNet's noise prediction and its error; right: the error over t."),
-    ("05_denoising_filmstrip", "Denoising filmstrip", "x_t as a linear latent→RGB preview (top) and decoded by the VAE (middle), and the predicted clean image x̂0 decoded (bottom), at several steps counted from 0."),
-    ("06_latent_space", "Latent space", "The image, its latent channels and the VAE's reconstruction, with the compression ratio."),
-    ("07_tokens_and_embeddings", "Tokens and embeddings", "The prompt's tokens padded to the text encoder's length, and the matrix of token embeddings."),
-    ("08_clip_similarity", "CLIP similarity", "Cosine similarity between images and captions in CLIP's shared embedding space."),
-    ("09_unet_diagram", "Inside the UNet", "Down, mid and up blocks with their channels and resolutions, the skip connections, where the ResNets, self- and cross-attention layers sit, and where the timestep and the text enter."),
-    ("09b_timestep_embedding", "How the UNet knows t", "The sinusoidal features of t and what the model's MLP makes of them."),
-    ("10_cross_attention", "Cross-attention", "Where each word of the prompt attends on the image, averaged over steps, heads and layers."),
-    ("10b_attention_drilldown", "Cross-attention per layer and step", "The attention of the word {word} in every cross-attention layer (rows) at several steps (columns)."),
-    ("11_guidance_terms", "Classifier-free guidance", "The unconditional and text-conditioned noise predictions, their difference and the guided prediction; right: the text's push per step."),
-    ("11b_guidance_sweep", "Guidance-scale sweep", "The same prompt and seed at several guidance scales."),
-    ("11c_guidance_benefit", "Guidance, measured", "What guidance buys and costs on this model, scored from pixels by benchmarks/guidance_sweep.py (the model's guidance.json): prompts followed per task, and how far the drawings stray from the training images, against the guidance scale g; beneath, the prompt at each measured scale."),
-)  # fmt: skip
-SKIPPED = {
-    "08_clip_similarity": "Skipped: this model ships no CLIP model (a clip/ folder next to it).",
-    "11_guidance_terms": "Skipped: the run used no guidance (--guidance 1 or less).",
-    "11c_guidance_benefit": "Skipped: this model ships no guidance measurements (a "
-    "guidance.json beside it, written by benchmarks/guidance_sweep.py).",
-}
-# name, title, caption of the animation, shown after the filmstrip
-ANIMATION = (
-    "05b_denoising_animation",
-    "Denoising animation",
-    "x_t (linear preview and VAE-decoded) and x̂0 decoded at every step of the run.",
+    "01_components",
+    "02_forward_noising",
+    "03_noise_schedule",
+    "04_training_example",
+    "05_denoising_filmstrip",
+    "06_latent_space",
+    "07_tokens_and_embeddings",
+    "08_clip_similarity",
+    "09_unet_diagram",
+    "09b_timestep_embedding",
+    "10_cross_attention",
+    "10b_attention_drilldown",
+    "11_guidance_terms",
+    "11b_guidance_sweep",
+    "11c_guidance_benefit",
 )
+ANIMATION = "05b_denoising_animation"  # the animation of the run, shown after the filmstrip
 ANIMATION_AFTER = "05_denoising_filmstrip"
+# every title, caption and skip note of the gallery, and its one sentence about the run:
+# "<name>.title", "<name>.caption", "<name>.skipped"
+T = Texts(
+    __name__,
+    {
+        "01_components.title": ("Components", "组件"),
+        "01_components.caption": (
+            "The text encoder, the UNet with its scheduler and the VAE decoder, with the loaded model's shapes and parameter counts.",
+            "文本编码器、UNet 及其调度器，以及 VAE 解码器，并标出已加载模型的形状和参数量。",
+        ),
+        "02_forward_noising.title": ("Forward noising", "前向加噪"),
+        "02_forward_noising.caption": (
+            "The generated image noised to increasing timesteps t: in pixel space (top), and in latent space drawn by a linear latent→RGB preview (middle) and decoded by the VAE (bottom).",
+            "把生成的图像加噪到逐渐增大的时间步 t：在像素空间中（上），以及在潜在空间中，用潜在表示→RGB 的线性预览画出（中）和经 VAE 解码（下）。",
+        ),
+        "03_noise_schedule.title": ("Noise schedule", "噪声调度"),
+        "03_noise_schedule.caption": (
+            "ᾱ_t, σ_t and the signal-to-noise ratio over the training timesteps. The samplers (the run's, Euler, DPM++) share one curve, the model's training schedule; they differ only in which timesteps they visit (markers).",
+            "ᾱ_t、σ_t 和信噪比随训练时间步的变化。各个采样器（本次运行的、Euler、DPM++）共用同一条曲线，即模型训练时的调度；它们只在访问哪些时间步上不同（图中的点）。",
+        ),
+        "04_training_example.title": ("A training example", "一个训练样例"),
+        "04_training_example.caption": (
+            "A clean latent, the noise added, the noisy latent at t, the UNet's noise prediction and its error; right: the error over t.",
+            "干净的潜在表示、加入的噪声、时间步 t 的含噪潜在表示、UNet 对噪声的预测及其误差；右：误差随 t 的变化。",
+        ),
+        "05_denoising_filmstrip.title": ("Denoising filmstrip", "去噪胶片"),
+        "05_denoising_filmstrip.caption": (
+            "x_t as a linear latent→RGB preview (top) and decoded by the VAE (middle), and the predicted clean image x̂0 decoded (bottom), at several steps counted from 0.",
+            "x_t 的线性预览（潜在表示→RGB，上）和经 VAE 解码的结果（中），以及解码后的预测的干净图像 x̂0（下），取自从 0 开始计数的若干步。",
+        ),
+        "05b_denoising_animation.title": ("Denoising animation", "去噪动画"),
+        "05b_denoising_animation.caption": (
+            "x_t (linear preview and VAE-decoded) and x̂0 decoded at every step of the run.",
+            "本次运行每一步的 x_t（线性预览和经 VAE 解码）以及解码后的 x̂0。",
+        ),
+        "06_latent_space.title": ("Latent space", "潜在空间"),
+        "06_latent_space.caption": (
+            "The image, its latent channels and the VAE's reconstruction, with the compression ratio.",
+            "图像、它的潜在通道和 VAE 的重建，并标出压缩比。",
+        ),
+        "07_tokens_and_embeddings.title": ("Tokens and embeddings", "标记与嵌入"),
+        "07_tokens_and_embeddings.caption": (
+            "The prompt's tokens padded to the text encoder's length, and the matrix of token embeddings.",
+            "提示词的标记（填充到文本编码器的长度），以及标记嵌入矩阵。",
+        ),
+        "08_clip_similarity.title": ("CLIP similarity", "CLIP 相似度"),
+        "08_clip_similarity.caption": (
+            "Cosine similarity between images and captions in CLIP's shared embedding space.",
+            "在 CLIP 共享的嵌入空间中，图像与描述之间的余弦相似度。",
+        ),
+        "08_clip_similarity.skipped": (
+            "Skipped: this model ships no CLIP model (a clip/ folder next to it).",
+            "已跳过：这个模型没有附带 CLIP 模型（模型旁边的 clip/ 文件夹）。",
+        ),
+        "09_unet_diagram.title": ("Inside the UNet", "UNet 内部"),
+        "09_unet_diagram.caption": (
+            "Down, mid and up blocks with their channels and resolutions, the skip connections, where the ResNets, self- and cross-attention layers sit, and where the timestep and the text enter.",
+            "下采样块、中间块和上采样块及其通道数与分辨率，跳跃连接，ResNet 块、自注意力层和交叉注意力层所在的位置，以及时间步和文本从哪里进入。",
+        ),
+        "09b_timestep_embedding.title": ("How the UNet knows t", "UNet 如何知道 t"),
+        "09b_timestep_embedding.caption": (
+            "The sinusoidal features of t and what the model's MLP makes of them.",
+            "t 的正弦特征，以及模型的多层感知机（MLP）把它们变成了什么。",
+        ),
+        "10_cross_attention.title": ("Cross-attention", "交叉注意力"),
+        "10_cross_attention.caption": (
+            "Where each word of the prompt attends on the image, averaged over steps, heads and layers.",
+            "提示词中的每个词关注图像的哪些位置，对步数、注意力头和层取平均。",
+        ),
+        "10b_attention_drilldown.title": (
+            "Cross-attention per layer and step",
+            "逐层、逐步的交叉注意力",
+        ),
+        "10b_attention_drilldown.caption": (
+            "The attention of the word {word} in every cross-attention layer (rows) at several steps (columns).",
+            "词 {word} 在每个交叉注意力层（行）、若干步（列）上的注意力。",
+        ),
+        "11_guidance_terms.title": ("Classifier-free guidance", "无分类器引导"),
+        "11_guidance_terms.caption": (
+            "The unconditional and text-conditioned noise predictions, their difference and the guided prediction; right: the text's push per step.",
+            "无条件的和以文本为条件的噪声预测、两者之差以及引导后的预测；右：文本在每一步带来的推动。",
+        ),
+        "11_guidance_terms.skipped": (
+            "Skipped: the run used no guidance (--guidance 1 or less).",
+            "已跳过：本次运行没有使用引导（--guidance 为 1 或更小）。",
+        ),
+        "11b_guidance_sweep.title": ("Guidance-scale sweep", "引导系数扫描"),
+        "11b_guidance_sweep.caption": (
+            "The same prompt and seed at several guidance scales.",
+            "同一提示词、同一随机种子在几个不同引导系数下的结果。",
+        ),
+        "11c_guidance_benefit.title": ("Guidance, measured", "引导的实测效果"),
+        "11c_guidance_benefit.caption": (
+            "What guidance buys and costs on this model, scored from pixels by benchmarks/guidance_sweep.py (the model's guidance.json): prompts followed per task, and how far the drawings stray from the training images, against the guidance scale g; beneath, the prompt at each measured scale.",
+            "引导在这个模型上带来的好处和代价，由基准测试 benchmarks/guidance_sweep.py 从像素打分（模型的 guidance.json）：每类任务中遵循提示词的比例，以及画出的图像偏离训练图像多远，横轴是引导系数 g；下方是该提示词在每个测过的引导系数下的图像。",
+        ),
+        "11c_guidance_benefit.skipped": (
+            "Skipped: this model ships no guidance measurements (a guidance.json beside it, written by benchmarks/guidance_sweep.py).",
+            "已跳过：这个模型没有附带引导的测量结果（模型旁边由基准测试 benchmarks/guidance_sweep.py 写出的 guidance.json）。",
+        ),
+        "about": (
+            "Model: {model} ({denoiser}, {scheduler}); prompt: “{prompt}”; seed {seed}; {steps} steps (from {steps_from}); guidance {guidance} (from {guidance_from}).",
+            "模型：{model}（{denoiser}，{scheduler}）；提示词：“{prompt}”；随机种子 {seed}；{steps} 步（来源：{steps_from}）；引导系数 {guidance}（来源：{guidance_from}）。",
+        ),
+    },
+)  # fmt: skip
+
+
+def gallery_entry(name: str, lang: str, note: str = "", **fields: str) -> Entry:
+    """The gallery entry of figure `name` in `lang`: its title and caption from `T`."""
+    title, caption = T(f"{name}.title", lang), T(f"{name}.caption", lang, **fields)
+    return Entry(name, title, caption, note=note)
+
+
 # the progress bar's steps: load, trace, each figure, the animation, index.html
 PROGRESS_STEPS = 2 + len(FIGURES) + 2
 
@@ -102,6 +207,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "pipeline's parts to guidance, plus an HTML gallery.",
     )
     p.add_argument(
+        "--lang",
+        choices=LANGUAGES,
+        default=None,
+        help="language of the figures and index.html: en or zh (Simplified Chinese); default "
+        "$SDVIZ_LANG, else en. --lang zh writes into sdviz-figures-zh unless --out is given",
+    )
+    p.set_defaults(out=None)  # --out's default depends on --lang (see `out_folder`)
+    p.add_argument(
         "--format",
         type=format_list,
         default=("png",),
@@ -109,6 +222,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=main)
     return p
+
+
+def out_folder(out: Path | None, lang: str) -> Path:
+    """`--out` if given, else DEFAULT_OUT (sdviz-figures-zh for Chinese: both galleries
+    have the same file names, so they live side by side)."""
+    if out is not None:
+        return out
+    return DEFAULT_OUT if lang == "en" else DEFAULT_OUT.with_name(f"{DEFAULT_OUT.name}-{lang}")
 
 
 def attention_words(run: Any) -> list[str]:
@@ -141,7 +262,8 @@ def plan(
     """The figures to draw, in article order: (entry, function returning a Figure, or
     None for a figure this run cannot have). `args.steps` and `args.guidance` are the
     values the run used; every extra generation uses them too. `images`: the run's
-    decoded step images (`sdviz.probes.step_images`), computed once when first needed."""
+    decoded step images (`sdviz.probes.step_images`), computed once when first needed.
+    `args.lang` (None: the course's language) is the figures' and captions' language."""
     from .. import figures as F
     from .. import probes
     from ..autoencoder import reconstruct
@@ -149,21 +271,22 @@ def plan(
     from ..tracing import generate
 
     images = images or step_images_once(run, pipe)
+    lang = course_language(getattr(args, "lang", None))
 
     def sweep():
         own = run["pipeline.guidance_scale"]
         scales = [g for g in SWEEP_SCALES if g != own]
         runs = probes.guidance_runs(pipe, args.prompt, scales, seed=args.seed, steps=args.steps)
-        return F.guidance_sweep(sorted(runs + [run], key=lambda r: r["pipeline.guidance_scale"]))
+        runs = sorted(runs + [run], key=lambda r: r["pipeline.guidance_scale"])
+        return F.guidance_sweep(runs, lang=lang)
 
     def benefit():
         own = run["pipeline.guidance_scale"]
         extra = [g for g in measured.scales if g != own]
         runs = probes.guidance_runs(pipe, args.prompt, extra, seed=args.seed, steps=args.steps)
         runs += [run] if own in measured.scales else []
-        return F.guidance_benefit(
-            measured, sorted(runs, key=lambda r: r["pipeline.guidance_scale"])
-        )
+        runs = sorted(runs, key=lambda r: r["pipeline.guidance_scale"])
+        return F.guidance_benefit(measured, runs, lang=lang)
 
     def similarity():
         model, tokenizer, mean, std = clip
@@ -177,34 +300,34 @@ def plan(
         embeddings = probes.clip_embeddings(
             [run, *others], model=model, tokenizer=tokenizer, image_mean=mean, image_std=std
         )
-        return F.clip_similarity(embeddings)
+        return F.clip_similarity(embeddings, lang=lang)
 
     steps = run.n_steps
     word = run.words[-2] if len(run.words) > 2 else 0
     clip = find_clip(pipe)
     measured = find_measured_guidance(pipe)
     makers = {
-        "01_components": lambda: F.components(pipe, run),
-        "02_forward_noising": lambda: F.forward_noising(probes.noised_images(pipe, run)),
-        "03_noise_schedule": lambda: F.noise_schedule(run, "euler", "dpm++", steps=[None, steps, steps]),
-        "04_training_example": lambda: F.training_example(probes.noise_predictions(pipe, run)),
-        "05_denoising_filmstrip": lambda: F.denoising_filmstrip(run, images=images()),
-        "06_latent_space": lambda: F.latent_space(reconstruct(pipe, run)),
-        "07_tokens_and_embeddings": lambda: F.tokens_and_embeddings(run),
+        "01_components": lambda: F.components(pipe, run, lang=lang),
+        "02_forward_noising": lambda: F.forward_noising(probes.noised_images(pipe, run), lang=lang),
+        "03_noise_schedule": lambda: F.noise_schedule(run, "euler", "dpm++", steps=[None, steps, steps], lang=lang),
+        "04_training_example": lambda: F.training_example(probes.noise_predictions(pipe, run), lang=lang),
+        "05_denoising_filmstrip": lambda: F.denoising_filmstrip(run, images=images(), lang=lang),
+        "06_latent_space": lambda: F.latent_space(reconstruct(pipe, run), lang=lang),
+        "07_tokens_and_embeddings": lambda: F.tokens_and_embeddings(run, lang=lang),
         "08_clip_similarity": similarity if clip else None,
-        "09_unet_diagram": lambda: F.unet_diagram(pipe, latent_size=run["denoiser.latents"].shape[-1]),
-        "09b_timestep_embedding": lambda: F.timestep_embedding(probes.timestep_embeddings(pipe)),
-        "10_cross_attention": lambda: F.cross_attention(run, attention_words(run) or None),
-        "10b_attention_drilldown": lambda: F.attention_drilldown(run, word),
-        "11_guidance_terms": (lambda: F.guidance_terms(run)) if uses_guidance(run) else None,
+        "09_unet_diagram": lambda: F.unet_diagram(pipe, latent_size=run["denoiser.latents"].shape[-1], lang=lang),
+        "09b_timestep_embedding": lambda: F.timestep_embedding(probes.timestep_embeddings(pipe), lang=lang),
+        "10_cross_attention": lambda: F.cross_attention(run, attention_words(run) or None, lang=lang),
+        "10b_attention_drilldown": lambda: F.attention_drilldown(run, word, lang=lang),
+        "11_guidance_terms": (lambda: F.guidance_terms(run, lang=lang)) if uses_guidance(run) else None,
         "11b_guidance_sweep": sweep,
         "11c_guidance_benefit": benefit if measured else None,
     }  # fmt: skip
     out = []
-    for name, title, caption in FIGURES:
+    for name in FIGURES:
         make = makers[name]
-        note = "" if make else SKIPPED[name]
-        out.append((Entry(name, title, caption.format(word=repr(word)), note=note), make))
+        note = "" if make else T(f"{name}.skipped", lang)
+        out.append((gallery_entry(name, lang, note, word=repr(word)), make))
     return out
 
 
@@ -229,15 +352,16 @@ def step_images_once(run: Any, pipe: Any) -> Callable[[], Any]:
     return cache(lambda: step_images(run, pipe))
 
 
-def about(args: argparse.Namespace, pipe: Any, used: Any, model: str) -> str:
+def about(args: argparse.Namespace, pipe: Any, used: Any, model: str, lang: str = "en") -> str:
     """The run in one sentence for index.html: the values used and where they came from."""
     from ..pipeline import denoiser
 
-    return (
-        f"Model: {model} ({type(denoiser(pipe)).__name__}, {type(pipe.scheduler).__name__}); "
-        f"prompt: “{args.prompt}”; seed {args.seed}; {used.steps} steps (from "
-        f"{used.steps_from}); guidance {used.guidance:g} (from {used.guidance_from})."
-    )
+    return T(
+        "about", lang, model=model, denoiser=type(denoiser(pipe)).__name__,
+        scheduler=type(pipe.scheduler).__name__, prompt=args.prompt, seed=args.seed,
+        steps=used.steps, steps_from=used.steps_from, guidance=f"{used.guidance:g}",
+        guidance_from=used.guidance_from,
+    )  # fmt: skip
 
 
 def check_family(pipe: Any) -> None:
@@ -269,6 +393,8 @@ def main(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         tqdm.write(f"note: {text}", file=sys.stderr)
 
+    lang = course_language(args.lang)
+    args = argparse.Namespace(**{**vars(args), "lang": lang, "out": out_folder(args.out, lang)})
     with staged(args.out) as staging, tqdm(total=PROGRESS_STEPS, desc="sdviz figures") as bar:
         bar.set_postfix_str("loading model")
         pipe = load(args.model)
@@ -295,7 +421,8 @@ def main(args: argparse.Namespace) -> int:
             bar.update()
             entries = draw(pipe, run, args, staging, bar)
         bar.set_postfix_str("index.html")
-        write_index(staging, entries, about(args, pipe, used, model_description(args.model, pipe)))
+        model = model_description(args.model, pipe)
+        write_index(staging, entries, about(args, pipe, used, model, lang), lang=lang)
         bar.update()
     n_files = sum(len(e.files) for e in entries)
     print(f"wrote {n_files} files and {args.out / 'index.html'}")
@@ -320,9 +447,10 @@ def draw(pipe: Any, run: Any, args: argparse.Namespace, folder: Path, bar: Any) 
         entries.append(entry)
         bar.update()
     bar.set_postfix_str("animation")
-    movie = Entry(*ANIMATION)
+    lang = course_language(getattr(args, "lang", None))
+    movie = gallery_entry(ANIMATION, lang)
     for suffix in (".gif", ".mp4") if mp4_available() else (".gif",):
-        denoising_animation(run, folder / f"{movie.name}{suffix}", images=images())
+        denoising_animation(run, folder / f"{movie.name}{suffix}", images=images(), lang=lang)
         movie.files.append(f"{movie.name}{suffix}")
     after = next(i for i, e in enumerate(entries) if e.name == ANIMATION_AFTER)
     entries.insert(after + 1, movie)
