@@ -365,6 +365,20 @@ def score_table(variants: dict, own: torch.Tensor, other: torch.Tensor, width: i
     return out
 
 
+def by_step(items: list[dict], own: torch.Tensor, other: torch.Tensor) -> list[str]:
+    """Peak inside noun / colour of the recorded maps at every 4th sampling step."""
+    from sdviz.probes.attention import scores
+
+    out = []
+    for s in range(0, items[0]["default"].shape[0], 4):
+        sc = scores(torch.stack([it["default"][s] for it in items], 1), own, other)
+        out.append(
+            f"  step {s:2d}: {pct(float(sc['pointing'][0].mean()))} / "
+            f"{pct(float(sc['pointing'][1].mean()))}"
+        )
+    return out
+
+
 def generated_tables(pipe, n_prompts: int, daam_python: str | None, model: Path) -> str:
     from sdviz.attention import (
         aggregate,
@@ -455,13 +469,7 @@ def generated_tables(pipe, n_prompts: int, daam_python: str | None, model: Path)
         "",
         "By sampling step (new default's recorded maps, step s of 25): peak inside noun / colour",
     ]
-    steps = items[0]["default"].shape[0]
-    for s in range(0, steps, 4):
-        sc = scores(torch.stack([it["default"][s] for it in items], 1), own, other)
-        out.append(
-            f"  step {s:2d}: {pct(float(sc['pointing'][0].mean()))} / "
-            f"{pct(float(sc['pointing'][1].mean()))}"
-        )
+    out += by_step(items, own, other)
     out += ["", "Share of all attention (mean over steps, positions and images):"]
     share_sets = {"sdviz old default (10 layers, bilinear)": (names, "bilinear")}
     share_sets["sdviz new default"] = (default, "bicubic")
@@ -628,7 +636,7 @@ def joint_generated_tables(pipe, n_prompts: int) -> str:
     the UNet's cross-attention maps are, per block, per step, and its token shares."""
     from sdviz.attention import mean_of_layers
     from sdviz.pipeline import recommended
-    from sdviz.probes.attention import scores, token_shares
+    from sdviz.probes.attention import token_shares
 
     prompts = _mini_quality().two_object_prompts(n_prompts, offset=700)
     t0 = time.perf_counter()
@@ -670,13 +678,7 @@ def joint_generated_tables(pipe, n_prompts: int) -> str:
         "",
         "By sampling step (recorded attention.maps): peak inside noun / colour",
     ]
-    steps = items[0]["default"].shape[0]
-    for s in range(0, steps, 4):
-        sc = scores(torch.stack([it["default"][s] for it in items], 1), own, other)
-        out.append(
-            f"  step {s:2d}: {pct(float(sc['pointing'][0].mean()))} / "
-            f"{pct(float(sc['pointing'][1].mean()))}"
-        )
+    out += by_step(items, own, other)
     sh = [
         token_shares(mean_of_layers(it["shares"], names, grid)[None], it["n_tokens"])
         for it in items[::2]  # one per image

@@ -16,7 +16,10 @@ estimates x̂0_0 … x̂0_{S−1} (the trace key `denoiser.pred_original_sample`
 
 Liu et al. measure straightness as E‖(x1 − x0) − v(x_t, t)‖² along the path; with
 x̂0 = x_t − σ·v that is the same statement about x̂0 standing still, and it can be read
-from any denoiser's trace, so a UNet and a transformer are compared on one scale.
+from any denoiser's trace, so a UNet and a transformer are compared on one scale. Both
+samplers' last step runs at almost no noise (DDIM's t = 1, the flow's σ = 1/1000): x̂0
+there is where the step before landed, so the last move is ~0 and a 2-step run has no
+real move at all; compare the models at equal step counts, above 2.
 `measure_straightness` runs the same prompts and seeds through several pipelines at several
 step counts (each at its own recommended guidance) and keeps these numbers per run, and
 the decoded x̂0 of one prompt for the figure (`sdviz.figures.path_straightness`).
