@@ -49,6 +49,11 @@ def _conda_deps() -> tuple[dict[str, str], list[str]]:
         if name in ("python", "pip"):
             continue
         deps[CONDA_TO_PYPI.get(name, name)] = spec
+    for entry in pip:  # pip-only packages (not on conda-forge) count as declared too
+        line = entry.split("#")[0].strip()
+        if line and not line.startswith("-") and line != ".":
+            req = Requirement(line)
+            deps[_norm(req.name)] = str(req.specifier)
     return deps, pip
 
 
