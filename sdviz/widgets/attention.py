@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import ipywidgets as W
 import torch
 
+from ..language import Texts, course_language
 from . import _images
 
 if TYPE_CHECKING:
@@ -22,6 +23,22 @@ if TYPE_CHECKING:
 from ._common import image_widget, labelled, resolve_words, set_tagged
 
 AVERAGE = "attention.maps"
+
+T = Texts(
+    __name__,
+    {
+        "average": ("default average (attention.maps)", "默认平均（attention.maps）"),
+        "word": ("word", "词"),
+        "layer": ("layer", "层"),
+        "step": ("step", "步"),
+        "over_image": ("over the image", "叠加在图像上"),
+        "map": ("the map", "注意力图"),
+        "state": (
+            "“{word}” · step {step} of {n} · {h}×{w} map · peak {peak:.2f} of the attention",
+            "“{word}” · 第 {step} 步（共 {n} 步）· {h}×{w} 注意力图 · 峰值占注意力的 {peak:.2f}",
+        ),
+    },
+)
 
 
 class AttentionExplorer(W.VBox):
@@ -34,7 +51,8 @@ class AttentionExplorer(W.VBox):
     CSS hooks: sdviz-attention (whole widget), sdviz-attention-word, sdviz-attention-layer
     (dropdowns), sdviz-attention-slider (step), sdviz-attention-image (map over the image),
     sdviz-attention-map (the map alone), sdviz-attention-state (caption); images carry
-    `sdviz-state-<word index>-<layer number>-<step>`.
+    `sdviz-state-<word index>-<layer number>-<step>`. `lang`: the language of the
+    controls and captions ("en", "zh"; default `sdviz.language.course_language`).
     """
 
     def __init__(
@@ -44,7 +62,9 @@ class AttentionExplorer(W.VBox):
         word: str | None = None,
         step: int | None = None,
         size: int = 192,
+        lang: str | None = None,
     ) -> None:
+        self.lang = lang = course_language(lang)
         if AVERAGE not in run:
             raise ValueError(
                 "This Run has no cross-attention maps: generate with attention='aggregate' "
@@ -54,20 +74,20 @@ class AttentionExplorer(W.VBox):
         self.n_steps = int(run[AVERAGE].shape[0])
         words = resolve_words(run, None)
         first = resolve_words(run, [word])[0][1] if word is not None else words[0][1]
-        layers = [("default average (attention.maps)", AVERAGE)] + [
+        layers = [(T("average", lang), AVERAGE)] + [
             (
                 f"{k.removeprefix('attention.').replace('.transformer_blocks.0.attn2', '')} ({run[k].shape[-2]}×{run[k].shape[-1]})",
                 k,
             )
             for k in run.attention_layers
         ]
-        self.word = W.Dropdown(options=words, value=first, description="word")
+        self.word = W.Dropdown(options=words, value=first, description=T("word", lang))
         self.word.add_class("sdviz-attention-word")
-        self.layer = W.Dropdown(options=layers, value=AVERAGE, description="layer")
+        self.layer = W.Dropdown(options=layers, value=AVERAGE, description=T("layer", lang))
         self.layer.add_class("sdviz-attention-layer")
         last = self.n_steps - 1
         self.slider = W.IntSlider(
-            value=last if step is None else step, min=0, max=last, description="step"
+            value=last if step is None else step, min=0, max=last, description=T("step", lang)
         )
         self.slider.add_class("sdviz-attention-slider")
         self.image = image_widget("sdviz-attention-image")
@@ -78,7 +98,12 @@ class AttentionExplorer(W.VBox):
             [
                 W.HBox([self.word, self.layer]),
                 W.HBox([self.slider, self.state]),
-                W.HBox([labelled("over the image", self.image), labelled("the map", self.map)]),
+                W.HBox(
+                    [
+                        labelled(T("over_image", lang), self.image),
+                        labelled(T("map", lang), self.map),
+                    ]
+                ),
             ]
         )
         self.add_class("sdviz-attention")
@@ -106,7 +131,13 @@ class AttentionExplorer(W.VBox):
         set_tagged(self.map, tag, value=_images.heat_png(amap, self.size))
         label = self.word.label
         h, w = amap.shape
-        self.state.value = (
-            f"“{label}” · step {self.slider.value + 1} of {self.n_steps} · "
-            f"{h}×{w} map · peak {float(amap.max()):.2f} of the attention"
+        self.state.value = T(
+            "state",
+            self.lang,
+            word=label,
+            step=self.slider.value + 1,
+            n=self.n_steps,
+            h=h,
+            w=w,
+            peak=float(amap.max()),
         )

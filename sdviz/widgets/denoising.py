@@ -16,12 +16,32 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
+from ..language import Texts, course_language
 from ..probes import step_images
 from . import _images
 
 if TYPE_CHECKING:
     from ..tracing import Run
 from ._common import image_widget, labelled, resolve_words, set_tagged
+
+T = Texts(
+    __name__,
+    {
+        "step": ("step", "步"),
+        "xt.decoded": ("x_t, VAE-decoded", "x_t，经 VAE 解码"),
+        "xt.preview": ("x_t, linear preview", "x_t，线性预览"),
+        "x0.decoded": ("x̂0: predicted clean image, VAE-decoded", "x̂0：预测的干净图像，经 VAE 解码"),
+        "x0.preview": ("x̂0: predicted clean image, linear preview", "x̂0：预测的干净图像，线性预览"),
+        "noise": ("predicted noise (latent channels)", "预测噪声（潜在通道）"),
+        "per_word": ("cross-attention per word", "每个词的交叉注意力"),
+        "state": (
+            "step {step} (of 0…{last}) · t = {t} · ᾱ_t = {abar:.3f} "
+            "(signal {signal:.2f}, noise {noise:.2f})",
+            "第 {step} 步（共 0…{last}）· t = {t} · ᾱ_t = {abar:.3f}"
+            "（信号 {signal:.2f}，噪声 {noise:.2f}）",
+        ),
+    },
+)
 
 
 class DenoisingExplorer(W.VBox):
@@ -38,6 +58,8 @@ class DenoisingExplorer(W.VBox):
     sdviz-denoise-image (x_t), sdviz-denoise-x0, sdviz-denoise-noise,
     sdviz-denoise-attention (one per word), sdviz-denoise-schedule, sdviz-denoise-state
     (caption); each image also carries `sdviz-state-<step>` naming the step it shows.
+    `lang`: the language of the controls, captions and the schedule figure ("en", "zh";
+    default `sdviz.language.course_language`).
     """
 
     def __init__(
@@ -48,7 +70,9 @@ class DenoisingExplorer(W.VBox):
         words: list[str] | None = None,
         size: int = 160,
         interval_ms: int = 400,
+        lang: str | None = None,
     ) -> None:
+        self.lang = course_language(lang)
         self.run = run
         self.n_steps = int(run["denoiser.noise_pred"].shape[0])
         self.words = resolve_words(run, words) if "attention.maps" in run else []
@@ -64,7 +88,7 @@ class DenoisingExplorer(W.VBox):
             value=0,
             min=0,
             max=self.n_steps - 1,
-            description="step",
+            description=T("step", self.lang),
             continuous_update=True,
             layout=W.Layout(width="360px"),
         )
@@ -89,14 +113,14 @@ class DenoisingExplorer(W.VBox):
         self.noise_image = image_widget("sdviz-denoise-noise")
         self.attention_images = [image_widget("sdviz-denoise-attention") for _ in self.words]
         self.schedule_image = image_widget("sdviz-denoise-schedule")
-        how = "VAE-decoded" if self._decoded else "linear preview"
+        lang, how = self.lang, "decoded" if self._decoded else "preview"
         panels = [
-            labelled(f"x_t, {how}", self.xt_image),
-            labelled(f"x̂0: predicted clean image, {how}", self.x0_image),
-            labelled("predicted noise (latent channels)", self.noise_image),
+            labelled(T(f"xt.{how}", lang), self.xt_image),
+            labelled(T(f"x0.{how}", lang), self.x0_image),
+            labelled(T("noise", lang), self.noise_image),
         ]
         if self._preview is not None:
-            panels.insert(0, labelled("x_t, linear preview", self.preview_image))
+            panels.insert(0, labelled(T("xt.preview", lang), self.preview_image))
         pictures = W.HBox(panels)
         attention = W.HBox(
             [
@@ -106,7 +130,7 @@ class DenoisingExplorer(W.VBox):
         )
         parts = [W.HBox([self.play, self.slider, self.state]), pictures]
         if self.words:
-            parts.append(labelled("cross-attention per word", attention))
+            parts.append(labelled(T("per_word", lang), attention))
         return [*parts, self.schedule_image]
 
     def _on_step(self, change: dict) -> None:
@@ -117,8 +141,8 @@ class DenoisingExplorer(W.VBox):
         if self._schedule is None:
             from ..figures import noise_schedule
 
-            fig = noise_schedule(self.run)
-            over_t = [ax for ax in fig.axes if "timestep" in ax.get_xlabel()]  # not legends
+            fig = noise_schedule(self.run, lang=self.lang)
+            over_t = [ax for ax in fig.axes if ax.get_xlabel()]  # the axes over t, not legends
             self._schedule = _images.MarkedFigure(fig, over_t)
         return self._schedule.png(float(self.run["scheduler.step_timestep"][step]))
 
@@ -129,9 +153,15 @@ class DenoisingExplorer(W.VBox):
         run, tag = self.run, str(step)
         t = int(run["scheduler.step_timestep"][step])
         abar = float(run["scheduler.step_alpha_bar"][step])
-        self.state.value = (
-            f"step {step} (of 0…{self.n_steps - 1}) · t = {t} · ᾱ_t = {abar:.3f} "
-            f"(signal {abar**0.5:.2f}, noise {(1 - abar) ** 0.5:.2f})"
+        self.state.value = T(
+            "state",
+            self.lang,
+            step=step,
+            last=self.n_steps - 1,
+            t=t,
+            abar=abar,
+            signal=abar**0.5,
+            noise=(1 - abar) ** 0.5,
         )
         if self._preview is not None:
             preview = _images.image_png(self._preview[step], self.size)
