@@ -258,12 +258,7 @@ print(
     f"steps in {live.seconds:.1f} s: loss {live.loss[0]:.3f} at the first step, "
     f"{live.loss[-1]:.3f} at the last"
 )
-sdviz.figures.training_curves(
-    live.loss,
-    loss_label="noise-prediction loss MSE(ε̂, ε)",
-    references={"a UNet that always answers ε̂ = 0": 1.0},
-    title="Live training of a UNet from random weights",
-)
+sdviz.figures.live_training(live)
 
 # %% [markdown]
 # A network that always answered "zero noise" would score about 1 (the noise has

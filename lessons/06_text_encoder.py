@@ -183,8 +183,6 @@ print(
 # A short live run on ShapesWorld, from random weights:
 
 # %%
-import math
-
 import sdviz.training.live
 
 BATCH = 64  # image-caption pairs per training step: each image has 64 captions to choose from
@@ -200,14 +198,7 @@ print(
     f"{clip_run.loss[0]:.2f} → {clip_run.loss[-1]:.2f}; images whose best caption in the "
     f"batch is their own: {clip_run.accuracy[0]:.0%} → {clip_run.accuracy[-1]:.0%}"
 )
-sdviz.figures.training_curves(
-    clip_run.loss,
-    clip_run.accuracy,
-    loss_label="contrastive loss",
-    accuracy_label="images whose best caption is their own",
-    references={f"a CLIP that guesses: log({BATCH}) = {math.log(BATCH):.2f}": math.log(BATCH)},
-    title="Live training of a small CLIP from random weights",
-)
+sdviz.figures.live_training(clip_run)
 
 # %% [markdown]
 # A random CLIP's loss is log(batch size) (the dashed line): every caption is equally

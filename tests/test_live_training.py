@@ -55,3 +55,21 @@ def test_bad_step_counts_are_refused(pipe, bad):
         train_noise_predictor(pipe, steps=bad)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         train_small_clip(pipe.tokenizer, steps=bad)
+
+
+def test_live_runs_draw_with_their_own_labels_in_either_language(pipe):
+    from matplotlib.text import Text
+
+    clip_run = train_small_clip(pipe.tokenizer, steps=2, batch=8, n_images=16)
+    unet_run = train_noise_predictor(pipe, steps=2, n_images=8)
+    assert (clip_run.kind, clip_run.batch, unet_run.kind) == ("clip", 8, "noise predictor")
+
+    def texts(fig):
+        return {t.get_text() for t in fig.findobj(Text) if t.get_text()}
+
+    english = texts(sdviz.figures.live_training(clip_run, lang="en"))
+    assert f"a CLIP that guesses: log(8) = {math.log(8):.2f}" in english
+    assert "Live training of a small CLIP from random weights" in english
+    chinese = texts(sdviz.figures.live_training(unet_run, lang="zh"))
+    assert "从随机权重现场训练一个 UNet" in chinese
+    assert not {t for t in chinese if t.startswith("Live training")}

@@ -217,12 +217,7 @@ print(
     f"steps in {live.seconds:.1f} s: loss {live.loss[0]:.3f} at the first step, "
     f"{live.loss[-1]:.3f} at the last"
 )
-sdviz.figures.training_curves(
-    live.loss,
-    loss_label="noise-prediction loss MSE(ε̂, ε)",
-    references={"a UNet that always answers ε̂ = 0": 1.0},
-    title="Live training of a UNet from random weights",
-)
+sdviz.figures.live_training(live)
 
 # %% [markdown]
 # 一个总是回答“零噪声”的网络，损失约为 1（噪声的方差是 1：图中的虚线）；在几十步之内，损失就降到远低于这个值，因为含噪潜在表示本身就透露了很多关于其噪声的信息。

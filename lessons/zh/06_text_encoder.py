@@ -170,8 +170,6 @@ print(
 # 下面在 ShapesWorld 上从随机权重开始做一次简短的现场训练：
 
 # %%
-import math
-
 import sdviz.training.live
 
 BATCH = 64  # image-caption pairs per training step: each image has 64 captions to choose from
@@ -187,14 +185,7 @@ print(
     f"{clip_run.loss[0]:.2f} → {clip_run.loss[-1]:.2f}; images whose best caption in the "
     f"batch is their own: {clip_run.accuracy[0]:.0%} → {clip_run.accuracy[-1]:.0%}"
 )
-sdviz.figures.training_curves(
-    clip_run.loss,
-    clip_run.accuracy,
-    loss_label="contrastive loss",
-    accuracy_label="images whose best caption is their own",
-    references={f"a CLIP that guesses: log({BATCH}) = {math.log(BATCH):.2f}": math.log(BATCH)},
-    title="Live training of a small CLIP from random weights",
-)
+sdviz.figures.live_training(clip_run)
 
 # %% [markdown]
 # 随机 CLIP 的损失是 log(批次大小)（虚线）：每段描述的可能性都一样，准确率是批次大小分之一。

@@ -40,7 +40,8 @@ Beside them (issue 20, sdviz-mini vs sdviz-mini-flow):
        `attention_side_by_side(runs, words)`  runs of the same prompt and seed, two models
 
 `filmstrip(images, titles)` draws a plain row of images, `training_curves(loss)` a loss
-(and accuracy) over training steps. `save` writes reproducible
+(and accuracy) over training steps, `live_training(run)` a lesson's live run with its
+own labels. `save` writes reproducible
 files; `sdviz figures` writes them all plus an HTML gallery.
 """
 
@@ -72,6 +73,7 @@ _API = {
     "guidance_benefit": "guidance",
     "filmstrip": "image_row",
     "training_curves": "curves",
+    "live_training": "curves",
     "save": "style",
     "to_png": "style",
     "path_straightness": "straightness",

@@ -6,12 +6,15 @@ loss and the share of images whose best caption in the batch is their own, Radfo
 al. 2021). This draws what such a run recorded, one value per training step.
 
     live = sdviz.training.live.train_noise_predictor(pipe, steps=60)
+    live_training(live)  # its own labels, in the course's language
     training_curves(live.loss, loss_label="MSE(ε̂, ε)", references={"always ε̂ = 0": 1.0})
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -28,6 +31,22 @@ T = Texts(
         "training_loss": ("training loss", "训练损失"),
         "accuracy": ("accuracy", "准确率"),
         "share": ("share of the batch", "占批次的比例"),
+        "unet_loss": ("noise-prediction loss MSE(ε̂, ε)", "噪声预测损失 MSE(ε̂, ε)"),
+        "unet_zero": ("a UNet that always answers ε̂ = 0", "始终回答 ε̂ = 0 的 UNet"),
+        "unet_title": (
+            "Live training of a UNet from random weights",
+            "从随机权重现场训练一个 UNet",
+        ),
+        "clip_loss": ("contrastive loss", "对比损失"),
+        "clip_accuracy": ("images whose best caption is their own", "最佳描述正是自己描述的图像"),
+        "clip_guess": (
+            "a CLIP that guesses: log({batch}) = {level:.2f}",
+            "随机猜测的 CLIP：log({batch}) = {level:.2f}",
+        ),
+        "clip_title": (
+            "Live training of a small CLIP from random weights",
+            "从随机权重现场训练一个小型 CLIP",
+        ),
     },
 )
 
@@ -90,3 +109,33 @@ def training_curves(
             if len(accuracies) > 1:
                 axes[1].legend()
     return fig
+
+
+def live_training(run: Any, *, fig: Canvas | None = None, lang: str | None = None) -> Figure:
+    """A run of `sdviz.training.live` drawn with its own labels, in `lang`.
+
+    A noise predictor's loss MSE(ε̂, ε) against 1, what always answering ε̂ = 0 scores
+    (the noise has variance 1); a small CLIP's contrastive loss against log(batch), what
+    guessing one caption of the batch scores, and the share of images whose best caption
+    in the batch is their own."""
+    lang = course_language(lang)
+    if run.kind == "clip":
+        level = math.log(run.batch)
+        return training_curves(
+            run.loss,
+            run.accuracy,
+            loss_label=T("clip_loss", lang),
+            accuracy_label=T("clip_accuracy", lang),
+            references={T("clip_guess", lang, batch=run.batch, level=level): level},
+            title=T("clip_title", lang),
+            fig=fig,
+            lang=lang,
+        )
+    return training_curves(
+        run.loss,
+        loss_label=T("unet_loss", lang),
+        references={T("unet_zero", lang): 1.0},
+        title=T("unet_title", lang),
+        fig=fig,
+        lang=lang,
+    )

@@ -43,6 +43,8 @@ class LiveRun:
     accuracy: list[float] = field(default_factory=list)  # CLIP: in-batch top-1 per step
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # CLIP: its pixels are in [-1, 1]
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    kind: str = "noise predictor"  # or "clip": what was trained (the figure's labels)
+    batch: int = 0  # examples per step (CLIP: a guess picks 1 caption of `batch`)
 
 
 def _check(steps: int, batch: int, n_images: int) -> None:
@@ -108,7 +110,7 @@ def train_noise_predictor(
         loss = torch.nn.functional.mse_loss(pred.sample, noise.to(device))
         descend(loss, opt, unet.parameters(), lr * warmup_lr(step, 20))
         losses.append(loss.item())
-    return LiveRun(unet.eval(), losses, time.perf_counter() - start)
+    return LiveRun(unet.eval(), losses, time.perf_counter() - start, batch=batch)
 
 
 def train_small_clip(
@@ -142,4 +144,5 @@ def train_small_clip(
         losses.append(out.loss.item())
         best = out.logits_per_image.argmax(1)  # (batch,) best caption per image
         accuracy.append(float((best == torch.arange(len(idx))).float().mean()))
-    return LiveRun(clip.eval(), losses, time.perf_counter() - start, accuracy)
+    seconds = time.perf_counter() - start
+    return LiveRun(clip.eval(), losses, seconds, accuracy, kind="clip", batch=len(idx))
