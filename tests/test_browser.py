@@ -238,16 +238,18 @@ def test_chinese_lesson_runs_and_its_widget_moves_in_jupyterlab(tmp_path, monkey
                 _finish_run(ui, lesson)
                 panel = ui.panel(lesson)
                 with ui.step(f"{lesson}: Chinese title, drawn with {family}"):
+                    ui.scroll_to_first_cell(lesson)
                     title = panel.locator(".jp-RenderedMarkdown h1").first
-                    title.wait_for()
+                    shown = ui.wait_for("the title", lambda: title.inner_text().strip(), 30)
                     n = int(Path(lesson).name[:2])
-                    assert title.inner_text().startswith(f"第 {n} 课"), title.inner_text()
+                    assert shown.startswith(f"第 {n} 课"), shown
+                    ui.screenshot(f"{Path(lesson).stem}-title")
                     fonts = ui.platform_fonts(f"[id='{ui.notebook_state(lesson)['id']}'] h1")
                     drawn = {f["familyName"]: f["glyphCount"] for f in fonts}
                     assert drawn.get(family, 0) > 0, f"the title's characters were drawn by {drawn}"
                 with ui.step(f"{lesson}: the setup printed in Chinese (the kernel's folder)"):
                     setup = panel.locator(".jp-OutputArea-output", has_text=ZH_SETUP)
-                    assert setup.count() > 0, "no Chinese setup printout: lang=None was English"
+                    ui.wait_for("the Chinese setup printout", setup.count, 30)
                 _check_denoise(ui, lesson)  # moves the step slider, two screenshots
                 with ui.step(f"{lesson}: the explorer's caption is Chinese"):
                     caption = panel.locator(DENOISE_CAPTION).first.inner_text()

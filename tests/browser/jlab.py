@@ -210,6 +210,22 @@ class Session:
         assert state, f"{path} is not open"
         return self.page.locator(f"[id='{state['id']}']")
 
+    def scroll_to_first_cell(self, path: str) -> None:
+        """Make the first cell of `path` the active one and scroll it into view (after a
+        run the notebook shows its end, and cells out of view are not drawn)."""
+        self.page.evaluate(
+            """async (path) => {
+              for (const w of window.jupyterapp.shell.widgets('main')) {
+                if (!(w.context && w.context.path === path)) continue;
+                const nb = w.content;
+                nb.activeCellIndex = 0;
+                if (nb.scrollToItem) await nb.scrollToItem(0, 'start');
+                else nb.scrollToCell(nb.widgets[0]);
+              }
+            }""",
+            path,
+        )
+
     def platform_fonts(self, selector: str) -> list[dict]:
         """The fonts Chromium really drew the text of the first `selector` element with
         (DevTools' CSS.getPlatformFontsForNode: familyName, glyphCount per font): which
