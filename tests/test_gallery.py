@@ -299,3 +299,32 @@ def test_out_of_vocabulary_words_get_a_note(tiny_folder, tmp_path, capfd):
     notes = [line for line in err.splitlines() if "note: " in line]  # tqdm.write's lines
     assert len(notes) == 1 and "'zebra'" in notes[0]
     assert "more than the text encoder's" in err
+
+
+def test_chinese_gallery_has_the_same_files_in_chinese(tiny_folder, galleries, tmp_path):
+    """`--lang zh`: the same files as the English gallery, drawn with no missing glyph, and
+    an index.html in Chinese (lang="zh-CN", every title and caption from the zh table)."""
+    import warnings
+
+    from sdviz.commands.figures import FIGURES, T, out_folder
+
+    out = tmp_path / "zh"
+    argv = ["figures", "--model", str(tiny_folder), "--seed", "0", "--out", str(out)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*missing from font")  # a box, not a glyph
+        assert main([*argv, "--format", "png", "--lang", "zh"]) == 0
+    english = galleries[1]  # the same run, PNG only, in English
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in english.iterdir())
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert html.startswith('<!doctype html>\n<html lang="zh-CN">')
+    assert "图解 Stable Diffusion" in html and "文件：" in html
+    for name in FIGURES:
+        assert T(f"{name}.title", "zh") in html and T(f"{name}.title", "en") not in html, name
+    assert T("11c_guidance_benefit.skipped", "zh") in html  # the tiny model ships no sweep
+    assert "“a red circle to the left of a blue square”" in html  # the prompt stays English
+    # the figures' words differ, so their pictures do; the animation too (its step titles)
+    same = [p.name for p in out.glob("*.png") if p.read_bytes() == (english / p.name).read_bytes()]
+    assert not same, same
+    assert out_folder(None, "zh").name == "sdviz-figures-zh" and out_folder(None, "en").name == (
+        "sdviz-figures"
+    )
