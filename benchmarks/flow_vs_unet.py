@@ -124,18 +124,24 @@ def quality_table(rows: list[dict]) -> str:
 
 
 def straightness_table(rec) -> str:
+    most = max(rec.steps)
     lines = [
-        "| model | steps | path length: mean | min | max | first guess: mean | min | max |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | steps | path length: mean | min | max | first guess: mean | min | max | "
+        f"gap to {most} steps: mean | min | max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in rec.labels:
         for s in rec.steps:
-            p, f = rec.path_length(label, s), rec.first_guess(label, s)
-            lines.append(
-                f"| {label} | {s} | {float(p.mean()):.3f} | {float(p.min()):.3f} | "
-                f"{float(p.max()):.3f} | {float(f.mean()):.3f} | {float(f.min()):.3f} | "
-                f"{float(f.max()):.3f} |"
-            )
+            cells = [
+                f"{float(fn(v)):.3f}"
+                for v in (
+                    rec.path_length(label, s),
+                    rec.first_guess(label, s),
+                    rec.endpoint_gap(label, s),
+                )
+                for fn in (torch.mean, torch.min, torch.max)
+            ]
+            lines.append(f"| {label} | {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -209,7 +215,7 @@ def merge_records(records: list):
     first = records[0]
     for rec in records[1:]:
         first.labels += rec.labels
-        for part in ("distance", "moves", "guidance", "strips"):
+        for part in ("distance", "moves", "finals", "guidance", "strips"):
             getattr(first, part).update(getattr(rec, part))
     return first
 
@@ -275,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "path length: sum over steps of ||x̂0_s - x̂0_(s-1)|| / ||x̂0_final|| (0 = x̂0 never "
         "moved: a straight path, one step would do); first guess: ||x̂0_first - x̂0_final|| / "
-        "||x̂0_final|| (how far the one-step answer is from the last); min/max over the runs. "
+        "||x̂0_final|| (how far the one-step answer is from the last); gap: ||x̂0_final(S) - "
+        "x̂0_final(most steps)|| / ||x̂0_final(most steps)||, how far an S-step result lands "
+        "from the same prompt and seed sampled with the most steps; min/max over the runs. "
         "Both samplers take their last step at almost no noise (DDIM t = 1, flow sigma = 0.001), "
         "where x̂0 is where the step before landed: the last move is ~0, so a 2-step run has "
         "no real move and both measures are ~0 there by construction."

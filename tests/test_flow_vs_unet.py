@@ -79,6 +79,7 @@ def test_a_pipeline_whose_x0_never_moves_is_perfectly_straight(tiny):
         assert rec.distance["straight"][s].shape == (1, s)
         assert float(rec.path_length("straight", s).abs().max()) < 1e-4
         assert float(rec.first_guess("straight", s).abs().max()) < 1e-4
+        assert float(rec.endpoint_gap("straight", s).abs().max()) < 1e-4  # any S lands alike
     # while a trained-from-random tiny transformer's x̂0 does move
     moving = measure_straightness({"tiny": sd3}, PROMPTS[:1], steps=[5], strip_steps=None)
     assert float(moving.path_length("tiny", 5)[0]) > 1e-3
@@ -92,11 +93,14 @@ def test_the_record_has_one_path_per_model_step_count_and_run(record, tiny):
             assert record.distance[label][s].shape == (len(PROMPTS), s)
             assert record.moves[label][s].shape == (len(PROMPTS), s - 1)
             assert torch.all(record.distance[label][s][:, -1] == 0)  # the final is itself
+            assert record.finals[label][s].shape[0] == len(PROMPTS)
+        assert torch.all(record.endpoint_gap(label, 3) == 0)  # the most steps: the reference
+        assert torch.all(record.endpoint_gap(label, 2) > 0)
         strip = record.strips[label]
         assert strip.shape[0] == 3 and strip.shape[1] == 3  # (steps, RGB, H, W)
         assert 0 <= float(strip.min()) and float(strip.max()) <= 1
     table = record.table()
-    assert table["steps"] == [2, 3] and len(table) == 1 + 2 * len(tiny)
+    assert table["steps"] == [2, 3] and len(table) == 1 + 3 * len(tiny)
     with pytest.raises(ValueError, match="positive"):
         measure_straightness(tiny, PROMPTS, steps=[0])
 
@@ -104,7 +108,7 @@ def test_the_record_has_one_path_per_model_step_count_and_run(record, tiny):
 def test_the_straightness_figure_draws_curves_and_strips(record):
     fig = sdviz.figures.path_straightness(record)
     axes = [ax for ax in fig.get_axes() if ax.get_visible()]
-    assert len(axes) == 2 + len(record.labels) * 3  # two plots + a 3-step strip per model
+    assert len(axes) == 3 + len(record.labels) * 3  # three plots + a 3-step strip per model
     assert len(axes[0].get_lines()) == len(record.labels)
     zh = sdviz.figures.path_straightness(record, steps=2, lang="zh")
     assert "采样" in " ".join(t.get_text() for ax in zh.get_axes() for t in [ax.xaxis.label])

@@ -5,7 +5,8 @@ distance from its final x̂0 at every step of an S-step run, relative to the fin
 norm (mean over the prompts and seeds, the band spans the middle half of the runs);
 (right) the total path length Σ‖x̂0_s − x̂0_{s−1}‖ / ‖x̂0_final‖ against the number of
 steps (0 would be a perfectly straight path: one Euler step lands on the final image,
-Liu et al. 2022); (below) one prompt's x̂0 decoded at every step, a row per model.
+Liu et al. 2022); (third) how far an S-step result lands from the same prompt and seed
+sampled with the most steps (what fewer steps cost); (below) one prompt's x̂0 decoded at every step, a row per model.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ T = Texts(
         ),
         "length_axis": ("Σ‖x̂0_s − x̂0_s−1‖ / ‖x̂0_final‖", "Σ‖x̂0_s − x̂0_s−1‖ / ‖x̂0_final‖"),
         "steps_axis": ("number of sampling steps", "采样步数"),
+        "gap_title": (
+            "How far S steps land from {most} steps",
+            "S 步的结果离 {most} 步的结果有多远",
+        ),
+        "gap_axis": (
+            "final x̂0: ‖S steps − {most} steps‖ / ‖{most} steps‖",
+            "最终 x̂0：‖S 步 − {most} 步‖ / ‖{most} 步‖",
+        ),
         "model": ("{label} (g={g:g})", "{label}（g={g:g}）"),
         "strip_title": (
             "x̂0 decoded at each of {steps} steps: {prompt!r}, seed {seed}",
@@ -74,14 +83,16 @@ def path_straightness(
         raise ValueError(f"No runs of {steps} steps in this record; it has {record.steps}.")
     strips = {k: v for k, v in record.strips.items() if k in record.labels}
     n_cols = max((len(v) for v in strips.values()), default=0)
-    width = max(2 * WIDE + 1.6, n_cols * STRIP_PANEL + 1.2)
+    panels = 3 if record.finals else 2
+    width = max(panels * WIDE + 1.6, n_cols * STRIP_PANEL + 1.2)
     height = 3.3 + (STRIP_PANEL * len(strips) + 0.7 if strips else 0)
     with style(lang):
         fig = new_figure(fig, width, height, suptitle=T("title", lang, n=len(record.prompts)))
         top, bottom = (
             fig.subfigures(2, 1, height_ratios=[3.3, height - 3.3]) if strips else (fig, None)
         )
-        left, right = top.subplots(1, 2)
+        axes = top.subplots(1, panels)
+        left, right, gap = axes[0], axes[1], axes[2] if panels == 3 else None
         for i, label in enumerate(record.labels):
             name = T("model", lang, label=label, g=record.guidance.get(label, float("nan")))
             color, marker = LINE_COLORS[i % len(LINE_COLORS)], MARKERS[i % len(MARKERS)]
@@ -102,6 +113,11 @@ def path_straightness(
                 alpha=0.2,
                 linewidth=0,
             )
+            if gap is not None:
+                gaps = [to_numpy(record.endpoint_gap(label, s)) for s in record.steps]
+                gap.plot(
+                    record.steps, [v.mean() for v in gaps], marker=marker, color=color, label=name
+                )
         left.set(
             title=T("distance_title", lang, steps=steps),
             xlabel=T("step_axis", lang),
@@ -114,7 +130,15 @@ def path_straightness(
             ylabel=T("length_axis", lang),
             xticks=record.steps,
         )
-        for ax in (left, right):
+        if gap is not None:
+            most = max(record.steps)
+            gap.set(
+                title=T("gap_title", lang, most=most),
+                xlabel=T("steps_axis", lang),
+                ylabel=T("gap_axis", lang, most=most),
+                xticks=record.steps,
+            )
+        for ax in axes:
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)

@@ -13,6 +13,8 @@ estimates x̂0_0 … x̂0_{S−1} (the trace key `denoiser.pred_original_sample`
     step move          m_s = ‖x̂0_s − x̂0_{s−1}‖ / ‖x̂0_{S−1}‖      (S − 1 values)
     path length        P   = Σ_s m_s          (0: x̂0 never moved, a perfectly straight path)
     first guess        d_0                    (how far the one-step answer is from the last)
+    endpoint gap       ‖x̂0_final(S) − x̂0_final(S_max)‖ / ‖x̂0_final(S_max)‖: how far an S-step
+                       result lands from the same prompt and seed sampled with the most steps
 
 Liu et al. measure straightness as E‖(x1 − x0) − v(x_t, t)‖² along the path; with
 x̂0 = x_t − σ·v that is the same statement about x̂0 standing still, and it can be read
@@ -62,7 +64,8 @@ class Straightness:
     """x̂0's path per model (label), step count S and run (prompt, seed).
 
     `distance[label][S]`: (runs, S) distance to the final x̂0; `moves[label][S]`:
-    (runs, S − 1) step moves (both relative to the final x̂0's norm); `strips[label]`:
+    (runs, S − 1) step moves (both relative to the final x̂0's norm); `finals[label][S]`:
+    (runs, c, h, w) the final x̂0 of each run; `strips[label]`:
     (strip_steps, 3, H, W) decoded x̂0 of `prompts[0]` in [0, 1]; `guidance[label]`: the
     guidance scale each model ran at.
     """
@@ -72,6 +75,7 @@ class Straightness:
     prompts: list[tuple[str, int]]
     distance: dict[str, dict[int, torch.Tensor]]
     moves: dict[str, dict[int, torch.Tensor]]
+    finals: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     guidance: dict[str, float] = field(default_factory=dict)
     strips: dict[str, torch.Tensor] = field(default_factory=dict)
     strip_steps: int | None = None
@@ -84,9 +88,16 @@ class Straightness:
         """(runs,) how far the first step's x̂0 is from the final one (relative)."""
         return self.distance[label][steps][:, 0]
 
+    def endpoint_gap(self, label: str, steps: int) -> torch.Tensor:
+        """(runs,) how far the S-step result is from the result with the most steps
+        (relative to the latter's norm; 0 at the most steps)."""
+        ref = self.finals[label][max(self.steps)].flatten(1)
+        gap = self.finals[label][steps].flatten(1) - ref
+        return gap.norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-12)
+
     def table(self) -> dict[str, list]:
         """Columns (for `sdviz.course.table` or a markdown table): one row per step count,
-        the mean path length and first-guess distance of each model."""
+        the mean path length, first-guess distance and endpoint gap of each model."""
         cols: dict[str, list] = {"steps": list(self.steps)}
         for label in self.labels:
             cols[f"{label}: path length"] = [
@@ -94,6 +105,9 @@ class Straightness:
             ]
             cols[f"{label}: first guess"] = [
                 float(self.first_guess(label, s).mean()) for s in self.steps
+            ]
+            cols[f"{label}: gap to {max(self.steps)} steps"] = [
+                float(self.endpoint_gap(label, s).mean()) for s in self.steps
             ]
         return cols
 
@@ -136,25 +150,21 @@ def measure_straightness(
     }
     distance: dict[str, dict[int, torch.Tensor]] = {}
     moves: dict[str, dict[int, torch.Tensor]] = {}
+    finals: dict[str, dict[int, torch.Tensor]] = {}
     strips: dict[str, torch.Tensor] = {}
     for label, pipe in pipes.items():
-        distance[label], moves[label] = {}, {}
+        distance[label], moves[label], finals[label] = {}, {}, {}
         for s in steps:
-            paths = [
-                x0_path(
-                    generate(
-                        pipe,
-                        prompt,
-                        steps=s,
-                        seed=seed,
-                        guidance_scale=scales[label],
-                        attention=None,
-                    )["denoiser.pred_original_sample"]
-                )
+            x0s = [
+                generate(
+                    pipe, prompt, steps=s, seed=seed, guidance_scale=scales[label], attention=None
+                )["denoiser.pred_original_sample"]
                 for prompt, seed in prompts
-            ]
+            ]  # each (S, c, h, w)
+            paths = [x0_path(x0) for x0 in x0s]
             distance[label][s] = torch.stack([d for d, _ in paths])  # (runs, S)
             moves[label][s] = torch.stack([m for _, m in paths])  # (runs, S - 1)
+            finals[label][s] = torch.stack([x0[-1].float() for x0 in x0s])  # (runs, c, h, w)
         if strip_steps is not None:
             prompt, seed = prompts[0]
             run = generate(
@@ -172,6 +182,7 @@ def measure_straightness(
         prompts=prompts,
         distance=distance,
         moves=moves,
+        finals=finals,
         guidance=scales,
         strips=strips,
         strip_steps=strip_steps,
