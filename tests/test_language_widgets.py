@@ -5,10 +5,10 @@ Chinese figure is drawn with no missing glyph, its Chinese texts in the CJK font
 DejaVu Sans, and no English sentence of its module left on it. English widgets keep
 their English labels; `lang=None` follows `sdviz.language.course_language`.
 
-A tiny random pipeline built in code (~0.2 s a generation) is traced once.
+test_figures' tiny random pipeline and traced run (built in code) are the fixtures.
 """
 
-# ruff: noqa: F811  (the fixture imported from test_unet_figure is no test argument here)
+# ruff: noqa: F811  (the fixtures imported from test_figures are the tests' arguments)
 
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.text import Text
+from test_figures import PROMPT, STEPS, one_thread, pipe, run  # noqa: F401  (fixtures)
 from test_unet_figure import only_cross_unet
 
 import sdviz
 from sdviz import figures, language, probes
 from sdviz.autoencoder import reconstruct, reconstruct_many
-from sdviz.builder import tiny_pipeline
 from sdviz.figures.style import to_png
 from sdviz.language import LANGUAGES, REGISTRY
 from sdviz.shapes import ShapesWorld
@@ -41,30 +41,8 @@ from sdviz.widgets import attention as attention_widget
 from sdviz.widgets import denoising as denoising_widget
 from sdviz.widgets import prompt as prompt_widget
 
-PROMPT = "a red circle left of a blue square"
-STEPS = 3
 CJK = re.compile("[\u4e00-\u9fff]")
 EN, ZH = LANGUAGES.index("en"), LANGUAGES.index("zh")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    pipe = tiny_pipeline(seed=0)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def run(pipe):
-    return sdviz.generate(pipe, PROMPT, steps=STEPS, seed=0, attention_layers="attn2")
 
 
 @pytest.fixture

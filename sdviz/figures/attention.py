@@ -50,11 +50,11 @@ T = Texts(
         "joint": ("Joint attention (image → text part)", "联合注意力（图像 → 文本部分）"),
         "per_word_mean": (
             "{kind} per word, averaged over {n} steps (heads and the default layers averaged)",
-            "每个词的{kind}，{n} 步的平均（对注意力头和默认的各层取平均）",
+            "每个词的{kind}，{n} 步平均（平均了注意力头和默认的层）",
         ),
         "per_word_step": (
             "{kind} per word, at step {step} (heads and the default layers averaged)",
-            "每个词的{kind}，第 {step} 步（对注意力头和默认的各层取平均）",
+            "每个词的{kind}，第 {step} 步（平均了注意力头和默认的层）",
         ),
         "generated_image": ("generated image", "生成的图像"),
         "word": ("{token!r} (#{i})", "“{token}”（标记位置 {i}）"),
