@@ -49,8 +49,8 @@ T = Texts(
             "S 步的结果离 {most} 步的结果有多远",
         ),
         "gap_axis": (
-            "final x̂0: ‖S steps − {most} steps‖ / ‖{most} steps‖",
-            "最终 x̂0：‖S 步 − {most} 步‖ / ‖{most} 步‖",
+            "‖x̂0(S steps) − x̂0({most})‖ / ‖x̂0({most})‖",
+            "‖x̂0（S 步）− x̂0（{most}）‖ / ‖x̂0（{most}）‖",
         ),
         "model": ("{label} (g={g:g})", "{label}（g={g:g}）"),
         "strip_title": (
@@ -155,5 +155,5 @@ def path_straightness(
                         continue
                     show_image(ax, images[s], T("step", lang, s=s + 1))
                     ax.title.set_fontsize(7)
-                row[0].set_ylabel(label, fontsize=8)
+                row[0].set_ylabel(label.replace(" (", "\n("), fontsize=7)  # fits a row
     return fig
