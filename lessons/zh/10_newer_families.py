@@ -288,6 +288,168 @@ print(
 )
 
 # %% [markdown]
+# ## 8. 在同一个世界上训练两种设计：sdviz-mini 与 sdviz-mini-flow
+#
+# 上面的一切都是从配置和*随机*微型流水线来比较各个家族。要比较两种**设计**本身，需要两个在同一份数据上训练的模型。sdviz 带有两个：
+#
+# | | sdviz-mini | sdviz-mini-flow |
+# |---|---|---|
+# | 文本编码器、VAE | 它自己的 CLIP 和 VAE | **同样的文件**（从 sdviz-mini 借用） |
+# | 去噪网络 | 带交叉注意力的 UNet（SD 1.x 的设计） | SD3 的 MMDiT Transformer：6 个块、4 个注意力头 × 32、2×2 的图块 |
+# | 训练 | DDPM：预测噪声 ε（第 3 课） | 整流（rectified flow）：预测速度 v = ε − x0 |
+# | 采样器 | DDIM | 沿 σ 的 Euler 法（FlowMatchEulerDiscreteScheduler） |
+# | 数据 | ShapesWorld，64 像素 | 同样的图像和描述 |
+#
+# 两者都在一台 2 核 CPU 上从零训练了约两个小时（`sdviz train`、`sdviz train --flow`）。只有去噪网络和它的训练目标不同，所以下面的每一处差别都来自设计，而不是数据。两个模型都很小，只认识 ShapesWorld 的词：下面比较的是两个小模型，而不是 SD 1.5 和 SD3。
+
+# %%
+mini, flow = fam.embedded_twins()  # the two embedded models: UNet and MMDiT
+print("UNet parameters (millions):", round(mini.unet.num_parameters() / 1e6, 2))
+print("MMDiT transformer parameters (millions):", round(flow.transformer.num_parameters() / 1e6, 2))
+print(
+    "the same VAE weights:",
+    torch.equal(mini.vae.decoder.conv_out.weight, flow.vae.decoder.conv_out.weight),
+)
+print(
+    "recommended guidance scale g — UNet:",
+    sdviz.pipeline.recommended(mini).guidance_scale,
+    "| flow:",
+    sdviz.pipeline.recommended(flow).guidance_scale,
+)
+
+# %% [markdown]
+# ### 一个提示词、一个随机种子、两个去噪网络
+#
+# 用同一个随机种子，两条流水线抽到**同样的起始噪声**（两者的潜在表示都是 4×16×16），所以两张图像的差别只来自各自的去噪网络如何处理它。
+
+# %%
+duel_prompt = "a red circle to the left of a blue square"
+unet_run = sdviz.generate(mini, duel_prompt, seed=lesson.seed)
+flow_run = sdviz.generate(flow, duel_prompt, seed=lesson.seed)
+print(
+    "same starting noise x_T:",
+    torch.equal(unet_run["denoiser.latents"][0], flow_run["denoiser.latents"][0]),
+)
+print(
+    "what each denoiser predicts:",
+    unet_run["denoiser.prediction_type"],
+    "(the noise ε) |",
+    flow_run["denoiser.prediction_type"],
+    "(the velocity v)",
+)
+sdviz.figures.filmstrip(
+    torch.stack([unet_run["vae.image"], flow_run["vae.image"]]),
+    ["sdviz-mini (UNet, DDIM)", "sdviz-mini-flow (MMDiT, flow)"],
+    f"{duel_prompt!r}, seed {lesson.seed}, {lesson.steps} steps",
+)
+
+# %% [markdown]
+# ### 流的路径更直吗？
+#
+# 整流训练的是从图像到噪声的一条*直线*上的速度。如果模型学到了完全笔直的路径，它对干净图像的猜测 x̂0 = x_t − σ·v（第 6 节）在每一步都会相同，一步就够了。UNet 每一步也在猜 x̂0（第 4 课）。所以看 x̂0 移动了多远：`measure_straightness` 让几个提示词和随机种子以不同的步数通过两个模型，并相对于最终 x̂0 的大小测量：
+#
+# - 每一步**到最终 x̂0 的距离**；
+# - **路径长度**：x̂0 每一步移动的距离之和（0 = 完全笔直的路径）；
+# - **与 25 步的差距**：4 步或 8 步运行的结果离同一提示词、同一随机种子用 25 步采样的结果有多远，即少走几步的代价。
+#
+# 两个采样器的最后一步都几乎没有噪声（DDIM 在 t = 1，流在 σ = 0.001），那里的 x̂0 就是前一步落下的位置：曲线按构造在 0 结束，而 2 步的运行没有真正可测的移动，所以表格从 4 步开始。
+
+# %%
+paths = sdviz.probes.measure_straightness(
+    {"sdviz-mini (UNet)": mini, "sdviz-mini-flow (MMDiT)": flow}, steps=[4, 8, 25]
+)
+sdviz.figures.path_straightness(paths)
+
+# %%
+sdviz.course.table(
+    paths.table(),
+    title="x̂0's path, mean over the prompts and seeds",
+    formats={
+        "sdviz-mini (UNet): path length": ".3f",
+        "sdviz-mini (UNet): first guess": ".3f",
+        "sdviz-mini (UNet): gap to 25 steps": ".3f",
+        "sdviz-mini-flow (MMDiT): path length": ".3f",
+        "sdviz-mini-flow (MMDiT): first guess": ".3f",
+        "sdviz-mini-flow (MMDiT): gap to 25 steps": ".3f",
+    },
+    notes=[
+        "path length: Σ‖x̂0_s − x̂0_s−1‖ / ‖x̂0_final‖ over the steps (0: x̂0 never moved).",
+        "first guess: ‖x̂0_first − x̂0_final‖ / ‖x̂0_final‖, how far the one-step answer is from the last.",
+        "gap to 25 steps: ‖final x̂0 with S steps − with 25 steps‖ / ‖with 25 steps‖ (0 at 25 steps).",
+    ],
+)
+
+# %% [markdown]
+# 读这张表。流的 x̂0 走得略少（25 步时路径长度 1.21，UNet 为 1.28；8 步时 0.91 对 1.02），4 步的运行离它自己 25 步的答案更近（差距 0.47 对 0.63）；但 8 步时 UNet 更近（0.17 对 0.22），两者的第一次猜测离最终 x̂0 也差不多远（25 步时 0.60 和 0.66）。**只做一轮整流，得不到笔直的路径**：网络学到的是一个含噪 x_t 背后所有可能图像的*平均*速度，而这个平均会弯曲（Liu et al. 2022 用第二轮 "reflow" 把它拉直，这里没有做）。图像条也一致：两行的第一次猜测都是一团位置正确、颜色正确的模糊，到第 3 步布局就定了。
+
+# %% [markdown]
+# ### 更少的步数：图像和基准测试
+#
+# 路径更直，就应该经得起更少的步数。同一提示词、同一随机种子，分别用 2、4 和 25 步，前三张是 UNet，后三张是流：
+
+# %%
+sdviz.figures.filmstrip(
+    torch.stack(
+        [
+            sdviz.generate(mini, duel_prompt, steps=2, seed=lesson.seed, attention=None)[
+                "vae.image"
+            ],
+            sdviz.generate(mini, duel_prompt, steps=4, seed=lesson.seed, attention=None)[
+                "vae.image"
+            ],
+            unet_run["vae.image"],
+            sdviz.generate(flow, duel_prompt, steps=2, seed=lesson.seed, attention=None)[
+                "vae.image"
+            ],
+            sdviz.generate(flow, duel_prompt, steps=4, seed=lesson.seed, attention=None)[
+                "vae.image"
+            ],
+            flow_run["vae.image"],
+        ]
+    ),
+    [
+        "UNet, 2 steps",
+        "UNet, 4 steps",
+        f"UNet, {lesson.steps} steps",
+        "flow, 2 steps",
+        "flow, 4 steps",
+        f"flow, {lesson.steps} steps",
+    ],
+    "Fewer steps, same prompt and seed",
+)
+
+# %% [markdown]
+# 一张图像说明不了什么。在 96 个单物体和 96 个双物体的提示词与随机种子上，从像素打分（第 8 课的 ShapesWorld 打分器：最大的物体是不是指名的那个？两个指名的物体都在吗？在指名的一侧吗？），25 步、各自测得的引导系数（模型卡，`benchmarks/mini_quality.py`）：
+#
+# | | sdviz-mini（UNet） | sdviz-mini-flow（MMDiT） |
+# |---|---|---|
+# | 引导系数 g（各自测得） | 2 | 1.5 |
+# | 单物体正确 | 96.9% | 92.7% |
+# | … 训练中从未出现的颜色-形状组合 | 100% | 58.3% |
+# | 两个物体都正确 | 84.4% | 89.6% |
+# | 左右位置正确 | 84.4% | 89.6% |
+# | 每张图像的秒数（25 步，一个 CPU 线程） | 0.73 | 0.52 |
+#
+# Transformer 摆放两个物体更好，每张图像也更快；UNet 画出未见过的颜色-形状组合要频繁得多。`python benchmarks/flow_vs_unet.py` 在 2、4、8、16 和 25 步上给两者打分（`benchmarks/results/2026-12-07-flow-vs-unet-cpu.txt`）。
+
+# %% [markdown]
+# ### 每个词落在哪里：交叉注意力与联合注意力
+#
+# UNet 的像素对 CLIP 的 77 个标记向量做*交叉*注意力；Transformer 的图像标记在**一个**联合注意力里同时关注文本和彼此，文本有 24 个位置（sdviz-mini-flow 的分词器截断在 24：它的描述更短）。sdviz 把联合注意力中文本 → 图像的部分记录成同样的逐词注意力图，所以两者可以并排：每一行是一个模型，同一个提示词，同一个随机种子。UNet 的图在它 16×16 的潜在网格上，Transformer 的在 8×8 的 2×2 图块网格上，都画在 64 像素的图像上。每一行有自己的颜色刻度。
+
+# %%
+sdviz.figures.attention_side_by_side(
+    {"sdviz-mini (UNet)": unet_run, "sdviz-mini-flow (MMDiT)": flow_run},
+    ["red", "circle", "blue", "square"],
+)
+
+# %% [markdown]
+# 两行里名词都找到了自己的物体："circle" 照亮圆，"square" 照亮正方形。颜色词在两行里都很平，正如第 7 课对 UNet 的测量：在因果的文本编码器里，"red" 出现在 "circle" 之前，无法知道自己给哪个物体上色。Transformer 的图更粗（每个 2×2 图块一个值：整幅图 8×8，UNet 最精细的层是 16×16），每一行有自己的颜色刻度。
+
+# %% [markdown]
+# **这些小模型展示不了什么。** 两个模型都只有几百万参数，在 64 像素的彩色形状图上训练了两个小时，潜在表示为 4×16×16：一个 2×2 图块就是 8×8 像素，所以 Transformer 的注意力图很粗。它们的笔直程度和步数只说明*这两个*模型的表现；SD3 还在多得多的数据上训练，CLIP 旁边还有 T5，通常用偏移 3 采样 28 步。这个比较只在一个意义上是公平的：同样的世界、同样的 VAE、同样的文本编码器、同样的硬件和时长——只有去噪网络的设计和目标不同。
+
+# %% [markdown]
 # ## 自测
 #
 # 每个问题先回答，再运行它下面的单元。
@@ -349,6 +511,7 @@ sdviz.course.table(
 # - 流匹配让 x_t 沿直线移动：每一步一个 σ、一个速度 v，以及 x̂0 = x_t − σ·v；它从纯噪声（SNR 0）出发，偏移把步放在噪声所在的地方。
 # - Flux 经过引导蒸馏：每一步只调用一次去噪网络，g 作为输入给出。
 # - 微型流水线的权重是随机的：它们展示的是记录的结构和形状，而不是图像。把 `MODEL` 设为一个真实的文件夹，它所属家族的单元就在它上面运行。
+# - sdviz-mini-flow 就是把 sdviz-mini 的去噪网络换成 SD3 的、在同一个世界、同一个 VAE 和 CLIP 上用整流训练的模型：它摆放两个物体更好（89.6% 对 84.4%），画未见过的颜色-形状组合更差（58% 对 100%），路径只是略直一些。
 #
 # ### 练习
 #

@@ -179,3 +179,12 @@ def records_table(families: Families) -> dict[str, list[Any]]:
     for i, n in enumerate(names):
         table[FAMILY_NAMES[n]] = [values[i] for values in rows.values()]
     return table
+
+
+def embedded_twins(device: str = "auto") -> tuple[Any, Any]:
+    """(sdviz-mini, sdviz-mini-flow): the two embedded models, trained on the same world with
+    the same VAE and CLIP; only the denoiser differs (a UNet with DDPM, an SD3 transformer
+    with rectified flow)."""
+    from ..pipeline import load
+
+    return load("sdviz-mini", device=device), load("sdviz-mini-flow", device=device)
