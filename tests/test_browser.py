@@ -58,8 +58,15 @@ TYPED_PROMPT = "a blue square"
 # CPU were measured to double the run (here: 174 s -> 89 s, CPU time 114 s -> 50 s).
 KERNEL_ENV = {"SDVIZ_SMOKE": "1", "OMP_NUM_THREADS": "1"}
 
-# What each lesson check looks for in the lessons' code cells: the call showing the widget.
-EXPLORERS = {"denoise": "DenoisingExplorer(", "prompt": "PromptExplorer("}
+# What each lesson check looks for in the lessons' code cells: the call showing the widget
+# (or, for "twins", the call loading both embedded models: lesson 10's sdviz-mini vs
+# sdviz-mini-flow section, whose figures must render).
+EXPLORERS = {
+    "denoise": "DenoisingExplorer(",
+    "prompt": "PromptExplorer(",
+    "twins": "embedded_twins(",
+}
+TWINS_PRINTOUT = "same starting noise x_T: True"  # lesson 10 prints it under the two images
 
 
 def test_missing_chromium_fails_with_install_instructions(tmp_path):
@@ -125,7 +132,8 @@ def _lessons_to_visit() -> dict[str, list[str]]:
     both = [name for name in shows["denoise"] if name in shows["prompt"]]
     visits: dict[str, list[str]] = {}
     for key, names in shows.items():
-        visits.setdefault(both[0] if both else names[0], []).append(key)
+        first = both[0] if both and key in ("denoise", "prompt") else names[0]
+        visits.setdefault(first, []).append(key)
     return dict(sorted(visits.items()))
 
 
@@ -373,7 +381,21 @@ def _check_prompt(ui, lesson: str) -> None:
         ui.screenshot(f"{name}-prompt-generated")
 
 
-CHECKS = {"denoise": _check_denoise, "prompt": _check_prompt}
+def _check_twins(ui, lesson: str) -> None:
+    """Lesson 10 ran both embedded models: their printout is there and every figure of
+    the lesson rendered as an image."""
+    panel, name = ui.panel(lesson), Path(lesson).stem
+    with ui.step(f"{lesson}: sdviz-mini and sdviz-mini-flow drew from the same noise"):
+        line = panel.get_by_text(TWINS_PRINTOUT).first
+        line.wait_for(state="attached")
+        _scroll_to_top(line)
+        images = panel.locator(".jp-RenderedImage img")
+        ui.wait_for("the lesson's figures", images.count, 30)
+        assert all(_loaded(images.nth(i)) for i in range(images.count())), "an image is broken"
+        ui.screenshot(f"{name}-twins")
+
+
+CHECKS = {"denoise": _check_denoise, "prompt": _check_prompt, "twins": _check_twins}
 
 
 def _cpu_seconds() -> float:
