@@ -494,10 +494,12 @@ sdviz.figures.filmstrip(
 # | two objects both right | 84.4% | 89.6% |
 # | left/right placement right | 84.4% | 89.6% |
 # | seconds per image (25 steps, one CPU thread) | 0.73 | 0.52 |
+# | two objects both right with 4 / 8 / 16 steps | 44.8 / 70.8 / 82.3% | 78.1 / 88.5 / 89.6% |
 #
 # The transformer places two objects better and is faster per image; the UNet draws the
-# unseen colour-shape pairs far more often. `python benchmarks/flow_vs_unet.py` scores both
-# at 2, 4, 8, 16 and 25 steps (`benchmarks/results/2026-12-07-flow-vs-unet-cpu.txt`).
+# unseen colour-shape pairs far more often. And the flow needs fewer steps: it reaches its
+# 25-step quality at 8 steps, while the UNet is still improving at 16
+# (`python benchmarks/flow_vs_unet.py`, `benchmarks/results/2026-12-07-flow-vs-unet-cpu.txt`).
 
 # %% [markdown]
 # ### Where each word lands: cross-attention vs joint attention
