@@ -179,8 +179,13 @@ class Session:
 
     def open_by_double_click(self, path: str) -> None:
         """Double-click through the folders of `path` (relative to the root), then the file."""
-        for part in path.split("/"):
-            self.double_click(part)
+        *folders, name = path.split("/")
+        for folder in folders:
+            self.double_click(folder)
+            # inside it the folder's own entry is gone: only then is the listing the
+            # folder's (a file of the same name in the parent must not take the click)
+            self.listing_item(folder).wait_for(state="detached", timeout=30_000)
+        self.double_click(name)
 
     # --- notebook ------------------------------------------------------------------------
     def notebook_state(self, path: str) -> dict | None:
