@@ -171,13 +171,21 @@ diffusers:
 ```python
 from diffusers import AutoencoderKL, StableDiffusion3Pipeline
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
 mini = "sdviz/models/sdviz-mini"
 te = CLIPTextModelWithProjection.from_pretrained(f"{{mini}}/clip", projection_dim=128)
 tok = CLIPTokenizer.from_pretrained(f"{{mini}}/tokenizer", model_max_length=24)
 vae = AutoencoderKL.from_pretrained(f"{{mini}}/vae", shift_factor=0.0)
 pipe = StableDiffusion3Pipeline.from_pretrained(
-    "sdviz/models/sdviz-mini-flow", vae=vae, text_encoder=te, text_encoder_2=te,
-    tokenizer=tok, tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
+    "sdviz/models/sdviz-mini-flow",
+    vae=vae,
+    text_encoder=te,
+    text_encoder_2=te,
+    tokenizer=tok,
+    tokenizer_2=tok,
+    text_encoder_3=None,
+    tokenizer_3=None,
+)
 image = pipe("a red circle", max_sequence_length=0).images[0]  # no T5 positions
 ```
 
