@@ -196,6 +196,14 @@ def test_wrap_breaks_chinese_by_width_and_english_as_textwrap():
     assert "".join(lines).replace(" ", "") == chinese.replace(" ", "")
     assert len(lines) > 1 and all(text_width(line) <= 40 for line in lines)
     assert not any(line[0] in "，。）" or line[-1] in "（" for line in lines)
+    # a line ends after a comma in its last third rather than mid-word (平|均)
+    sentence = "每一步的平均注意力图：名词落在它的物体上，颜色词在所有位置上几乎一样平均"
+    assert wrap(sentence, 30).split("\n") == [
+        "每一步的平均注意力图：",
+        "名词落在它的物体上，",
+        "颜色词在所有位置上几乎一样平均",
+    ]
+    assert wrap("第 4 课：去噪（25 步，引导系数 2）", 30) == "第 4 课：去噪（25 步，\n引导系数 2）"
 
 
 # --- Chinese figures drawn for real (tiny pipeline built in code) ---------------------------

@@ -70,6 +70,7 @@ T = Texts(__name__, {"timestep": ("timestep t", "时间步 t")})
 # a line may not start with these (Chinese punctuation closes what precedes it)
 NO_LINE_START = "，。、；：？！）》」』】…％"
 NO_LINE_END = "（《「『【“‘"  # and none ends with these
+BREAK_AFTER = "，。、；：？！）》」』】"  # a Chinese line best ends after one of these
 _WIDE = r"\u2e80-\u9fff\u3000-\u303f\uf900-\ufaff\uff00-\uffef"
 _TOKENS = re.compile(rf"[{_WIDE}]|[^\s{_WIDE}]+|\s+")
 
@@ -90,7 +91,8 @@ def text_width(text: str) -> int:
 def wrap(text: str, width: int) -> str:
     """`textwrap.fill(text, width)`; text with wide (CJK) characters is broken between them
     too (counted 2 each, never before closing or after opening punctuation), Latin words
-    kept whole."""
+    kept whole. A Chinese line ends after a comma, semicolon or closing bracket when one
+    is in its last third, rather than mid-word (平|均)."""
     if text_width(text) == len(text):
         return textwrap.fill(text, width)
     lines = []
@@ -99,13 +101,28 @@ def wrap(text: str, width: int) -> str:
         for token in _TOKENS.findall(paragraph):
             over = text_width(line.rstrip() + token.rstrip()) > width
             if line.strip() and over and not token.isspace() and token not in NO_LINE_START:
-                carried = line.rstrip()[-1] if line.rstrip()[-1] in NO_LINE_END else ""
-                lines.append(line.rstrip().removesuffix(carried))
-                line = carried + token
+                head, tail = _break(line, width)
+                lines.append(head)
+                line = tail + token
             else:
                 line += token
         lines.append(line.strip())
     return "\n".join(lines)
+
+
+def _break(line: str, width: int) -> tuple[str, str]:
+    """Where a full `line` ends: after its last punctuation mark that leaves at most a
+    third of `width` to carry over (and does not carry a line-start mark), else at its
+    end with any opening bracket carried to the next line; returns (line, carried)."""
+    full = line.rstrip()
+    for i in range(len(full) - 1, 0, -1):
+        tail = line[i + 1 :].lstrip()  # keeps the space before the next token
+        if text_width(tail.rstrip()) > width // 3:
+            break
+        if full[i] in BREAK_AFTER and tail.strip() and tail[0] not in NO_LINE_START:
+            return full[: i + 1], tail
+    carried = full[-1] if full[-1] in NO_LINE_END else ""
+    return full.removesuffix(carried), carried
 
 
 def new_figure(
