@@ -25,14 +25,15 @@ import pytest
 from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
 
-import sdviz.figures
-import sdviz.widgets
+import sdviz
 from sdviz import language
 from sdviz.language import AVOID, GLOSSARY, LANGUAGES, REGISTRY, SHORT_FORMS, Texts
 
-for _package in (sdviz.figures, sdviz.widgets):
-    for _info in pkgutil.iter_modules(_package.__path__):
-        importlib.import_module(f"{_package.__name__}.{_info.name}")
+# every module of sdviz (but the training recipe's, which speaks no course language), so
+# that every Texts table is registered: probes' tables, figures, widgets, course, commands
+for _info in pkgutil.walk_packages(sdviz.__path__, "sdviz."):
+    if not _info.name.startswith(("sdviz.training", "sdviz.lab")):
+        importlib.import_module(_info.name)
 
 TABLES = sorted(REGISTRY.items())
 EN, ZH = LANGUAGES.index("en"), LANGUAGES.index("zh")
@@ -181,6 +182,8 @@ def test_drawing_english_changes_nothing_and_chinese_puts_dejavu_first():
 def test_every_converted_module_is_registered():
     for name in ("overview", "schedule", "noising", "denoising", "training", "curves", "style"):
         assert f"sdviz.figures.{name}" in REGISTRY  # filled as the modules are imported
+    for name in ("sdviz.probes.unet", "sdviz.course.tables", "sdviz.widgets.prompt"):
+        assert name in REGISTRY  # tables and widgets speak the course language too
     assert all(isinstance(t, Texts) and t.module == name for name, t in REGISTRY.items())
 
 

@@ -231,6 +231,14 @@ def test_attention_table_says_where_keys_come_from(unet):
             assert matrix == f"{h * w} × {pipe.tokenizer.model_max_length}"
         else:  # keys: the image positions, as wide as the block's channels
             assert keys == f"{h * w} × {layers[name].channels}" and matrix == f"{h * w} × {h * w}"
+    # in Chinese: the same numbers under Chinese headers, the kinds in the glossary's words
+    zh = s.attention_table("zh")
+    assert list(zh.values())[3:5] == list(table.values())[3:5]
+    assert set(zh["类型"]) == {"自注意力", "交叉注意力"}
+    assert zh["键、值来自"].count("文本标记") == s.count(CROSS)
+    assert list(s.table("zh"))[0] == "块" and list(s.table("zh").values()) == list(
+        s.table("en").values()
+    )
 
 
 def test_cosines_to_a_reference():
@@ -248,9 +256,13 @@ def test_what_else_enters_with_t_and_which_denoisers_have_no_unet():
     from sdviz.builder import tiny_sd3_pipeline, tiny_sdxl_pipeline
 
     sdxl = probes.unet_structure(tiny_sdxl_pipeline())
-    assert "pooled text" in sdxl.time_added
-    title_and_texts = [t.get_text() for t in figures.unet_diagram(sdxl).axes[0].texts]
-    assert f"+ {sdxl.time_added}" in title_and_texts
+    assert sdxl.time_added == ("add_embedding", "text_time")
+    assert "pooled text" in sdxl.time_added_text("en")
+    title_and_texts = [t.get_text() for t in figures.unet_diagram(sdxl, lang="en").axes[0].texts]
+    assert f"+ {sdxl.time_added_text('en')}" in title_and_texts
+    # in Chinese the box says it in Chinese, the module's name kept
+    chinese = [t.get_text() for t in figures.unet_diagram(sdxl, lang="zh").axes[0].texts]
+    assert "+ add_embedding：池化的文本向量和图像尺寸 ID" in chinese
     assert probes.unet_structure(tiny_pipeline(seed=0)).time_added is None
     with pytest.raises(TypeError, match="no UNet"):
         probes.unet_structure(tiny_sd3_pipeline())

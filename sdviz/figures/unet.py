@@ -196,7 +196,7 @@ def _draw_time(
         x += w + 0.5
     if s.time_added:  # SDXL and others: more is added to t's embedding before the ResNets
         _box(ax, x + 3.6, y, 7.2, 0.6, TIME_COLOR, 0.22)
-        ax.text(x + 3.6, y, f"+ {s.time_added}", ha="center", va="center", fontsize=9)
+        ax.text(x + 3.6, y, f"+ {s.time_added_text(lang)}", ha="center", va="center", fontsize=9)
         _arrow(ax, (x, y), (x - 0.5, y), TIME_COLOR)
     bus_y, left, right = y - 0.75, 0.35, WIDTH - 0.35
     n_res = s.count(RESNET)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..attention import cross_attention_layers
+from ..language import Texts, course_language
 
 RESNET, SELF, CROSS, DOWN, UP = (
     "resnet",
@@ -41,6 +42,49 @@ RESNET, SELF, CROSS, DOWN, UP = (
     "upsample",
 )
 KINDS = (RESNET, SELF, CROSS, DOWN, UP)  # every kind of layer a Block lists
+
+# the tables' headers and words, in each course language (`sdviz.language`)
+T = Texts(
+    __name__,
+    {
+        RESNET: ("resnet", "ResNet 块"),
+        SELF: ("self-attention", "自注意力"),
+        CROSS: ("cross-attention", "交叉注意力"),
+        DOWN: ("downsample", "下采样"),
+        UP: ("upsample", "上采样"),
+        "block": ("block", "块"),
+        "block_kind": ("kind", "类型"),
+        "channels_out": ("channels out", "输出通道"),
+        "layers": (
+            "layers (R ResNet+t, S self-attn, C cross-attn)",
+            "层（R：ResNet 块 + t，S：自注意力，C：交叉注意力）",
+        ),
+        "skips_in": ("skips in", "接收的跳跃连接"),
+        "layer": ("layer", "层"),
+        "layer_kind": ("kind", "类型"),
+        "from": ("keys, values from", "键、值来自"),
+        "from_text": ("text tokens", "文本标记"),
+        "from_image": ("image positions", "图像位置"),
+        "keys": ("keys (count × width)", "键（个数 × 宽度）"),
+        "matrix": (
+            "attention matrix per head (queries × keys)",
+            "每个注意力头的注意力矩阵（查询 × 键）",
+        ),
+        "heads": ("heads", "注意力头"),
+        "add_embedding": ("add_embedding: {what}", "add_embedding：{what}"),
+        "class_embedding": ("class_embedding: {what}", "class_embedding：{what}"),
+        # what add_embedding / class_embedding add to t's embedding, by config value
+        "added.text": ("the pooled text", "池化的文本向量"),
+        "added.text_time": (
+            "the pooled text and the image size ids",
+            "池化的文本向量和图像尺寸 ID",
+        ),
+        "added.image": ("an image embedding", "一个图像嵌入"),
+        "added.text_image": ("text and image embeddings", "文本嵌入和图像嵌入"),
+        "added.image_hint": ("an image embedding and a hint", "一个图像嵌入和一个提示图"),
+        "added.class labels": ("class labels", "类别标签"),
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -95,7 +139,8 @@ class UnetStructure:
     time_features: int  # sinusoidal features of t (time_proj)
     time_hidden: int  # the timestep MLP's hidden width (time_embedding.linear_1)
     time_dim: int  # the timestep embedding's width (time_embedding.linear_2)
-    time_added: str | None  # what else is added to t's embedding (SDXL: pooled text, sizes)
+    time_added: tuple[str, str] | None  # (module, config value): what else is added to t's
+    # embedding (SDXL: ("add_embedding", "text_time"), the pooled text and the size ids)
     text_dim: int  # width of the text token vectors the cross-attention reads
     text_tokens: int | None  # how many token vectors (the tokenizer's length); None: no pipeline
     only_cross_attention: tuple[str, ...]  # blocks whose attn1 reads the text too (config's
@@ -111,42 +156,55 @@ class UnetStructure:
         """How many layers of `kind` the UNet has (one of KINDS)."""
         return len(self.layers(kind))
 
-    def table(self) -> dict[str, list[Any]]:
-        """Columns for `sdviz.course.table`: one row per block, its layers abbreviated."""
+    def time_added_text(self, lang: str | None = None) -> str | None:
+        """What else is added to t's embedding, in words ("add_embedding: the pooled text
+        and the image size ids"), in `lang` (default: the course language); None: nothing."""
+        if self.time_added is None:
+            return None
+        lang = course_language(lang)
+        module, kind = self.time_added
+        key = f"added.{kind}"
+        what = T(key, lang) if key in T.table else kind  # a kind diffusers added later
+        return T(module, lang, what=what)
+
+    def table(self, lang: str | None = None) -> dict[str, list[Any]]:
+        """Columns for `sdviz.course.table`: one row per block, its layers abbreviated;
+        headers in `lang` (default: the course language)."""
+        lang = course_language(lang)
         short = {RESNET: "R", SELF: "S", CROSS: "C", DOWN: "↓", UP: "↑"}
         return {
-            "block": [b.name for b in self.blocks],
-            "kind": [b.kind for b in self.blocks],
+            T("block", lang): [b.name for b in self.blocks],
+            T("block_kind", lang): [b.kind for b in self.blocks],
             "h×w": [f"{b.resolution[0]}×{b.resolution[1]}" for b in self.blocks],
-            "channels out": [b.channels for b in self.blocks],
-            "layers (R ResNet+t, S self-attn, C cross-attn)": [
+            T("channels_out", lang): [b.channels for b in self.blocks],
+            T("layers", lang): [
                 " ".join(short[layer.kind] for layer in b.layers) for b in self.blocks
             ],
-            "skips in": [
+            T("skips_in", lang): [
                 sum(s.target.startswith(b.name + ".") for s in self.skips) for b in self.blocks
             ],
         }
 
-    def attention_table(self) -> dict[str, list[Any]]:
+    def attention_table(self, lang: str | None = None) -> dict[str, list[Any]]:
         """Columns for `sdviz.course.table`: one row per attention layer, with where its
-        queries and its keys/values come from and the size of its attention matrix."""
+        queries and its keys/values come from and the size of its attention matrix;
+        headers and words in `lang` (default: the course language)."""
+        lang = course_language(lang)
         rows = [x for b in self.blocks for x in b.layers if x.kind in (SELF, CROSS)]
         tokens = self.text_tokens or "L"
         keys = [tokens if x.kind == CROSS else x.resolution[0] * x.resolution[1] for x in rows]
         return {
-            "layer": [x.name for x in rows],
-            "kind": [x.kind for x in rows],
-            "keys, values from": [
-                "text tokens" if x.kind == CROSS else "image positions" for x in rows
+            T("layer", lang): [x.name for x in rows],
+            T("layer_kind", lang): [T(x.kind, lang) for x in rows],
+            T("from", lang): [
+                T("from_text" if x.kind == CROSS else "from_image", lang) for x in rows
             ],
-            "keys (count × width)": [
-                f"{k} × {x.key_width}" for k, x in zip(keys, rows, strict=True)
-            ],
-            "attention matrix per head (queries × keys)": [
+            T("keys", lang): [f"{k} × {x.key_width}" for k, x in zip(keys, rows, strict=True)],
+            T("matrix", lang): [
                 f"{x.resolution[0] * x.resolution[1]} × {k}"
                 for k, x in zip(keys, rows, strict=True)
             ],
-            "heads": [x.heads for x in rows],
+            T("heads", lang): [x.heads for x in rows],
         }
 
 
@@ -226,25 +284,18 @@ def _block(name: str, block: Any, part: str, level: int, res, layers: list[Layer
     return Block(name, type(block).__name__, part, level, res, layers[-1].channels, tuple(layers))
 
 
-ADDED_TO_TIME = {  # addition_embed_type -> what it adds to t's embedding (diffusers' names)
-    "text": "the pooled text",
-    "text_time": "the pooled text and the image size ids",
-    "image": "an image embedding",
-    "text_image": "text and image embeddings",
-    "image_hint": "an image embedding and a hint",
-}
-
-
-def _time_added(unet: Any) -> str | None:
-    """What the UNet adds to t's embedding besides t, from its config (None: nothing)."""
+def _time_added(unet: Any) -> tuple[str, str] | None:
+    """(module, what it adds) that the UNet adds to t's embedding besides t, from its
+    config: ("add_embedding", addition_embed_type) or ("class_embedding", class_embed_type);
+    None: nothing."""
     kind = unet.config.get("addition_embed_type")
     if kind and getattr(unet, "add_embedding", None) is not None:
-        return f"add_embedding: {ADDED_TO_TIME.get(kind, kind)}"
+        return "add_embedding", kind
     kind = unet.config.get("class_embed_type") or (
         "class labels" if unet.config.get("num_class_embeds") else None
     )
     if getattr(unet, "class_embedding", None) is not None:
-        return f"class_embedding: {kind}"
+        return "class_embedding", str(kind)
     return None
 
 
