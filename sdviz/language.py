@@ -259,12 +259,27 @@ def _fields(template: str) -> set[str]:
     return names
 
 
+class Term(str):
+    """A text in a course language other than English that remembers its English
+    (`.english`): code written once for both languages (a lesson's identical code cells)
+    can still name, say, a table's column by its English header (`sdviz.course.table`'s
+    `formats=`)."""
+
+    english: str
+
+    def __new__(cls, text: str, english: str) -> Term:
+        term = super().__new__(cls, text)
+        term.english = english
+        return term
+
+
 class Texts:
     """One module's on-screen strings in every language, registered in `REGISTRY`.
 
     `Texts(__name__, {"title": ("Forward diffusion at step {step}", "第 {step} 步的前向扩散")})`:
     a template per language in `LANGUAGES` order, str.format fields the same in each.
-    `T("title", "zh", step=3)` -> "第 3 步的前向扩散".
+    `T("title", "zh", step=3)` -> "第 3 步的前向扩散" (a `Term`: its `.english` is
+    "Forward diffusion at step 3"); English texts are plain str.
     """
 
     def __init__(self, module: str, table: Mapping[str, tuple[str, ...]]) -> None:
@@ -296,8 +311,11 @@ class Texts:
             raise KeyError(
                 f"{self.module} has no text {key!r}; its texts: {', '.join(sorted(self.table))}."
             )
-        template = self.table[key][LANGUAGES.index(_check_lang(lang, self.module))]
-        return template.format(**fields)
+        templates = self.table[key]
+        text = templates[LANGUAGES.index(_check_lang(lang, self.module))].format(**fields)
+        if lang == "en":
+            return text
+        return Term(text, templates[LANGUAGES.index("en")].format(**fields))
 
     def templates(self, lang: str) -> dict[str, str]:
         """key -> this language's template."""

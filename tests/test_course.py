@@ -131,6 +131,18 @@ def test_table_refuses_ragged_columns_and_unknown_formats():
         course.table({"a": [1]}, formats={"b": ".2f"})
 
 
+def test_table_finds_a_translated_header_by_its_english_for_formats():
+    """Lesson code is the same in both languages: formats= names the English header, and a
+    header sdviz wrote in Chinese (a Term) still gets its format; a plain string does not."""
+    from sdviz.language import Term
+
+    header = Term("参数（百万）", "parameters (M)")
+    out = course.table({header: [4762.31]}, formats={"parameters (M)": ",.1f"})
+    assert repr(out).splitlines() == ["参数（百万）", "     4,762.3"]  # 12 columns wide
+    with pytest.raises(ValueError, match="do not exist.*参数"):
+        course.table({"参数（百万）": [1.0]}, formats={"parameters (M)": ",.1f"})
+
+
 def test_components_table_counts_parameters_of_networks_only():
     from sdviz.builder import tiny_pipeline
 

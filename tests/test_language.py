@@ -129,6 +129,8 @@ def test_texts_check_their_templates():
     t = Texts("tests.language_sample", {"title": ("Step {step} of {n}", "第 {step} 步，共 {n} 步")})
     assert t("title", "zh", step=3, n=5) == "第 3 步，共 5 步"
     assert t("title", "en", step=3, n=5) == "Step 3 of 5"
+    assert t("title", "zh", step=3, n=5).english == "Step 3 of 5"  # a Term
+    assert type(t("title", "en", step=3, n=5)) is str  # English: plain str, as before
     assert REGISTRY.pop("tests.language_sample") is t
     with pytest.raises(ValueError, match="different fields"):
         Texts("tests.bad", {"title": ("Step {step}", "第 步")})

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..language import Texts, course_language
+from ..language import Term, Texts, course_language
 
 T = Texts(
     __name__,
@@ -136,7 +136,8 @@ def table(
     """A printable table of `columns` (header -> values: lists, tensors, arrays, ranges).
 
     Floats print with 3 significant digits unless `formats` gives the column a format
-    spec (".1%", ".2f"); tensors inside a column print as their shape. Say what each
+    spec (".1%", ".2f"), naming it by its header (or, for a header sdviz wrote in the
+    course language, by its English one); tensors inside a column print as their shape. Say what each
     number means in its header, or in `notes` (lines printed under the table).
 
         sdviz.course.table({"t": [0, 500], "ᾱ_t (signal variance left)": [1.0, 0.28]})
@@ -145,11 +146,17 @@ def table(
     lengths = {name: len(values) for name, values in cols.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"all columns must have the same length; got {lengths}.")
-    unknown = set(formats or {}) - set(cols)
+    # a header sdviz wrote in another language (a Term) is also found by its English
+    english = {name.english: str(name) for name in columns if isinstance(name, Term)}
+    formats = {english.get(name, name): fmt for name, fmt in (formats or {}).items()}
+    unknown = set(formats) - set(cols)
     if unknown:
-        raise ValueError(f"formats name columns that do not exist: {sorted(unknown)}.")
+        raise ValueError(
+            f"formats name columns that do not exist: {sorted(unknown)}; the columns are "
+            f"{list(cols)}."
+        )
     notes = (notes,) if isinstance(notes, str) else tuple(notes)
-    return Table(cols, dict(formats or {}), title, notes)
+    return Table(cols, formats, title, notes)
 
 
 def attention_layers_table(run: Any, *, lang: str | None = None) -> Table:
