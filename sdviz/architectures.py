@@ -36,6 +36,7 @@ from .builder import (
     count_parameters,
     t5_tokenizer,
 )
+from .language import Texts, course_language
 from .pipeline import pipeline_default
 from .seeding import drawing_from
 from .tokenizer import build_tokenizer
@@ -503,26 +504,54 @@ def attention_map_shapes(name: str) -> MapShapes:
     )
 
 
-def comparison(names: tuple[str, ...] = tuple(ARCHITECTURES)) -> dict[str, list[Any]]:
+# comparison's headers and words in each course language (`sdviz.language`)
+T = Texts(
+    __name__,
+    {
+        "model": ("model", "模型"),
+        "text_encoders": ("text encoders", "文本编码器"),
+        "text_params": ("text encoders (B params)", "文本编码器（参数，十亿）"),
+        "text_tokens": ("text tokens L (the denoiser reads)", "文本标记数 L（去噪网络读取）"),
+        "denoiser": ("denoiser", "去噪网络"),
+        "denoiser_params": ("denoiser (B params)", "去噪网络（参数，十亿）"),
+        "vae_params": ("VAE (B params)", "VAE（参数，十亿）"),
+        "image": ("image (px)", "图像（像素）"),
+        "latent": ("latent (c, h, w)", "潜在表示（c, h, w）"),
+        "grid": ("attention grid (h, w)", "注意力网格（h, w）"),
+        "layers": ("text-attention layers", "文本注意力层数"),
+        "scheduler": ("scheduler", "调度器"),
+        "steps": ("default steps", "默认步数"),
+        "guidance": ("guidance", "引导方式"),
+        "classifier-free": ("classifier-free {g}", "无分类器引导 {g}"),
+        "distilled": ("distilled {g}", "引导蒸馏 {g}"),
+    },
+)
+
+
+def comparison(
+    names: tuple[str, ...] = tuple(ARCHITECTURES), lang: str | None = None
+) -> dict[str, list[Any]]:
     """The architectures side by side, a column per fact (header: what it is, its unit),
-    ready for `sdviz.course.table`: what grew from SD 1.5 to SDXL, SD3 and Flux."""
+    ready for `sdviz.course.table`: what grew from SD 1.5 to SDXL, SD3 and Flux. Headers
+    in `lang` (default: the course language)."""
+    lang = course_language(lang)
     rows = [architecture_facts(n) for n in names]
     billions = 1e9
     return {
-        "model": [f.name for f in rows],
-        "text encoders": [" + ".join(t.label for t in f.text_encoders) for f in rows],
-        "text encoders (B params)": [
+        T("model", lang): [f.name for f in rows],
+        T("text_encoders", lang): [" + ".join(t.label for t in f.text_encoders) for f in rows],
+        T("text_params", lang): [
             sum(t.parameters for t in f.text_encoders) / billions for f in rows
         ],
-        "text tokens L (the denoiser reads)": [f.text_tokens for f in rows],
-        "denoiser": [f.denoiser for f in rows],
-        "denoiser (B params)": [f.parameters[f.denoiser] / billions for f in rows],
-        "VAE (B params)": [f.parameters["vae"] / billions for f in rows],
-        "image (px)": [f.resolution for f in rows],
-        "latent (c, h, w)": [f.latent_shape for f in rows],
-        "attention grid (h, w)": [f.denoiser_grid for f in rows],
-        "text-attention layers": [f.attention_layers for f in rows],
-        "scheduler": [f.scheduler for f in rows],
-        "default steps": [f.steps for f in rows],
-        "guidance": [f"{f.guidance} {f.guidance_scale:g}" for f in rows],
+        T("text_tokens", lang): [f.text_tokens for f in rows],
+        T("denoiser", lang): [f.denoiser for f in rows],
+        T("denoiser_params", lang): [f.parameters[f.denoiser] / billions for f in rows],
+        T("vae_params", lang): [f.parameters["vae"] / billions for f in rows],
+        T("image", lang): [f.resolution for f in rows],
+        T("latent", lang): [f.latent_shape for f in rows],
+        T("grid", lang): [f.denoiser_grid for f in rows],
+        T("layers", lang): [f.attention_layers for f in rows],
+        T("scheduler", lang): [f.scheduler for f in rows],
+        T("steps", lang): [f.steps for f in rows],
+        T("guidance", lang): [T(f.guidance, lang, g=f"{f.guidance_scale:g}") for f in rows],
     }

@@ -126,3 +126,7 @@ def test_comparison_columns_follow_the_facts():
     flux = architecture_facts("flux-dev")
     assert columns["denoiser (B params)"][1] == flux.parameters["transformer"] / 1e9
     assert columns["text tokens L (the denoiser reads)"] == [77, flux.text_tokens]
+    chinese = comparison(("sd15", "flux-dev"), lang="zh")  # same values, Chinese headers
+    assert [h.english for h in chinese] == list(columns)
+    assert chinese["文本编码器"] == columns["text encoders"]
+    assert chinese["引导方式"] == ["无分类器引导 7.5", "引导蒸馏 3.5"]

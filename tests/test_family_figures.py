@@ -165,6 +165,13 @@ def test_trace_families_puts_the_loaded_model_in_its_place(pipes):
     assert len(traced.images()) == len(traced.labels()) == 4
     facts = fam.families_table()
     assert facts["fact (unit)"][0] == "text encoders" and len(facts) == 5
+    # in Chinese: the same cells under Chinese headers, the words from sdviz's tables
+    zh = fam.records_table(traced, lang="zh")
+    assert zh["SD3 / SD3.5"][0] == "已加载" and zh["SD 1.x / 2.x"][0] == fam.SD_STAND_IN
+    assert zh["Flux"][zh["记录"].index("每步的去噪网络分支")] == "1（文本）"
+    assert zh["记录"][0].english == "weights"  # each row name keeps its English
+    assert traced.labels("zh")[1] == "SDXL（微型，随机权重）"
+    assert fam.families_table(lang="zh")["事实（单位）"][0] == "文本编码器"
 
 
 def test_gallery_refuses_a_family_with_what_works(pipes, tmp_path, capsys):

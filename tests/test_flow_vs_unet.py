@@ -101,6 +101,8 @@ def test_the_record_has_one_path_per_model_step_count_and_run(record, tiny):
         assert 0 <= float(strip.min()) and float(strip.max()) <= 1
     table = record.table()
     assert table["steps"] == [2, 3] and len(table) == 1 + 3 * len(tiny)
+    chinese = record.table(lang="zh")  # same numbers; each header keeps its English
+    assert [h.english for h in chinese] == list(table) and chinese["步数"] == [2, 3]
     with pytest.raises(ValueError, match="positive"):
         measure_straightness(tiny, PROMPTS, steps=[0])
 

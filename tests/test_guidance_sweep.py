@@ -132,6 +132,13 @@ def test_the_shipped_record_reads_back(shipped):
     assert cols["guidance g"] == SCALES and cols["two objects right (%)"][1] == 81.0
     assert "colour off palette (RGB units)" in m.columns("quality")
     assert m.reference_columns()["edge sharpness (1/px)"] == [0.6, 0.6]
+    zh = m.columns("accuracy", lang="zh")  # the same numbers under Chinese headers
+    assert list(zh.values()) == list(cols.values()) and [h.english for h in zh] == list(cols)
+    assert zh["两个物体画对（%）"][1] == 81.0
+    assert m.reference_columns(lang="zh")["图像"] == [
+        "真实的 ShapesWorld 图像",
+        "真实图像，经过 VAE",
+    ]
     with pytest.raises(ValueError, match="not measured"):
         m.at(4.0)
     assert measured_guidance(shipped.parent).source == str(shipped)  # a folder works too

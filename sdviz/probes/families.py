@@ -21,6 +21,7 @@ from typing import Any
 
 from ..architectures import ARCHITECTURES, architecture_facts, comparison
 from ..builder import TINY_RESOLUTION, tiny_flux_pipeline, tiny_sd3_pipeline, tiny_sdxl_pipeline
+from ..language import Texts, course_language
 from ..pipeline import FAMILY_NAMES, family, load
 from ..tracing import generate
 
@@ -31,6 +32,59 @@ TINY_BUILDERS = {  # family -> the tiny random pipeline built in code
 }
 MISSING = "–"  # a fact a family does not have
 PREDICTIONS = {"epsilon": "ε (the noise)", "v_prediction": "v (SD 2's v)", "flow": "v (velocity)"}
+
+# the tables' headers and words in each course language (`sdviz.language`); the English
+# templates are what the tables always printed
+T = Texts(
+    __name__,
+    {
+        # weights of a traced family
+        "loaded": ("loaded", "已加载"),
+        "tiny, random": ("tiny, random", "微型，随机权重"),
+        "label": ("{family} ({weights})", "{family}（{weights}）"),
+        # families_table
+        "fact": ("fact (unit)", "事实（单位）"),
+        # text_encoders_table
+        "model": ("model", "模型"),
+        "component": ("component", "组件"),
+        "encoder": ("encoder", "编码器"),
+        "parameters": ("parameters (M)", "参数（百万）"),
+        "width": ("width d", "宽度 d"),
+        "tokens": ("tokens L", "标记数 L"),
+        "role": ("what the denoiser takes from it", "去噪网络从中取用什么"),
+        "role.token vectors": ("token vectors", "标记向量"),
+        "role.token vectors (concatenated)": (
+            "token vectors (concatenated)",
+            "标记向量（拼接）",
+        ),
+        "role.token vectors (concatenated) + pooled": (
+            "token vectors (concatenated) + pooled",
+            "标记向量（拼接）+ 池化向量",
+        ),
+        "role.pooled only": ("pooled only", "只取池化向量"),
+        # records_table
+        "record": ("record", "记录"),
+        "weights": ("weights", "权重"),
+        "token_lists": ("token lists (L each)", "标记列表（每个 L 个）"),
+        "sequence": ("text sequence read (L, d)", "读取的文本序列（L, d）"),
+        "pooled": ("pooled vector (d,)", "池化向量（d,）"),
+        "time_ids": ("time_ids (size, crop)", "time_ids（尺寸、裁剪）"),
+        "latents": ("latents (steps+1, c, h, w)", "潜在表示（步数+1, c, h, w）"),
+        "prediction": ("prediction", "预测"),
+        "epsilon": ("ε (the noise)", "ε（噪声）"),
+        "v_prediction": ("v (SD 2's v)", "v（SD 2 的 v）"),
+        "flow": ("v (velocity)", "v（速度）"),
+        "schedule": ("per-step schedule", "每步的调度值"),
+        "sigma": ("step_sigma (flow)", "step_sigma（流匹配）"),
+        "branches": ("denoiser branches per step", "每步的去噪网络分支"),
+        "two_branches": ("2 (uncond + text)", "2（无条件 + 文本）"),
+        "one_branch": ("1 (text)", "1（文本）"),
+        "guidance": ("guidance g", "引导系数 g"),
+        "embedded": ("{g}, embedded (distilled)", "{g}，嵌入输入（引导蒸馏）"),
+        "cfg": ("{g}, CFG", "{g}，无分类器引导"),
+        "maps": ("attention.maps (S, L, h, w)", "attention.maps（S, L, h, w）"),
+    },
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,9 +99,14 @@ class Families:
     def __getitem__(self, name: str) -> Any:
         return self.runs[name]
 
-    def labels(self) -> list[str]:
-        """'SDXL (tiny, random)' or 'SD 1.x / 2.x (loaded)', one per family."""
-        return [f"{FAMILY_NAMES[n]} ({self.weights[n]})" for n in self.runs]
+    def labels(self, lang: str | None = None) -> list[str]:
+        """'SDXL (tiny, random)' or 'SD 1.x / 2.x (loaded)', one per family, in `lang`
+        (default: the course language)."""
+        lang = course_language(lang)
+        return [
+            T("label", lang, family=FAMILY_NAMES[n], weights=_weights(self.weights[n], lang))
+            for n in self.runs
+        ]
 
     def images(self) -> list[Any]:
         """Each family's final image (3, H, W), in the order of `labels`."""
@@ -55,6 +114,10 @@ class Families:
 
 
 SD_STAND_IN = "sdviz-mini"  # embedded and trained  # SD's place when another family is loaded
+
+
+def _weights(weights: str, lang: str) -> str:
+    return T(weights, lang) if weights in T.table else weights  # sdviz-mini: a name
 
 
 def family_pipelines(pipe: Any, seed: int = 0) -> dict[str, Any]:
@@ -90,12 +153,15 @@ def trace_families(pipe: Any, prompt: str, *, steps: int, seed: int = 0) -> Fami
     return Families(pipes, runs, tiny, weights)
 
 
-def families_table(names: tuple[str, ...] = tuple(ARCHITECTURES)) -> dict[str, list[Any]]:
+def families_table(
+    names: tuple[str, ...] = tuple(ARCHITECTURES), lang: str | None = None
+) -> dict[str, list[Any]]:
     """`sdviz.architectures.comparison` turned on its side: one row per fact, one column per
-    published model (for `sdviz.course.table`)."""
-    columns = comparison(names)
-    models = columns.pop("model")
-    table: dict[str, list[Any]] = {"fact (unit)": list(columns)}
+    published model (for `sdviz.course.table`), in `lang` (default: the course language)."""
+    lang = course_language(lang)
+    columns = comparison(names, lang=lang)
+    models = columns.pop(next(iter(columns)))  # the first column names the models
+    table: dict[str, list[Any]] = {T("fact", lang): list(columns)}
     for i, model in enumerate(models):
         table[model] = [_cell(values[i]) for values in columns.values()]
     return table
@@ -109,17 +175,22 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def text_encoders_table(names: tuple[str, ...] = tuple(ARCHITECTURES)) -> dict[str, list[Any]]:
-    """Every text encoder of the published models: its parameters, width, tokens, role."""
+def text_encoders_table(
+    names: tuple[str, ...] = tuple(ARCHITECTURES), lang: str | None = None
+) -> dict[str, list[Any]]:
+    """Every text encoder of the published models: its parameters, width, tokens, role;
+    in `lang` (default: the course language)."""
+    lang = course_language(lang)
     rows = [(architecture_facts(n), t) for n in names for t in architecture_facts(n).text_encoders]
+    roles = [f"role.{t.role}" for _, t in rows]
     return {
-        "model": [f.name for f, _ in rows],
-        "component": [t.component for _, t in rows],
-        "encoder": [t.label for _, t in rows],
-        "parameters (M)": [t.parameters / 1e6 for _, t in rows],
-        "width d": [t.width for _, t in rows],
-        "tokens L": [t.tokens for _, t in rows],
-        "what the denoiser takes from it": [t.role for _, t in rows],
+        T("model", lang): [f.name for f, _ in rows],
+        T("component", lang): [t.component for _, t in rows],
+        T("encoder", lang): [t.label for _, t in rows],
+        T("parameters", lang): [t.parameters / 1e6 for _, t in rows],
+        T("width", lang): [t.width for _, t in rows],
+        T("tokens", lang): [t.tokens for _, t in rows],
+        T("role", lang): [T(r, lang) if r in T.table else r[5:] for r in roles],
     }
 
 
@@ -135,47 +206,49 @@ def _sequence(run: Any) -> tuple[int, ...]:
     return tuple(run["text_encoder_2.prompt_embeds"].shape)  # Flux: T5's tokens only
 
 
-def records_table(families: Families) -> dict[str, list[Any]]:
+def records_table(families: Families, lang: str | None = None) -> dict[str, list[Any]]:
     """What each traced family records, one column per family: token lists, the text
     sequence the denoiser reads, pooled vector, size ids, latent, prediction, schedule per
-    step, denoiser branches per step, guidance, attention maps."""
+    step, denoiser branches per step, guidance, attention maps; in `lang` (default: the
+    course language)."""
+    lang = course_language(lang)
     runs = families.runs
     names = list(runs)
 
     def get(key: str, show=lambda v: tuple(v.shape)) -> list[Any]:
         return [show(runs[n][key]) if key in runs[n] else MISSING for n in names]
 
-    branches = [
-        "2 (uncond + text)" if runs[n]["pipeline.do_classifier_free_guidance"] else "1 (text)"
-        for n in names
-    ]
-    guidance = [
-        f"{float(runs[n]['denoiser.guidance']):g}, embedded (distilled)"
-        if "denoiser.guidance" in runs[n]
-        else f"{float(runs[n]['pipeline.guidance_scale']):g}, CFG"
-        for n in names
-    ]
+    def prediction(run: Any) -> str:
+        kind = str(run["denoiser.prediction_type"])
+        return T(kind, lang) if kind in PREDICTIONS else kind
+
+    def guidance(run: Any) -> str:
+        if "denoiser.guidance" in run:
+            return T("embedded", lang, g=f"{float(run['denoiser.guidance']):g}")
+        return T("cfg", lang, g=f"{float(run['pipeline.guidance_scale']):g}")
+
     rows = {
-        "weights": [families.weights[n] for n in names],
-        "token lists (L each)": [_lengths(runs[n]) for n in names],
-        "text sequence read (L, d)": [_sequence(runs[n]) for n in names],
-        "pooled vector (d,)": get("pipeline.pooled_prompt_embeds"),
-        "time_ids (size, crop)": get("pipeline.add_time_ids", lambda v: tuple(v.int().tolist())),
-        "latents (steps+1, c, h, w)": get("denoiser.latents"),
-        "prediction": [
-            PREDICTIONS.get(
-                str(runs[n]["denoiser.prediction_type"]), str(runs[n]["denoiser.prediction_type"])
+        T("weights", lang): [_weights(families.weights[n], lang) for n in names],
+        T("token_lists", lang): [_lengths(runs[n]) for n in names],
+        T("sequence", lang): [_sequence(runs[n]) for n in names],
+        T("pooled", lang): get("pipeline.pooled_prompt_embeds"),
+        T("time_ids", lang): get("pipeline.add_time_ids", lambda v: tuple(v.int().tolist())),
+        T("latents", lang): get("denoiser.latents"),
+        T("prediction", lang): [prediction(runs[n]) for n in names],
+        T("schedule", lang): [
+            T("sigma", lang) if "scheduler.shift" in runs[n] else "step_alpha_bar" for n in names
+        ],
+        T("branches", lang): [
+            T(
+                "two_branches" if runs[n]["pipeline.do_classifier_free_guidance"] else "one_branch",
+                lang,
             )
             for n in names
         ],
-        "per-step schedule": [
-            "step_sigma (flow)" if "scheduler.shift" in runs[n] else "step_alpha_bar" for n in names
-        ],
-        "denoiser branches per step": branches,
-        "guidance g": guidance,
-        "attention.maps (S, L, h, w)": get("attention.maps"),
+        T("guidance", lang): [guidance(runs[n]) for n in names],
+        T("maps", lang): get("attention.maps"),
     }
-    table: dict[str, list[Any]] = {"record": list(rows)}
+    table: dict[str, list[Any]] = {T("record", lang): list(rows)}
     for i, n in enumerate(names):
         table[FAMILY_NAMES[n]] = [values[i] for values in rows.values()]
     return table

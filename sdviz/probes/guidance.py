@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..language import Texts, course_language
+
 GUIDANCE_FILE = "guidance.json"  # beside model_index.json, written by the benchmark
 BENCHMARK = "benchmarks/guidance_sweep.py"
 # record keys -> what a student reads (column headers say what each number means)
@@ -34,6 +36,26 @@ QUALITY_NAMES = {
     "extra_objects": "extra objects per image",
     "edge_sharpness": "edge sharpness (1/px)",
 }
+ZH_NAMES = {  # the same headers in Chinese (`sdviz.language`)
+    "one_object": "一个物体画对（%）",
+    "two_objects": "两个物体画对（%）",
+    "placement": "左右位置画对（%）",
+    "held_out_pairs": "没见过的颜色-形状组合画对（%）",
+    "palette_error": "偏离调色板的颜色（RGB 单位）",
+    "speckle": "杂点（像素的 %）",
+    "extra_objects": "每张图像多出的物体",
+    "edge_sharpness": "边缘锐度（1/像素）",
+}
+T = Texts(
+    __name__,
+    {
+        "g": ("guidance g", "引导系数 g"),
+        "images": ("images", "图像"),
+        "real": ("real ShapesWorld", "真实的 ShapesWorld 图像"),
+        "real_vae": ("real, through the VAE", "真实图像，经过 VAE"),
+    }
+    | {key: (english, ZH_NAMES[key]) for key, english in (ACCURACY_NAMES | QUALITY_NAMES).items()},
+)
 
 
 @dataclass(frozen=True)
@@ -57,22 +79,25 @@ class MeasuredGuidance:
     held_out_example: dict[str, Any]
     source: str
 
-    def columns(self, part: str = "accuracy") -> dict[str, list[float]]:
+    def columns(self, part: str = "accuracy", lang: str | None = None) -> dict[str, list[float]]:
         """One `part` of the table ("accuracy" or "quality"), a column per measure (headers
-        say what the numbers mean), a row per scale: for `sdviz.course.table`."""
+        say what the numbers mean, in `lang`, default the course language), a row per
+        scale: for `sdviz.course.table`."""
         names = {"accuracy": ACCURACY_NAMES, "quality": QUALITY_NAMES}
         if part not in names:
             raise ValueError(f"part is 'accuracy' or 'quality', not {part!r}.")
+        lang = course_language(lang)
         values = self.accuracy if part == "accuracy" else self.quality
-        cols: dict[str, list[float]] = {"guidance g": list(self.scales)}
-        return cols | {names[part][k]: v for k, v in values.items() if k in names[part]}
+        cols: dict[str, list[float]] = {T("g", lang): list(self.scales)}
+        return cols | {T(k, lang): v for k, v in values.items() if k in names[part]}
 
-    def reference_columns(self) -> dict[str, list[float]]:
+    def reference_columns(self, lang: str | None = None) -> dict[str, list[float]]:
         """The quality statistics of real ShapesWorld images, and of the same through the
-        VAE (what decoding alone costs), in `columns("quality")`'s units."""
-        rows = {"images": ["real ShapesWorld", "real, through the VAE"]}
+        VAE (what decoding alone costs), in `columns("quality")`'s units and `lang`."""
+        lang = course_language(lang)
+        rows = {T("images", lang): [T("real", lang), T("real_vae", lang)]}
         return rows | {
-            QUALITY_NAMES[k]: [v, self.reference_vae.get(k, float("nan"))]
+            T(k, lang): [v, self.reference_vae.get(k, float("nan"))]
             for k, v in self.reference.items()
             if k in QUALITY_NAMES
         }

@@ -35,7 +35,19 @@ from typing import Any
 
 import torch
 
+from ..language import Texts, course_language
 from ..tracing import generate
+
+# the table's headers in each course language (`sdviz.language`)
+T = Texts(
+    __name__,
+    {
+        "steps": ("steps", "步数"),
+        "path": ("{label}: path length", "{label}：路径长度"),
+        "first": ("{label}: first guess", "{label}：第一次猜测"),
+        "gap": ("{label}: gap to {n} steps", "{label}：与 {n} 步结果的差距"),
+    },
+)
 
 STEP_COUNTS = (2, 4, 8, 16, 25)  # the numbers of sampling steps compared by default
 STRIP_STEPS = 8  # the step count whose x̂0 are decoded for the figure's strips
@@ -95,18 +107,20 @@ class Straightness:
         gap = self.finals[label][steps].flatten(1) - ref
         return gap.norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-12)
 
-    def table(self) -> dict[str, list]:
+    def table(self, lang: str | None = None) -> dict[str, list]:
         """Columns (for `sdviz.course.table` or a markdown table): one row per step count,
-        the mean path length, first-guess distance and endpoint gap of each model."""
-        cols: dict[str, list] = {"steps": list(self.steps)}
+        the mean path length, first-guess distance and endpoint gap of each model; headers
+        in `lang` (default: the course language)."""
+        lang = course_language(lang)
+        cols: dict[str, list] = {T("steps", lang): list(self.steps)}
         for label in self.labels:
-            cols[f"{label}: path length"] = [
+            cols[T("path", lang, label=label)] = [
                 float(self.path_length(label, s).mean()) for s in self.steps
             ]
-            cols[f"{label}: first guess"] = [
+            cols[T("first", lang, label=label)] = [
                 float(self.first_guess(label, s).mean()) for s in self.steps
             ]
-            cols[f"{label}: gap to {max(self.steps)} steps"] = [
+            cols[T("gap", lang, label=label, n=max(self.steps))] = [
                 float(self.endpoint_gap(label, s).mean()) for s in self.steps
             ]
         return cols
