@@ -222,7 +222,7 @@ colours = sdviz.probes.colour_statistics(
 sdviz.course.table(
     colours,
     formats=sdviz.probes.images.COLOUR_FORMATS,
-    notes=[*sdviz.probes.images.COLOUR_NOTES, "the linear preview has one pixel per latent"],
+    notes=[*sdviz.probes.images.colour_notes(), "the linear preview has one pixel per latent"],
 )
 
 # %%

@@ -109,3 +109,12 @@ def test_colour_statistics_tell_noise_from_flat_shapes():
     assert set(COLOUR_FORMATS) <= set(table)  # every format names a column
     rough = table["neighbour difference"]
     assert rough[2] == 0 and rough[0] < 0.05 < rough[1]  # flat shapes vs independent pixels
+    # in Chinese: the same numbers; the English formats still name the columns
+    from sdviz.course import table as course_table
+    from sdviz.probes.images import colour_notes
+
+    chinese = colour_statistics({"world": world, "noise": noise, "purple": flat}, COLOURS, "zh")
+    assert list(chinese.values())[1:] == list(table.values())[1:] and "浅色背景" in chinese
+    shown = repr(course_table(chinese, formats=COLOUR_FORMATS, notes=colour_notes("zh")))
+    assert "100%" in shown and "浅色背景：每个通道 > 0.75" in shown
+    assert colour_notes("en")[2].startswith("neighbour difference: mean |change|")

@@ -100,7 +100,7 @@ sdviz.course.table(
         sdviz.shapes.COLOURS,
     ),
     formats=sdviz.probes.images.COLOUR_FORMATS,
-    notes=sdviz.probes.images.COLOUR_NOTES,
+    notes=sdviz.probes.images.colour_notes(),
 )
 
 # %% [markdown]

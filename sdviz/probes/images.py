@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..autoencoder import images_to_tensor
+from ..language import Texts, course_language
 
 STEP_IMAGES = ("latents", "pred_original_sample")  # `Run.decode` names, in StepImages order
 
@@ -51,24 +52,58 @@ def step_images(run: Any, pipe: Any = None, steps: Collection[int] | None = None
 PALE = (0.75, 0.15)  # a "light background" pixel: every channel above 0.75, saturation below 0.15
 COLOURFUL = 0.35  # a "coloured" pixel: saturation (max - min) / max above this
 NEAR = 0.25  # RGB distance (channels in [0, 1]) within which a pixel "is" a palette colour
-# how `colour_statistics`' columns print (`sdviz.course.table(..., formats=, notes=)`)
+# `colour_statistics`' headers and notes in each course language (`sdviz.language`)
+T = Texts(
+    __name__,
+    {
+        "images": ("images", "图像"),
+        "set": ("{name} ({n}×{h}×{w})", "{name}（{n}×{h}×{w}）"),
+        "pale": ("light background", "浅色背景"),
+        "coloured": ("coloured", "有颜色"),
+        "world": ("in the world's colours", "属于这个世界的颜色"),
+        "nearest": ("coloured pixels' nearest colour", "有颜色像素最接近的颜色"),
+        "neighbour": ("neighbour difference", "相邻差异"),
+        "note_pale": (
+            "light background: every channel > {pale} and grey (saturation < {grey}); "
+            "coloured: saturation > {colourful}",
+            "浅色背景：每个通道 > {pale} 且接近灰色（饱和度 < {grey}）；"
+            "有颜色：饱和度 > {colourful}",
+        ),
+        "note_world": (
+            "in the world's colours: light background or within {near} (RGB distance) of a "
+            "palette colour; nearest colour: the one most coloured pixels are closest to",
+            "属于这个世界的颜色：浅色背景，或与调色板中某个颜色的距离在 {near} 以内（RGB 距离）；"
+            "最接近的颜色：多数有颜色像素离它最近的那个颜色",
+        ),
+        "note_neighbour": (
+            "neighbour difference: mean |change| from one pixel to the next (pixel noise ≈ 0.4)",
+            "相邻差异：从一个像素到下一个像素的平均 |变化|（像素噪声约为 0.4）",
+        ),
+    },
+)
+# how `colour_statistics`' columns print (`sdviz.course.table(..., formats=, notes=)`);
+# the English headers name the columns in either language (`sdviz.language.Term`)
 COLOUR_FORMATS = {
     "light background": ".0%",
     "coloured": ".0%",
     "in the world's colours": ".0%",
     "neighbour difference": ".3f",
 }
-COLOUR_NOTES = (
-    f"light background: every channel > {PALE[0]} and grey (saturation < {PALE[1]}); "
-    f"coloured: saturation > {COLOURFUL}",
-    f"in the world's colours: light background or within {NEAR} (RGB distance) of a palette "
-    "colour; nearest colour: the one most coloured pixels are closest to",
-    "neighbour difference: mean |change| from one pixel to the next (pixel noise ≈ 0.4)",
-)
+
+
+def colour_notes(lang: str | None = None) -> tuple[str, ...]:
+    """What `colour_statistics`' columns mean, lines to print under its table, in `lang`
+    (default: the course language)."""
+    lang = course_language(lang)
+    return (
+        T("note_pale", lang, pale=PALE[0], grey=PALE[1], colourful=COLOURFUL),
+        T("note_world", lang, near=NEAR),
+        T("note_neighbour", lang),
+    )
 
 
 def colour_statistics(
-    images: Mapping[str, Any], palette: Mapping[str, Sequence[int]]
+    images: Mapping[str, Any], palette: Mapping[str, Sequence[int]], lang: str | None = None
 ) -> dict[str, list[Any]]:
     """Colour statistics of named image sets, as the columns of a table.
 
@@ -77,17 +112,14 @@ def colour_statistics(
     of light-background pixels, of coloured pixels, of pixels that are the palette's
     colours or a light background ("in the world"), the palette colour most of the coloured
     pixels are nearest to (with its share), and the mean difference between neighbouring
-    pixels (0 for flat colour; about 0.4 for independent pixel noise).
+    pixels (0 for flat colour; about 0.4 for independent pixel noise). Headers in `lang`
+    (default: the course language); `colour_notes` says what they mean.
     """
+    lang = course_language(lang)
     names = list(palette)
     colours = torch.tensor([list(palette[n]) for n in names], dtype=torch.float32) / 255  # (k, 3)
     columns: dict[str, list[Any]] = {
-        "images": [],
-        "light background": [],
-        "coloured": [],
-        "in the world's colours": [],
-        "coloured pixels' nearest colour": [],
-        "neighbour difference": [],
+        key: [] for key in ("images", "pale", "coloured", "world", "nearest", "neighbour")
     }
     for name, value in images.items():
         x = images_to_tensor(value)[0].clamp(0, 1)  # (n, 3, H, W)
@@ -102,13 +134,12 @@ def colour_statistics(
         neighbour = (
             (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean()
         ) / 2
-        columns["images"].append(f"{name} ({len(x)}×{x.shape[-2]}×{x.shape[-1]})")
-        columns["light background"].append(float(pale.float().mean()))
+        n, h, w = len(x), x.shape[-2], x.shape[-1]
+        columns["images"].append(T("set", lang, name=name, n=n, h=h, w=w))
+        columns["pale"].append(float(pale.float().mean()))
         columns["coloured"].append(float(coloured.float().mean()))
-        columns["in the world's colours"].append(
-            float((pale | (nearest.values < NEAR)).float().mean())
-        )
+        columns["world"].append(float((pale | (nearest.values < NEAR)).float().mean()))
         share = float(counts[top_colour] / counts.sum().clamp_min(1))
-        columns["coloured pixels' nearest colour"].append(f"{names[top_colour]} {share:.0%}")
-        columns["neighbour difference"].append(float(neighbour))
-    return columns
+        columns["nearest"].append(f"{names[top_colour]} {share:.0%}")
+        columns["neighbour"].append(float(neighbour))
+    return {T(key, lang): values for key, values in columns.items()}
