@@ -515,11 +515,11 @@ def joint_heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
     from sdviz.autoencoder import encode, native_size
     from sdviz.joint_attention import JointAttentionCapture
     from sdviz.pipeline import recommended
-    from sdviz.probes.attention import _instances, scores
+    from sdviz.probes.attention import named_objects, scores
     from sdviz.shapes import ShapesWorld
 
     world = ShapesWorld(size=native_size(pipe), split="test", seed=0)
-    samples = _instances(world, pipe.tokenizer, count, 0)
+    samples = named_objects(world, pipe.tokenizer, count)
     images = torch.from_numpy(np.stack([s.image for s, _ in samples])).permute(0, 3, 1, 2)
     z0 = encode(pipe, images)  # (n, c, h, w)
     noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(0))
@@ -531,9 +531,9 @@ def joint_heldout_tables(pipe, count: int, timesteps: list[int]) -> str:
         do_classifier_free_guidance=False,
         **recommended(pipe).call_arguments(),
     )  # (n, L, d), (n, d_pool)
-    own = torch.stack([it[2] for _, items in samples for it in items])  # (N, H, W)
-    other = torch.stack([it[3] for _, items in samples for it in items])
-    owner = [(k, it[0], it[1]) for k, (_, items) in enumerate(samples) for it in items]
+    own = torch.stack([it.own for _, items in samples for it in items])  # (N, H, W)
+    other = torch.stack([it.other for _, items in samples for it in items])
+    owner = [(k, it.noun, it.colour) for k, (_, items) in enumerate(samples) for it in items]
     patch = pipe.transformer.config.patch_size
     grid = (z0.shape[-2] // patch, z0.shape[-1] // patch)
     transformer = pipe.transformer

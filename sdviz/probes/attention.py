@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -147,8 +147,20 @@ class Localisation:
         return where[measure].nanmean(-1)
 
 
-def _instances(world: ShapesWorld, tokenizer: Any, count: int, first: int) -> list[tuple]:
-    """(sample, [(noun pos, colour pos, own mask, other mask)]) of `count` samples.
+class NamedObject(NamedTuple):
+    """One object of a ShapesWorld picture that its caption names unambiguously."""
+
+    noun: int  # token position of its shape word in the caption
+    colour: int  # token position of its colour word
+    own: torch.Tensor  # (H, W) bool: its pixels
+    other: torch.Tensor  # (H, W) bool: the other objects' pixels
+
+
+def named_objects(
+    world: ShapesWorld, tokenizer: Any, count: int, first: int = 0
+) -> list[tuple[Any, list[NamedObject]]]:
+    """(sample, its NamedObjects) for samples `first` … `first + count - 1` of `world`:
+    what a localisation score compares each word's map with.
 
     Objects named the same as another object in the picture are skipped (their words
     cannot say which one they mean); "other" is the union of the other objects' masks.
@@ -164,7 +176,9 @@ def _instances(world: ShapesWorld, tokenizer: Any, count: int, first: int) -> li
             noun, colour = word_positions(tokenizer, s.caption, o.colour, o.shape)
             others = [p.mask for k, p in enumerate(s.objects) if k != j]
             other = np.any(others, axis=0) if others else np.zeros_like(o.mask)
-            items.append((noun, colour, torch.from_numpy(o.mask), torch.from_numpy(other)))
+            items.append(
+                NamedObject(noun, colour, torch.from_numpy(o.mask), torch.from_numpy(other))
+            )
         out.append((s, items))
     return out
 
@@ -189,7 +203,7 @@ def localisation(
     """
     size = native_size(pipe)
     world = ShapesWorld(size=size, split="test", seed=seed)
-    samples = _instances(world, pipe.tokenizer, count, first)
+    samples = named_objects(world, pipe.tokenizer, count, first)
     param = next(pipe.unet.parameters())
     gen = torch.Generator().manual_seed(seed)
     images = torch.from_numpy(np.stack([s.image for s, _ in samples])).permute(0, 3, 1, 2)
@@ -198,9 +212,9 @@ def localisation(
     ids = padded_ids(pipe.tokenizer, [s.caption for s, _ in samples]).to(param.device)
     emb = pipe.text_encoder(ids)[0].to(param.dtype)  # (n, L, d)
     n_tokens = [len(pipe.tokenizer(s.caption).input_ids) for s, _ in samples]
-    own = torch.stack([it[2] for _, items in samples for it in items])  # (N, H, W)
-    other = torch.stack([it[3] for _, items in samples for it in items])
-    owner = [(k, it[0], it[1]) for k, (_, items) in enumerate(samples) for it in items]
+    own = torch.stack([it.own for _, items in samples for it in items])  # (N, H, W)
+    other = torch.stack([it.other for _, items in samples for it in items])
+    owner = [(k, it.noun, it.colour) for k, (_, items) in enumerate(samples) for it in items]
     per_t: list[dict[str, torch.Tensor]] = []  # layer -> (N, kinds, heads, h_l, w_l)
     shares = []
     with capture_attention(pipe.unet, layers="*", heads=True) as cap:
