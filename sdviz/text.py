@@ -23,6 +23,21 @@ from typing import Any
 
 import torch
 
+from .language import Texts, course_language
+
+T = Texts(
+    __name__,
+    {
+        "truncated": (
+            "the prompt has {n} tokens, more than the text encoder's {limit} (start and "
+            "end tokens included); the last {cut} were cut off and do not affect the "
+            "image: {words!r}",
+            "提示词有 {n} 个标记，超过了文本编码器的 {limit} 个（含起始标记和结束标记）；"
+            "最后 {cut} 个标记被截断，不影响图像：“{words}”",
+        ),
+    },
+)
+
 
 def check_prompt(prompt: Any, name: str = "prompt") -> str:
     """Return `prompt` if it is a non-empty string; raise a teaching error otherwise."""
@@ -64,16 +79,19 @@ def readable_text(tokens: list[str]) -> str:
     return "".join(t.replace("</w>", " ") for t in tokens).strip()
 
 
-def truncation_notice(tokenizer: Any, prompt: str) -> str | None:
-    """One readable sentence saying what the text encoder will not see; None if it all fits."""
+def truncation_notice(tokenizer: Any, prompt: str, lang: str | None = None) -> str | None:
+    """One readable sentence saying what the text encoder will not see, in `lang` (default
+    `sdviz.language.course_language`); None if it all fits."""
     cut = truncated_tokens(tokenizer, prompt)
     if not cut:
         return None
-    limit = tokenizer.model_max_length
-    return (
-        f"the prompt has {len(_untruncated_ids(tokenizer, prompt))} tokens, more than the text "
-        f"encoder's {limit} (start and end tokens included); the last {len(cut)} were cut off "
-        f"and do not affect the image: {readable_text(cut)!r}"
+    return T(
+        "truncated",
+        course_language(lang),
+        n=len(_untruncated_ids(tokenizer, prompt)),
+        limit=tokenizer.model_max_length,
+        cut=len(cut),
+        words=readable_text(cut),
     )
 
 

@@ -167,6 +167,25 @@ def test_token_notices_in_chinese():
     assert not CJK.search(en)
 
 
+def test_prompt_explorer_names_unknown_words_in_chinese(tmp_path, english_default):
+    """A closed-vocabulary model (sdviz-mini's sdviz.json): the notice under the tokens and
+    the warning of the Generate button are Chinese in a Chinese widget, English otherwise."""
+    (tmp_path / "sdviz.json").write_text('{"closed_vocabulary": true}')
+    closed = sdviz.tiny_pipeline(seed=0)
+    closed.register_to_config(_name_or_path=str(tmp_path))  # as if loaded from that folder
+    closed.set_progress_bar_config(disable=True)
+    zh = PromptExplorer(closed, "a red giraffe", steps=1, lang="zh")
+    en = PromptExplorer(closed, "a red giraffe", steps=1)
+    notice = sdviz.tracing.vocabulary_notice(closed, "a red giraffe", "zh")
+    assert notice.startswith("这个模型只认识它训练描述中的词；“giraffe”")
+    assert prompt_widget.T("unknown", "zh", notice=notice) in zh.tokens.value
+    assert "'giraffe' is not among them" in en.tokens.value.replace("&#x27;", "'")
+    assert not CJK.search(en.tokens.value)
+    with pytest.warns(UserWarning) as record:
+        assert zh.generate() is not None
+    assert [str(w.message) for w in record if "giraffe" in str(w.message)] == [notice]
+
+
 def test_lang_none_follows_the_course_language(pipe, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(language.LANG_ENV, "zh")

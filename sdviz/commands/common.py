@@ -15,13 +15,33 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..language import LANGUAGES, Texts, course_language
+
 DEFAULT_PROMPT = "a red circle to the left of a blue square"
+
+
+# what the commands say in the course's language (model_description: the gallery's index.html)
+T = Texts(
+    __name__,
+    {
+        "tiny_family": (
+            "{model} (a random tiny pipeline built in code)",
+            "{model}（用代码构建、权重随机的微型流水线）",
+        ),
+        "tiny": (
+            "{model} (the random tiny pipeline built in code)",
+            "{model}（用代码构建、权重随机的微型流水线）",
+        ),
+        "embedded": ("embedded sdviz-mini ({where})", "内置的 sdviz-mini（{where}）"),
+        "note": ("note: {text}", "注意：{text}"),  # a line on stderr
+    },
+)
 
 
 class CommandError(Exception):
@@ -124,6 +144,18 @@ def add_generation_command(
     return p
 
 
+def add_lang_argument(p: argparse.ArgumentParser, what: str, more: str = "") -> None:
+    """Add `--lang {en,zh}` to command `p`: the language of `what` (default None, resolved
+    by `sdviz.language.course_language`, as the lessons' figures are); `more` ends the help."""
+    p.add_argument(
+        "--lang",
+        choices=LANGUAGES,
+        default=None,
+        help=f"language of {what}: en or zh (Simplified Chinese); default $SDVIZ_LANG, else "
+        f"the word in ./sdviz-lang.txt, else en{'. ' + more if more else ''}",
+    )
+
+
 # -------------------------------------------------------------- what a run used
 
 
@@ -151,18 +183,20 @@ def settings(args: argparse.Namespace, pipe: Any) -> Settings:
     )
 
 
-def model_description(model: str | None, pipe: Any) -> str:
+def model_description(model: str | None, pipe: Any, lang: str | None = None) -> str:
     """What `sdviz.load(model)` loaded, in words: 'embedded sdviz-mini (<folder>)', a
-    folder or hub id, or the tiny pipeline built in code."""
+    folder or hub id, or the tiny pipeline built in code; in `lang` (default
+    `sdviz.language.course_language`)."""
     from ..pipeline import EMBEDDED_MODEL, TINY, TINY_FAMILIES
 
+    lang = course_language(lang)
     where = pipe.config.get("_name_or_path") or getattr(pipe, "name_or_path", "") or ""
     if model in TINY_FAMILIES:
-        return f"{model} (a random tiny pipeline built in code)"
+        return T("tiny_family", lang, model=model)
     if not where or where == TINY:
-        return f"{TINY} (the random tiny pipeline built in code)"
+        return T("tiny", lang, model=TINY)
     if model is None and Path(where).resolve() == EMBEDDED_MODEL.resolve():
-        return f"embedded sdviz-mini ({where})"
+        return T("embedded", lang, where=where)
     return str(where)
 
 
@@ -189,20 +223,54 @@ def cpu_threads(threads: int | None, pipe: Any) -> Iterator[tuple[int, str]]:
 # -------------------------------------------------------------- notes and output
 
 
-def say_note(text: str) -> None:
-    """One line on stderr: 'note: <text>'."""
-    print(f"note: {text}", file=sys.stderr)
+def say_note(line: str) -> None:
+    """One line on stderr (a note: 'note: <text>')."""
+    print(line, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class PromptNotices:
+    """What `sdviz.generate` warns about a prompt, in every course language (language ->
+    sentence, None: nothing to say): the words a closed-vocabulary model never saw
+    (`sdviz.tracing.vocabulary_notice`) and what a too-long prompt loses
+    (`sdviz.text.truncation_notice`)."""
+
+    unknown: dict[str, str | None]
+    too_long: dict[str, str | None]
+
+    def every(self) -> list[str]:
+        """Every sentence in every language (the warnings a command silences: the library
+        warns in the course's language, which `--lang` may override)."""
+        return [n for n in (*self.unknown.values(), *self.too_long.values()) if n]
+
+
+def prompt_notices(pipe: Any, prompt: str) -> PromptNotices:
+    """`PromptNotices` of `prompt` for `pipe`, computed without a generation."""
+    from ..text import truncation_notice
+    from ..tracing import vocabulary_notice
+
+    return PromptNotices(
+        unknown={lang: vocabulary_notice(pipe, prompt, lang) for lang in LANGUAGES},
+        too_long={lang: truncation_notice(pipe.tokenizer, prompt, lang) for lang in LANGUAGES},
+    )
 
 
 @contextmanager
-def notes(*notices: str | None, say: Callable[[str], None] = say_note) -> Iterator[None]:
-    """Say each notice (None: nothing to say) once as a note, and silence the UserWarning
-    `sdviz.generate` raises with the same text inside the block (a Python warning
-    would show it again, with a source line that means nothing to a command's user)."""
+def notes(
+    *notices: str | None,
+    say: Callable[[str], None] = say_note,
+    silence: Iterable[str] = (),
+    lang: str = "en",
+) -> Iterator[None]:
+    """Say each notice (None: nothing to say) once as a note ('note: <text>' in `lang`),
+    and silence the UserWarning `sdviz.generate` raises with the same text (or one of
+    `silence`'s) inside the block (a Python warning would show it again, with a source
+    line that means nothing to a command's user)."""
     with warnings.catch_warnings():
         for notice in dict.fromkeys(n for n in notices if n):
-            say(notice)
-            warnings.filterwarnings("ignore", re.escape(notice), UserWarning)
+            say(T("note", lang, text=notice))
+        for text in dict.fromkeys([*(n for n in notices if n), *silence]):
+            warnings.filterwarnings("ignore", re.escape(text), UserWarning)
         yield
 
 

@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from ..figures.style import FORMATS
-from ..language import LANGUAGES, Texts, course_language
+from ..language import Texts, course_language
 from .common import (
     CommandError,
     add_generation_command,
+    add_lang_argument,
     cpu_threads,
     model_description,
     notes,
+    prompt_notices,
     settings,
     staged,
 )
@@ -166,6 +168,11 @@ T = Texts(
             "Skipped: this model ships no guidance measurements (a guidance.json beside it, written by benchmarks/guidance_sweep.py).",
             "已跳过：这个模型没有附带引导的测量结果（模型旁边由基准测试 benchmarks/guidance_sweep.py 写出的 guidance.json）。",
         ),
+        "too_long": (
+            "{notice}. sdviz figures draws every word of the prompt, so it stops here: "
+            "shorten the prompt.",
+            "{notice}。sdviz figures 要为提示词中的每个词作图，所以到此停止：请缩短提示词。",
+        ),
         "about": (
             "Model: {model} ({denoiser}, {scheduler}); prompt: “{prompt}”; seed {seed}; {steps} steps (from {steps_from}); guidance {guidance} (from {guidance_from}).",
             "模型：{model}（{denoiser}，{scheduler}）；提示词：“{prompt}”；随机种子 {seed}；{steps} 步（来源：{steps_from}）；引导系数 {guidance}（来源：{guidance_from}）。",
@@ -206,12 +213,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Trace one generation and write every explanatory figure, from the "
         "pipeline's parts to guidance, plus an HTML gallery.",
     )
-    p.add_argument(
-        "--lang",
-        choices=LANGUAGES,
-        default=None,
-        help="language of the figures and index.html: en or zh (Simplified Chinese); default "
-        "$SDVIZ_LANG, else en. --lang zh writes into sdviz-figures-zh unless --out is given",
+    add_lang_argument(
+        p,
+        "the figures and index.html",
+        "--lang zh writes into sdviz-figures-zh unless --out is given",
     )
     p.set_defaults(out=None)  # --out's default depends on --lang (see `out_folder`)
     p.add_argument(
@@ -387,11 +392,10 @@ def main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..pipeline import load
-    from ..text import truncation_notice
-    from ..tracing import generate, vocabulary_notice
+    from ..tracing import generate
 
-    def say(text: str) -> None:
-        tqdm.write(f"note: {text}", file=sys.stderr)
+    def say(line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
 
     lang = course_language(args.lang)
     args = argparse.Namespace(**{**vars(args), "lang": lang, "out": out_folder(args.out, lang)})
@@ -402,13 +406,13 @@ def main(args: argparse.Namespace) -> int:
         used = settings(args, pipe)
         args = argparse.Namespace(**{**vars(args), "steps": used.steps, "guidance": used.guidance})
         bar.update()
-        with cpu_threads(args.threads, pipe), notes(vocabulary_notice(pipe, args.prompt), say=say):
-            too_long = truncation_notice(pipe.tokenizer, args.prompt)
-            if too_long:
-                raise CommandError(
-                    f"{too_long}. sdviz figures draws every word of the prompt, so it stops "
-                    "here: shorten the prompt."
-                )
+        said = prompt_notices(pipe, args.prompt)
+        with (
+            cpu_threads(args.threads, pipe),
+            notes(said.unknown[lang], say=say, silence=said.every(), lang=lang),
+        ):
+            if said.too_long[lang]:
+                raise CommandError(T("too_long", lang, notice=said.too_long[lang]))
             bar.set_postfix_str("tracing the generation")
             run = generate(
                 pipe,
@@ -417,11 +421,12 @@ def main(args: argparse.Namespace) -> int:
                 guidance_scale=used.guidance,
                 seed=args.seed,
                 attention_layers="attn2",
+                lang=lang,
             )
             bar.update()
             entries = draw(pipe, run, args, staging, bar)
         bar.set_postfix_str("index.html")
-        model = model_description(args.model, pipe)
+        model = model_description(args.model, pipe, lang)
         write_index(staging, entries, about(args, pipe, used, model, lang), lang=lang)
         bar.update()
     n_files = sum(len(e.files) for e in entries)

@@ -7,8 +7,11 @@ with `sdviz.generate` at the model's recommended steps and guidance (or `--steps
 `--guidance`) and writes ``image.png`` (the final image), ``filmstrip.png`` (the
 predicted clean image x0_hat decoded at a few steps: DDIM's view of the denoising, Song
 et al. 2021) and ``summary.txt`` (what the run really used, timings, the trace's
-contents). Output is written to a temporary folder first and moved into place at the
-end, so a failed run leaves nothing half-written.
+contents). `--lang zh` draws the filmstrip's titles in Chinese (with the CJK font, as
+`sdviz figures --lang zh`) and says the prompt notes in Chinese; summary.txt stays
+English (its rows name the command's flags and the run's keys). Output is written to a
+temporary folder first and moved into place at the end, so a failed run leaves nothing
+half-written.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..language import Texts, course_language
 from .common import (
     Settings,
     add_generation_command,
+    add_lang_argument,
     cpu_threads,
     model_description,
     notes,
     pixel_size,
     positive_int,
+    prompt_notices,
     scheduler_arg,
     settings,
     staged,
@@ -34,6 +40,15 @@ from .common import (
 # transformers logs "Token indices sequence length is longer than ..." once per tokenizer
 # when diffusers tokenizes a long prompt untruncated; marked as said under this key, it is
 # left out: the truncation note says it once, readably
+# filmstrip.png's words: a panel's title ({last}: the run's last step, steps counted from 0;
+# {t}: the scheduler's timestep) and the strip's
+T = Texts(
+    __name__,
+    {
+        "frame": ("step {i} (of 0…{last})  t={t:g}", "第 {i} 步（共 0…{last} 步）  t={t:g}"),
+        "strip": ("x0-hat: {prompt}", "预测的干净图像 x̂0：{prompt}"),
+    },
+)
 KEYS_LINE = (
     "The keys above are the recorded values; the meaning of each key is in sdviz.tracing.keys."
 )
@@ -55,6 +70,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--frames", type=positive_int, default=6, help="filmstrip panels")
+    add_lang_argument(
+        p, "filmstrip.png's titles and the notes on stderr", "summary.txt is always English"
+    )
     p.set_defaults(func=run_trace)
     return p
 
@@ -63,19 +81,19 @@ def run_trace(args: argparse.Namespace) -> int:
     from ..figures.image_row import filmstrip, filmstrip_steps
     from ..figures.style import save
     from ..pipeline import load
-    from ..text import truncation_notice
-    from ..tracing import generate, vocabulary_notice
+    from ..tracing import generate
 
+    lang = course_language(getattr(args, "lang", None))
     with staged(args.out) as staging:
         times = {}
         t0 = time.perf_counter()
         pipe = load(args.model, device=args.device, dtype=args.dtype, scheduler=args.scheduler)
         times["load"] = time.perf_counter() - t0
         used = settings(args, pipe)
-        too_long = truncation_notice(pipe.tokenizer, args.prompt)
+        said = prompt_notices(pipe, args.prompt)
         with (
             cpu_threads(args.threads, pipe) as threads,
-            notes(vocabulary_notice(pipe, args.prompt), too_long),
+            notes(said.unknown[lang], said.too_long[lang], silence=said.every(), lang=lang),
         ):
             t0 = time.perf_counter()
             run = generate(
@@ -87,6 +105,7 @@ def run_trace(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 height=args.height,
                 width=args.width,
+                lang=lang,
             )
             times["generate (traced)"] = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -94,8 +113,9 @@ def run_trace(args: argparse.Namespace) -> int:
             steps = filmstrip_steps(run.n_steps, args.frames)
             frames = run.decode(pipe, "pred_original_sample", steps=steps)
             ts = run["scheduler.step_timestep"]
-            titles = [f"step {i} (of 0…{len(ts) - 1})  t={float(ts[i]):g}" for i in steps]
-            save(filmstrip(frames, titles, f"x0-hat: {args.prompt}"), staging / "filmstrip.png")
+            titles = [T("frame", lang, i=i, last=len(ts) - 1, t=float(ts[i])) for i in steps]
+            strip = filmstrip(frames, titles, T("strip", lang, prompt=args.prompt), lang=lang)
+            save(strip, staging / "filmstrip.png")
             times["decode + write"] = time.perf_counter() - t0
         text = summary(args, pipe, run, used, threads, times)
         (staging / "summary.txt").write_text(text, encoding="utf-8")
@@ -119,8 +139,8 @@ def summary(
     threads: tuple[int, str],
     times: dict[str, float],
 ) -> str:
-    """summary.txt: what the run really used (resolved, with where each value came
-    from), the timings, and the run's keys."""
+    """summary.txt, in English: what the run really used (resolved, with where each value
+    came from), the timings, and the run's keys."""
     from ..pipeline import denoiser
 
     height, width = run["vae.image"].shape[-2:]
@@ -129,7 +149,7 @@ def summary(
         "prompt": args.prompt,
         "negative prompt": args.negative_prompt or "(none)",
         "seed": args.seed,
-        "model": model_description(args.model, pipe),
+        "model": model_description(args.model, pipe, "en"),
         "scheduler": f"{scheduler} ("
         + (f"--scheduler {args.scheduler}" if args.scheduler else "the model's own")
         + ")",

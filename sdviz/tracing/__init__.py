@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..autoencoder import check_size, generation_size_multiple, native_size
+from ..language import Texts, course_language
 from ..pipeline import recommended
 from ..text import check_prompt, truncated_tokens, truncation_notice, unknown_words
 from .hooks import TraceBudgetError, Tracer
@@ -102,19 +103,42 @@ def trace(
     )
 
 
-def vocabulary_notice(pipe: Any, prompt: str) -> str | None:
-    """For a closed-vocabulary model (sdviz-mini), a sentence naming the words it never saw."""
+# the notice generate warns with for a closed-vocabulary model ({words}: the unknown words,
+# each written by "word" and joined by "separator")
+T = Texts(
+    __name__,
+    {
+        "unknown.one": (
+            "this model knows only the words of its training captions; {words} is not among "
+            "them, so the tokenizer spells them in letters the model never learned and they "
+            "steer the image little or not at all.",
+            "这个模型只认识它训练描述中的词；{words} 不在其中，所以分词器把它拆成模型从未"
+            "学过的字母来拼写，它对图像几乎没有影响。",
+        ),
+        "unknown.many": (
+            "this model knows only the words of its training captions; {words} are not among "
+            "them, so the tokenizer spells them in letters the model never learned and they "
+            "steer the image little or not at all.",
+            "这个模型只认识它训练描述中的词；{words} 不在其中，所以分词器把它们拆成模型从未"
+            "学过的字母来拼写，它们对图像几乎没有影响。",
+        ),
+        "word": ("{word!r}", "“{word}”"),
+        "separator": (", ", "、"),
+    },
+)
+
+
+def vocabulary_notice(pipe: Any, prompt: str, lang: str | None = None) -> str | None:
+    """For a closed-vocabulary model (sdviz-mini), a sentence naming the words it never
+    saw, in `lang` (default `sdviz.language.course_language`); None when it knows them all."""
     if not recommended(pipe).closed_vocabulary:
         return None
     unknown = unknown_words(pipe.tokenizer, prompt)
     if not unknown:
         return None
-    return (
-        f"this model knows only the words of its training captions; "
-        f"{', '.join(repr(w) for w in unknown)} {'is' if len(unknown) == 1 else 'are'} not "
-        "among them, so the tokenizer spells them in letters the model never learned and "
-        "they steer the image little or not at all."
-    )
+    lang = course_language(lang)
+    words = T("separator", lang).join(T("word", lang, word=w) for w in unknown)
+    return T("unknown.one" if len(unknown) == 1 else "unknown.many", lang, words=words)
 
 
 # the libraries' own lines about a prompt that is too long: diffusers' list of cut words
@@ -208,18 +232,23 @@ def generate(
     budget_mb: float = 1024.0,
     image_to_text: bool = False,
     text_share: bool = False,
+    lang: str | None = None,
 ) -> Run:
     """Generate one image with `pipe` and return its traced `Run` (inputs checked first).
 
     `steps` and `guidance_scale` default to what the model recommends
     (`sdviz.pipeline.recommended`: its folder's sdviz.json; for models that say nothing,
     their pipeline class's defaults, 25 steps and 7.5 for SD 1.x/2.x; 2.0 for the embedded
-    sdviz-mini, measured: its guidance.json).
+    sdviz-mini, measured: its guidance.json). A prompt with words a closed-vocabulary model
+    never saw (`vocabulary_notice`) or too long for the text encoder (`truncation_notice`)
+    is said once as a UserWarning in `lang` (default `sdviz.language.course_language`: a
+    lesson in lessons/zh/ warns in Chinese).
     """
+    lang = course_language(lang)
     steps, guidance_scale, height, width = _check_inputs(
         pipe, prompt, negative_prompt, steps, guidance_scale, seed, height, width
     )
-    notice = vocabulary_notice(pipe, prompt)
+    notice = vocabulary_notice(pipe, prompt, lang)
     if notice:
         warnings.warn(notice, UserWarning, stacklevel=2)
     known = {
@@ -239,7 +268,7 @@ def generate(
         text_share,
     )
     generator = None if seed is None else torch.Generator(pipe.device).manual_seed(seed)
-    with _one_truncation_message(truncation_notice(pipe.tokenizer, prompt)), tracer as tr:
+    with _one_truncation_message(truncation_notice(pipe.tokenizer, prompt, lang)), tracer as tr:
         pipe(
             prompt,
             negative_prompt=negative_prompt,

@@ -149,7 +149,7 @@ class PromptExplorer(W.VBox):
 
         try:
             tokenized = tokenize(self.pipe, prompt)
-            notice = vocabulary_notice(self.pipe, prompt)
+            notice = vocabulary_notice(self.pipe, prompt, self.lang)
             self.tokens.value = tokens_html(tokenized, notice, self.lang)
         except (ValueError, TypeError) as err:  # e.g. an empty prompt: say why
             self.tokens.value = _NOTICE.format(cls="sdviz-prompt-error", text=html.escape(str(err)))
@@ -163,7 +163,9 @@ class PromptExplorer(W.VBox):
         try:
             start = time.perf_counter()
             options = {} if self.guidance_scale is None else {"guidance_scale": self.guidance_scale}
-            run = generate(self.pipe, prompt, steps=self.steps, seed=self.seed, **options)
+            run = generate(
+                self.pipe, prompt, steps=self.steps, seed=self.seed, lang=self.lang, **options
+            )
         except (ValueError, TypeError, RuntimeError) as err:
             self.status.value = f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
             return None
