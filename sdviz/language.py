@@ -28,6 +28,7 @@ import contextlib
 import functools
 import os
 import string
+import unicodedata
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -248,6 +249,12 @@ def course_language(lang: str | None = None) -> str:
     if marker.is_file():
         return _check_lang(marker.read_text(encoding="utf-8").strip(), str(marker))
     return "en"
+
+
+def text_width(text: str) -> int:
+    """Columns `text` takes on screen, in Latin characters: a wide (Chinese) character
+    counts two (printed tables and Run listings align by it; figures wrap by it)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _fields(template: str) -> set[str]:

@@ -9,7 +9,6 @@ aligned by their width on screen, a Chinese character counting two.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..language import Term, Texts, course_language
+from ..language import text_width as _width
 
 T = Texts(
     __name__,
@@ -79,11 +79,6 @@ def _format(value: Any, fmt: str | None) -> str:
     if hasattr(value, "shape") and not isinstance(value, str):  # a tensor or array: its shape
         return str(tuple(value.shape))
     return str(value)
-
-
-def _width(text: str) -> int:
-    """Columns `text` takes on screen: a wide (Chinese) character counts two."""
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def _pad(text: str, width: int, right: bool) -> str:

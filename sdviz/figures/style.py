@@ -22,7 +22,6 @@ import contextlib
 import io
 import re
 import textwrap
-import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
 from ..autoencoder import image_hwc, to_numpy
-from ..language import Texts, course_language, drawing
+from ..language import Texts, course_language, drawing, text_width
 
 PANEL = 2.6  # inches: one image panel; every figure is a multiple of it
 WIDE = 4.2  # inches: one line-plot panel
@@ -81,11 +80,6 @@ def style(lang: str = "en") -> Iterator[None]:
     global changes; build a figure's texts inside it, they keep its font)."""
     with matplotlib.rc_context(RC), drawing(lang):
         yield
-
-
-def text_width(text: str) -> int:
-    """Width in Latin characters: a wide (CJK) character counts 2."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def wrap(text: str, width: int) -> str:
