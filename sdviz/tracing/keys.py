@@ -46,6 +46,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..language import Texts
+
 # SD 1.x/2.x, SDXL, SD3/3.5, Flux.1: the names of sdviz.pipeline.FAMILIES
 FAMILIES = ("stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux")
 CONDITIONS = (
@@ -75,76 +77,145 @@ SEVERAL_ENCODERS = (XL, SD3, FLUX)
 
 @dataclass(frozen=True)
 class Key:
-    """One recorded value: its name, shape (or type), meaning, and which runs hold it."""
+    """One recorded value: its name, shape (or type), meaning (English, Simplified Chinese),
+    and which runs hold it."""
 
     name: str
     shape: str
     meaning: str
+    meaning_zh: str
     when: str = "always"
     families: tuple[str, ...] = FAMILIES
 
 
-def _tokenizer(n: str, families: tuple[str, ...], negatives: tuple[str, ...], what: str):
-    """The token keys of tokenizer number n ('' for the first)."""
-    t = f"tokenizer{n}."
-    keys = [
-        Key(t + "input_ids", "(L,) int64", f"{what}: token ids it saw, padded", "text", families),
-        Key(
-            t + "tokens", "list[str] (L)", f"{what}: the tokens, padding included", "text", families
-        ),
-        Key(t + "n_tokens", "int", f"{what}: real tokens, start/end included", "text", families),
-    ]
-    keys += [
-        Key(
-            t + "negative_input_ids",
-            "(L,) int64",
-            f"{what}: the negative prompt's ids",
-            "text+negative",
-            negatives,
-        ),
-        Key(
-            t + "negative_tokens",
-            "list[str] (L)",
-            f"{what}: the negative prompt's tokens",
-            "text+negative",
-            negatives,
-        ),
-        Key(
-            t + "negative_n_tokens",
-            "int",
-            f"{what}: the negative prompt's real tokens",
-            "text+negative",
-            negatives,
-        ),
-    ]
-    return keys
+# a tokenizer's keys: (output, shape, meaning, meaning_zh, when); {tokenizer} says which one
+_TOKEN_KEYS = (
+    (
+        "input_ids",
+        "(L,) int64",
+        "{tokenizer}: token ids it saw, padded",
+        "{tokenizer}：它读到的标记 ID，含填充",
+        "text",
+    ),
+    (
+        "tokens",
+        "list[str] (L)",
+        "{tokenizer}: the tokens, padding included",
+        "{tokenizer}：切分出的标记，含填充",
+        "text",
+    ),
+    (
+        "n_tokens",
+        "int",
+        "{tokenizer}: real tokens, start/end included",
+        "{tokenizer}：真实标记的个数，含起始和结束标记",
+        "text",
+    ),
+    (
+        "negative_input_ids",
+        "(L,) int64",
+        "{tokenizer}: the negative prompt's ids",
+        "{tokenizer}：负面提示词的标记 ID",
+        "text+negative",
+    ),
+    (
+        "negative_tokens",
+        "list[str] (L)",
+        "{tokenizer}: the negative prompt's tokens",
+        "{tokenizer}：负面提示词的标记",
+        "text+negative",
+    ),
+    (
+        "negative_n_tokens",
+        "int",
+        "{tokenizer}: the negative prompt's real tokens",
+        "{tokenizer}：负面提示词的真实标记个数",
+        "text+negative",
+    ),
+)
 
 
+def _tokenizer(
+    n: str, families: tuple[str, ...], negatives: tuple[str, ...], what: str, what_zh: str
+) -> list[Key]:
+    """The token keys of tokenizer number n ('' for the first), `what` naming it."""
+    return [
+        Key(
+            f"tokenizer{n}.{output}",
+            shape,
+            meaning.format(tokenizer=what),
+            meaning_zh.format(tokenizer=what_zh),
+            when,
+            negatives if "negative" in when else families,
+        )
+        for output, shape, meaning, meaning_zh, when in _TOKEN_KEYS
+    ]
+
+
+_FAMILY_NAMES = ", ".join(FAMILIES)
 _K = Key
 KEYS: tuple[Key, ...] = (
     # -- the call ------------------------------------------------------------------------
-    _K("pipeline.family", "str", "which kind of pipeline ran: " + ", ".join(FAMILIES)),
-    _K("pipeline.class_name", "str", "the diffusers pipeline class"),
-    _K("pipeline.prompt", "str", "the prompt (decoded from the token ids in a raw trace)"),
-    _K("pipeline.negative_prompt", "str | None", "the negative prompt; None when empty"),
-    _K("pipeline.guidance_scale", "float", "guidance scale g (CFG's, or Flux's embedded one)"),
-    _K("pipeline.do_classifier_free_guidance", "bool", "whether an unconditional branch ran"),
-    _K("pipeline.guidance_rescale", "float", "guidance rescale (Lin et al. 2024); 0 = off"),
-    _K("pipeline.num_inference_steps", "int", "denoising steps asked for"),
-    _K("pipeline.height", "int", "image height in pixels (H)"),
-    _K("pipeline.width", "int", "image width in pixels (W)"),
-    _K("pipeline.seed", "int | None", "the generator's seed; None when unknown or random"),
+    _K(
+        "pipeline.family",
+        "str",
+        f"which kind of pipeline ran: {_FAMILY_NAMES}",
+        f"运行的是哪一类流水线：{_FAMILY_NAMES}",
+    ),
+    _K("pipeline.class_name", "str", "the diffusers pipeline class", "diffusers 的流水线类"),
+    _K(
+        "pipeline.prompt",
+        "str",
+        "the prompt (decoded from the token ids in a raw trace)",
+        "提示词（原始追踪中由标记 ID 解码而来）",
+    ),
+    _K(
+        "pipeline.negative_prompt",
+        "str | None",
+        "the negative prompt; None when empty",
+        "负面提示词；为空时是 None",
+    ),
+    _K(
+        "pipeline.guidance_scale",
+        "float",
+        "guidance scale g (CFG's, or Flux's embedded one)",
+        "引导系数 g（CFG 的；或 Flux 以嵌入形式读入的那个）",
+    ),
+    _K(
+        "pipeline.do_classifier_free_guidance",
+        "bool",
+        "whether an unconditional branch ran",
+        "是否运行了无条件分支",
+    ),
+    _K(
+        "pipeline.guidance_rescale",
+        "float",
+        "guidance rescale (Lin et al. 2024); 0 = off",
+        "引导重缩放（Lin 等 2024）；0 = 关闭",
+    ),
+    _K("pipeline.num_inference_steps", "int", "denoising steps asked for", "要求的去噪步数"),
+    _K("pipeline.height", "int", "image height in pixels (H)", "图像的高，单位像素（H）"),
+    _K("pipeline.width", "int", "image width in pixels (W)", "图像的宽，单位像素（W）"),
+    _K(
+        "pipeline.seed",
+        "int | None",
+        "the generator's seed; None when unknown or random",
+        "随机数生成器的随机种子；未知或随机时是 None",
+    ),
     _K(
         "pipeline.prompt_embeds",
         "(L_all, d_all)",
         "the text sequence the denoiser reads: every encoder's tokens joined (SDXL: along "
         "channels; SD3: CLIP-L|CLIP-G along channels, zero-padded, then T5 along tokens)",
+        "去噪网络读入的文本序列：各个编码器的标记拼接在一起（SDXL：沿通道拼接；"
+        "SD3：CLIP-L|CLIP-G 沿通道拼接并补零，再与 T5 沿标记方向拼接）",
         families=(XL, SD3),
     ),
     _K(
         "pipeline.negative_prompt_embeds",
         "(L_all, d_all)",
         "the unconditional branch's text sequence",
+        "无条件分支的文本序列",
         "cfg",
         (XL, SD3),
     ),
@@ -153,12 +224,15 @@ KEYS: tuple[Key, ...] = (
         "(d_pool,)",
         "one vector for the whole prompt (CLIP's pooled output), added to the timestep "
         "embedding: it reaches every layer, but no attention map shows it",
+        "代表整个提示词的一个向量（CLIP 的池化输出），加在时间步嵌入上："
+        "它到达每一层，但任何注意力图都看不到它",
         families=SEVERAL_ENCODERS,
     ),
     _K(
         "pipeline.negative_pooled_prompt_embeds",
         "(d_pool,)",
         "the unconditional branch's pooled vector",
+        "无条件分支的池化向量",
         "cfg",
         SEVERAL_ENCODERS,
     ),
@@ -168,6 +242,9 @@ KEYS: tuple[Key, ...] = (
         "Flux's true classifier-free guidance scale (true_cfg_scale > 1 with a negative "
         "prompt: a second transformer call per step); FluxPipeline does not keep it, so the "
         "trace solves it from the scheduler's own updates x_next - x = (sigma_next - sigma) v",
+        "Flux 真正的无分类器引导的引导系数（true_cfg_scale > 1 且有负面提示词时："
+        "每步多调用一次 Transformer）；FluxPipeline 不保存它，所以追踪从调度器自己的更新 "
+        "x_next - x = (σ_next - σ) v 中解出它",
         "cfg",
         (FLUX,),
     ),
@@ -176,30 +253,48 @@ KEYS: tuple[Key, ...] = (
         "(6,)",
         "SDXL's size conditioning: original (h, w), crop top-left (y, x), target (h, w) in "
         "pixels, embedded like the timestep",
+        "SDXL 的尺寸条件：原始尺寸 (h, w)、裁剪左上角 (y, x)、目标尺寸 (h, w)，单位像素，"
+        "像时间步一样被嵌入",
         families=(XL,),
     ),
     # -- tokenizers ----------------------------------------------------------------------
-    *_tokenizer("", FAMILIES, FAMILIES, "first tokenizer (CLIP; CLIP-L in SD3)"),
+    *_tokenizer(
+        "",
+        FAMILIES,
+        FAMILIES,
+        "first tokenizer (CLIP; CLIP-L in SD3)",
+        "第一个分词器（CLIP；SD3 中是 CLIP-L）",
+    ),
     _K(
         "tokenizer.truncated",
         "list[str] | None",
         "tokens cut off past L: [] none; None: a raw trace cannot know, but the prompt "
         "filled all L positions, so words may have been cut",
+        "超出 L 被截掉的标记：[] 表示没有；None 表示原始追踪无从得知，"
+        "但提示词占满了全部 L 个位置，所以可能有词被截掉",
         "text",
     ),
-    *_tokenizer("_2", SEVERAL_ENCODERS, SEVERAL_ENCODERS, "second tokenizer (CLIP-G; Flux: T5)"),
-    *_tokenizer("_3", (SD3,), (SD3,), "third tokenizer (T5)"),
+    *_tokenizer(
+        "_2",
+        SEVERAL_ENCODERS,
+        SEVERAL_ENCODERS,
+        "second tokenizer (CLIP-G; Flux: T5)",
+        "第二个分词器（CLIP-G；Flux 中是 T5）",
+    ),
+    *_tokenizer("_3", (SD3,), (SD3,), "third tokenizer (T5)", "第三个分词器（T5）"),
     # -- text encoders -------------------------------------------------------------------
     _K(
         "text_encoder.prompt_embeds",
         "(L, d)",
         "token vectors the denoiser reads (SDXL/SD3: this encoder's slice of them)",
+        "去噪网络读入的标记向量（SDXL/SD3：其中属于这个编码器的那一段）",
         families=(SD, XL, SD3),
     ),
     _K(
         "text_encoder.negative_prompt_embeds",
         "(L, d)",
         "the unconditional branch's",
+        "无条件分支的标记向量",
         "cfg",
         (SD, XL, SD3),
     ),
@@ -207,34 +302,66 @@ KEYS: tuple[Key, ...] = (
         "text_encoder_2.prompt_embeds",
         "(L_2, d_2)",
         "the second encoder's token vectors the denoiser reads (Flux: T5's, all of them)",
+        "去噪网络读入的第二个编码器的标记向量（Flux：T5 的标记向量，也就是全部）",
         families=SEVERAL_ENCODERS,
     ),
     _K(
         "text_encoder_2.negative_prompt_embeds",
         "(L_2, d_2)",
         "the unconditional branch's",
+        "无条件分支的标记向量",
         "cfg",
         SEVERAL_ENCODERS,
     ),
-    _K("text_encoder_3.prompt_embeds", "(L_3, d_3)", "T5's token vectors", families=(SD3,)),
+    _K(
+        "text_encoder_3.prompt_embeds",
+        "(L_3, d_3)",
+        "T5's token vectors",
+        "T5 的标记向量",
+        families=(SD3,),
+    ),
     _K(
         "text_encoder_3.negative_prompt_embeds",
         "(L_3, d_3)",
         "the unconditional branch's T5 vectors",
+        "无条件分支的 T5 向量",
         "cfg",
         (SD3,),
     ),
     # -- scheduler -----------------------------------------------------------------------
-    _K("scheduler.name", "str", "the scheduler class"),
-    _K("scheduler.config", "dict", "the scheduler's config"),
-    _K("scheduler.timesteps", "(T,)", "the whole timestep schedule of this call"),
-    _K("scheduler.alphas_cumprod", "(N,)", "alpha-bar of every train timestep", "alphas"),
-    _K("scheduler.sigmas", "(T+1,)", "the whole sigma schedule (ends at 0)", "sigmas"),
-    _K("scheduler.step_timestep", "(S,)", "timestep t given to the denoiser per step"),
+    _K("scheduler.name", "str", "the scheduler class", "调度器的类"),
+    _K("scheduler.config", "dict", "the scheduler's config", "调度器的配置"),
+    _K(
+        "scheduler.timesteps",
+        "(T,)",
+        "the whole timestep schedule of this call",
+        "这次调用的完整时间步序列",
+    ),
+    _K(
+        "scheduler.alphas_cumprod",
+        "(N,)",
+        "alpha-bar of every train timestep",
+        "每个训练时间步的 ᾱ",
+        "alphas",
+    ),
+    _K(
+        "scheduler.sigmas",
+        "(T+1,)",
+        "the whole sigma schedule (ends at 0)",
+        "完整的 σ 序列（以 0 结尾）",
+        "sigmas",
+    ),
+    _K(
+        "scheduler.step_timestep",
+        "(S,)",
+        "timestep t given to the denoiser per step",
+        "每一步交给去噪网络的时间步 t",
+    ),
     _K(
         "scheduler.step_alpha_bar",
         "(S,)",
         "alpha-bar_t: signal fraction of x_t's variance (diffusion only: flow matching has none)",
+        "ᾱ_t：信号在 x_t 的方差中所占的比例（只有扩散才有：流匹配没有）",
         "diffusion",
         UNETS,
     ),
@@ -243,27 +370,44 @@ KEYS: tuple[Key, ...] = (
         "(S,)",
         "sigma per step; diffusion: noise-to-signal sqrt((1-abar)/abar); flow matching: "
         "the noise weight of x_t = (1 - sigma) x0 + sigma noise",
+        "每一步的 σ；扩散：噪声与信号之比 sqrt((1-ᾱ)/ᾱ)；流匹配："
+        "x_t = (1 - σ) x0 + σ·噪声 中噪声的权重",
     ),
     _K(
         "scheduler.shift",
         "float",
         "flow matching's time shift s (sigma <- s sigma / (1 + (s-1) sigma)); Flux's dynamic "
         "shift: s = e^mu, mu growing with the image's token count",
+        "流匹配的时间偏移 s（σ ← s σ / (1 + (s-1) σ)）；Flux 的动态偏移：s = e^μ，"
+        "μ 随图像的标记数增大",
         "flow",
     ),
     # -- denoiser ------------------------------------------------------------------------
-    _K("denoiser.name", "str", "the component that denoised: 'unet' or 'transformer'"),
-    _K("denoiser.prediction_type", "str", "what it predicts: epsilon, v_prediction, flow"),
+    _K(
+        "denoiser.name",
+        "str",
+        "the component that denoised: 'unet' or 'transformer'",
+        "执行去噪的组件：'unet'（UNet）或 'transformer'（Transformer）",
+    ),
+    _K(
+        "denoiser.prediction_type",
+        "str",
+        "what it predicts: epsilon, v_prediction, flow",
+        "它预测什么：epsilon（噪声 ε）、v_prediction（v）、flow（速度）",
+    ),
     _K(
         "denoiser.latents",
         "(S+1, c, h, w)",
         "x_t entering each step, then the final latents (S entries without a decode); "
         "Flux's 2x2-packed tokens unpacked to the latent grid",
+        "每一步输入的 x_t，再加上最终的潜在表示（没有解码时只有 S 项）；"
+        "Flux 按 2x2 打包的标记已解包回潜在网格",
     ),
     _K(
         "denoiser.noise_pred_uncond",
         "(S, c, h, w)",
         "epsilon-hat of the unconditional branch",
+        "无条件分支的预测噪声 ε̂",
         "diffusion+cfg",
         UNETS,
     ),
@@ -271,6 +415,7 @@ KEYS: tuple[Key, ...] = (
         "denoiser.noise_pred_text",
         "(S, c, h, w)",
         "epsilon-hat given the prompt",
+        "给定提示词时的预测噪声 ε̂",
         "diffusion",
         UNETS,
     ),
@@ -278,6 +423,7 @@ KEYS: tuple[Key, ...] = (
         "denoiser.noise_pred",
         "(S, c, h, w)",
         "guided epsilon-hat the scheduler used",
+        "调度器用到的、经过引导的预测噪声 ε̂",
         "diffusion",
         UNETS,
     ),
@@ -285,6 +431,7 @@ KEYS: tuple[Key, ...] = (
         "denoiser.velocity_uncond",
         "(S, c, h, w)",
         "velocity v-hat = noise - x0 of the unconditional branch",
+        "无条件分支的速度 v̂ = 噪声 - x0",
         "flow+cfg",
         TRANSFORMERS,
     ),
@@ -292,6 +439,7 @@ KEYS: tuple[Key, ...] = (
         "denoiser.velocity_text",
         "(S, c, h, w)",
         "velocity v-hat given the prompt",
+        "给定提示词时的速度 v̂",
         "flow",
         TRANSFORMERS,
     ),
@@ -299,6 +447,7 @@ KEYS: tuple[Key, ...] = (
         "denoiser.velocity",
         "(S, c, h, w)",
         "guided velocity the scheduler used: x_next = x_t + (sigma_next - sigma) v",
+        "调度器用到的、经过引导的速度：x_next = x_t + (σ_next - σ) v",
         "flow",
         TRANSFORMERS,
     ),
@@ -306,12 +455,14 @@ KEYS: tuple[Key, ...] = (
         "denoiser.pred_original_sample",
         "(S, c, h, w)",
         "x0-hat: the clean latent it implies (flow: x_t - sigma v)",
+        "x̂0：它的预测所对应的干净潜在表示（流匹配：x_t - σ v）",
     ),
     _K(
         "denoiser.guidance",
         "float",
         "the guidance scale the denoiser reads as an embedding (guidance-distilled Flux): "
         "no unconditional branch runs",
+        "去噪网络以嵌入形式读入的引导系数（经过引导蒸馏的 Flux）：不运行无条件分支",
         "distilled",
         (FLUX,),
     ),
@@ -323,12 +474,17 @@ KEYS: tuple[Key, ...] = (
         "ones resized bicubically); each image position's row sums to 1 over the L text tokens "
         "(SD3/Flux: image queries over text keys, softmax over text only); "
         "(h_a, w_a): the latent (UNet) or the transformer's patch grid",
+        "每个标记一张注意力图，对各注意力头和 attention.aggregate_layers 中的各层取平均"
+        "（较粗的层用双三次插值放大）；每个图像位置的一行在 L 个文本标记上加起来等于 1"
+        "（SD3/Flux：图像的查询对文本的键，只在文本上做 softmax）；"
+        "(h_a, w_a)：潜在网格（UNet）或 Transformer 的图块网格",
         "attention",
     ),
     _K(
         "attention.text_sequence",
         "dict[str, (start, stop)]",
         "which rows of the maps come from which tokenizer",
+        "注意力图的哪些行来自哪个分词器",
         "attention",
     ),
     _K(
@@ -336,6 +492,8 @@ KEYS: tuple[Key, ...] = (
         "(S, h_a, w_a)",
         "joint attention: the share of each image token's attention (softmax over text and "
         "image keys) that goes to the text; the rest reads the image itself",
+        "联合注意力：每个图像标记的注意力（在文本和图像的键上做 softmax）中分给文本的份额；"
+        "其余的读取图像本身",
         "attention+text_share",
         TRANSFORMERS,
     ),
@@ -344,39 +502,75 @@ KEYS: tuple[Key, ...] = (
         "(S, L, h_a, w_a)",
         "joint attention the other way: where each text token's query reads in the image "
         "(softmax over the image keys only)",
+        "反方向的联合注意力：每个文本标记的查询在图像的哪里读取（只在图像的键上做 softmax）",
         "attention+image_to_text",
         TRANSFORMERS,
     ),
-    _K("attention.layers", "list[str]", "module paths of the text-attention layers", "attention"),
-    _K("attention.n_layers", "int", "how many layers attend to the text", "attention"),
+    _K(
+        "attention.layers",
+        "list[str]",
+        "module paths of the text-attention layers",
+        "关注文本的注意力层的模块路径",
+        "attention",
+    ),
+    _K(
+        "attention.n_layers",
+        "int",
+        "how many layers attend to the text",
+        "有多少层关注文本",
+        "attention",
+    ),
     _K(
         "attention.aggregate_layers",
         "list[str]",
         "the layers attention.maps averages: sdviz.attention.default_aggregate_layers for a "
         "UNet (measured best at finding the words' objects), every joint-attention layer for "
         "SD3 and Flux",
+        "attention.maps 取平均的那些层：UNet 用 sdviz.attention.default_aggregate_layers"
+        "（实测最能找到词所指的物体），SD3 和 Flux 用每一个联合注意力层",
         "attention",
     ),
     _K(
         LAYER_PREFIX + "<layer>",
         "(S, L, h_l, w_l) | (S, heads, L, h_l, w_l)",
         "one selected layer's maps (per head with attention_heads=True)",
+        "一个选中的层自己的注意力图（attention_heads=True 时每个注意力头一张）",
         "layers",
     ),
     # -- VAE -----------------------------------------------------------------------------
-    _K("vae.scaling_factor", "float", "latent scale: the denoiser works on z * this"),
+    _K(
+        "vae.scaling_factor",
+        "float",
+        "latent scale: the denoiser works on z * this",
+        "潜在缩放系数：去噪网络处理的是 z * 这个数",
+    ),
     _K(
         "vae.shift_factor",
         "float",
         "latent shift: the denoiser works on (z - shift) * scale",
+        "潜在偏移：去噪网络处理的是 (z - shift) * scale",
         families=TRANSFORMERS,
     ),
-    _K("vae.downsampling_factor", "int", "pixels per latent cell (H = h * this)"),
-    _K("vae.image", "(3, H, W) in [0, 1]", "the decoded image", "decoded"),
-    _K("vae.preview_coefficients", "(c+1, 3)", "least-squares latent->RGB map", "decoded"),
+    _K(
+        "vae.downsampling_factor",
+        "int",
+        "pixels per latent cell (H = h * this)",
+        "一个潜在格子的边长有几个像素（H = h * 这个数）",
+    ),
+    _K("vae.image", "(3, H, W) in [0, 1]", "the decoded image", "解码出的图像", "decoded"),
+    _K(
+        "vae.preview_coefficients",
+        "(c+1, 3)",
+        "least-squares latent->RGB map",
+        "用最小二乘拟合的线性映射：潜在表示 → RGB",
+        "decoded",
+    ),
 )
 
 TABLE: dict[str, Key] = {k.name: k for k in KEYS}
+
+MEANINGS = Texts(__name__, {k.name: (k.meaning, k.meaning_zh) for k in KEYS})
+"""Each key's meaning in every course language: `MEANINGS("vae.image", "zh")`."""
 
 
 def is_layer_key(name: str) -> bool:

@@ -21,8 +21,25 @@ import torch
 import torch.nn.functional as F
 
 from ..autoencoder import decode
+from ..language import Texts, course_language, text_width
 from ..text import readable_token
-from .keys import LAYER_PREFIX, describe
+from .keys import LAYER_PREFIX, MEANINGS, describe
+
+T = Texts(
+    __name__,
+    {
+        "run": (
+            "Run({prompt}, {steps} steps, {keys} keys)",
+            "Run({prompt}，{steps} 步，{keys} 个键)",
+        ),
+        "trace_one": ("Trace({runs} run)", "Trace({runs} 次运行)"),
+        "trace": ("Trace({runs} runs)", "Trace({runs} 次运行)"),
+        "trace_run": (
+            "  [{i}] {prompt}: {steps} steps, {keys} keys",
+            "  [{i}] {prompt}：{steps} 步，{keys} 个键",
+        ),
+    },
+)
 
 _WHICH = {
     "pred_original_sample": "denoiser.pred_original_sample",
@@ -61,6 +78,17 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+def _columns(*columns: Sequence[str]) -> list[str]:
+    """Rows of left-aligned columns, two spaces apart, each padded by its screen width (a
+    Chinese character takes two columns); the last column is not padded."""
+    widths = [max(map(text_width, column), default=0) for column in columns[:-1]]
+    rows = []
+    for *cells, last in zip(*columns, strict=True):
+        padded = [c + " " * (w - text_width(c)) for c, w in zip(cells, widths, strict=True)]
+        rows.append("  " + "  ".join([*padded, last]))
+    return rows
+
+
 class Run(Mapping[str, Any]):
     """One traced generation: `run["denoiser.latents"]`, `run.decode(pipe)`, `run.preview()`."""
 
@@ -92,16 +120,24 @@ class Run(Mapping[str, Any]):
         return len(self._data)
 
     def __repr__(self) -> str:
-        width = max((len(k) for k in self._data), default=0)
+        return self.describe_keys()
+
+    def describe_keys(self, lang: str | None = None) -> str:
+        """What `print(run)` shows: a line per key, its value's shape and its meaning, in
+        `lang` (default: the course language, sdviz.language.course_language)."""
+        lang = course_language(lang)
+        keys = list(self._data)
         values = [_describe(v) for v in self._data.values()]
-        vwidth = max((len(v) for v in values), default=0)
-        lines = [
-            f"  {k:<{width}}  {v:<{vwidth}}  {describe(k).meaning}"
-            for k, v in zip(self._data, values, strict=True)
-        ]
-        prompt = self._data.get("pipeline.prompt", "")
-        head = f"Run({prompt!r}, {self.n_steps} steps, {len(self)} keys)"
-        return "\n".join([head] + lines)
+        head = T(
+            "run",
+            lang,
+            prompt=repr(self._data.get("pipeline.prompt", "")),
+            steps=self.n_steps,
+            keys=len(self),
+        )
+        return "\n".join(
+            [head] + _columns(keys, values, [MEANINGS(describe(k).name, lang) for k in keys])
+        )
 
     # -- convenience --------------------------------------------------------
     @property
@@ -289,8 +325,10 @@ class Trace(Sequence[Run]):
         return iter(self.runs)
 
     def __repr__(self) -> str:
-        lines = [f"Trace({len(self.runs)} run{'s' if len(self.runs) != 1 else ''})"]
+        lang = course_language()
+        n = len(self.runs)
+        lines = [T("trace_one" if n == 1 else "trace", lang, runs=n)]
         for i, run in enumerate(self.runs):
-            prompt = run.get("pipeline.prompt", "")
-            lines.append(f"  [{i}] {prompt!r}: {run.n_steps} steps, {len(run)} keys")
+            prompt = repr(run.get("pipeline.prompt", ""))
+            lines.append(T("trace_run", lang, i=i, prompt=prompt, steps=run.n_steps, keys=len(run)))
         return "\n".join(lines)
