@@ -242,6 +242,8 @@ def test_trace_lang_defaults_to_the_course_language(tmp_path, drawn, monkeypatch
         assert main([*TRACE, "--frames", "1", "--out", str(tmp_path / "run")]) == 0
     (_, titles, title), *_ = drawn
     assert titles[0].startswith("第 1 步") and title.startswith("预测的干净图像 x̂0：")
+    summary = (tmp_path / "run" / "summary.txt").read_text(encoding="utf-8")
+    assert not CJK.search(summary)  # English even when the course language is Chinese
 
 
 def test_trace_help_names_lang_and_english_summary(capsys):

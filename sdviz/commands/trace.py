@@ -164,5 +164,5 @@ def summary(
     lines += [f"{k:>16}: {v}" for k, v in rows.items()]
     lines += ["", "timings (s)"]
     lines += [f"{k:>18}: {v:.2f}" for k, v in times.items()]
-    lines += ["", repr(run), "", KEYS_LINE, ""]
+    lines += ["", run.describe_keys("en"), "", KEYS_LINE, ""]  # summary.txt: English
     return "\n".join(lines)
