@@ -133,6 +133,21 @@ def test_attention_side_by_side_draws_a_row_per_model(tiny):
         sdviz.figures.attention_side_by_side(other, ["red"])
 
 
+def test_attention_side_by_side_in_chinese_asks_for_no_missing_bold_face(tiny, caplog):
+    """Noto Sans SC ships no bold face: a Chinese figure asking for bold made matplotlib
+    log 'Failed to find font weight bold' under the lesson's figure."""
+    import io
+    import logging
+
+    prompt = "a red circle"
+    runs = {label: sdviz.generate(pipe, prompt, steps=2, seed=3) for label, pipe in tiny.items()}
+    fig = sdviz.figures.attention_side_by_side(runs, ["red"], lang="zh")
+    with caplog.at_level(logging.WARNING, logger="matplotlib.font_manager"):
+        fig.savefig(io.BytesIO(), format="png")  # fonts are looked up when drawing
+    assert not [r for r in caplog.records if "findfont" in r.getMessage()]
+    assert fig.subfigs[0].get_supylabel() == "UNet"
+
+
 def test_the_benchmark_prints_a_row_per_model_and_step_count(tmp_path, capsys):
     bench = _benchmark()
     argv = ["--unet", "sdviz-tiny", "--flow", "sdviz-tiny-sd3", "--prompts", "2"]

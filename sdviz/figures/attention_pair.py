@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from ..language import Texts, course_language
 from .attention import MAX_WORDS, cross_attention, token_indices
-from .style import PANEL, Canvas, new_figure, style
+from .style import PANEL, Canvas, heading_weight, new_figure, style
 
 T = Texts(
     __name__,
@@ -76,5 +76,5 @@ def attention_side_by_side(
         subs = fig.subfigures(len(runs), 1, squeeze=False)[:, 0]
         for sub, (label, run) in zip(subs, runs.items(), strict=True):
             cross_attention(run, words, step=step, fig=sub, lang=lang)
-            sub.supylabel(label, fontsize=10, fontweight="bold")
+            sub.supylabel(label, fontsize=10, fontweight=heading_weight(lang))
     return fig

@@ -82,6 +82,12 @@ def style(lang: str = "en") -> Iterator[None]:
         yield
 
 
+def heading_weight(lang: str) -> str:
+    """ "bold" for English labels; "normal" in Chinese: the CJK font sdviz ships (Noto Sans
+    SC Regular) has no bold face, and matplotlib would say so on every draw."""
+    return "bold" if lang == "en" else "normal"
+
+
 def wrap(text: str, width: int) -> str:
     """`textwrap.fill(text, width)`; text with wide (CJK) characters is broken between them
     too (counted 2 each, never before closing or after opening punctuation), Latin words

@@ -26,7 +26,15 @@ from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from ..language import Texts, course_language, drawing
 from ..probes.unet import CROSS, DOWN, RESNET, SELF, UP, Block, UnetStructure, unet_structure
-from .style import LINE_COLORS, figure_of, new_figure, rounded_box, style, text_width
+from .style import (
+    LINE_COLORS,
+    figure_of,
+    heading_weight,
+    new_figure,
+    rounded_box,
+    style,
+    text_width,
+)
 
 TIME_COLOR, TEXT_COLOR, SKIP_COLOR, SELF_COLOR = (
     LINE_COLORS[3],
@@ -262,7 +270,7 @@ def _draw_ends(
         _box(ax, x, y, 4.6, 0.55, "#888888", 0.10)
         ax.text(x, y, label, ha="center", va="center", fontsize=9)
         # bold in English only: Noto Sans SC has no bold face, half-bold labels look wrong
-        weight = "bold" if lang == "en" else "normal"
+        weight = heading_weight(lang)
         ax.text(x, y + 1.0, io, ha="center", va="center", fontsize=10, fontweight=weight)
         if b is first:
             _arrow(ax, (x, y + 0.8), (x, y + 0.3))
