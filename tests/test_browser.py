@@ -388,10 +388,14 @@ def _check_twins(ui, lesson: str) -> None:
     with ui.step(f"{lesson}: sdviz-mini and sdviz-mini-flow drew from the same noise"):
         line = panel.get_by_text(TWINS_PRINTOUT).first
         line.wait_for(state="attached")
-        _scroll_to_top(line)
         images = panel.locator(".jp-RenderedImage img")
         ui.wait_for("the lesson's figures", images.count, 30)
         assert all(_loaded(images.nth(i)) for i in range(images.count())), "an image is broken"
+        # scroll last, once every image has its height: scrolled before, the notebook's
+        # layout still grew and the screenshot showed its end instead of the section
+        _scroll_to_top(line)
+        ui.wait_for("the printout in view", line.is_visible, 10)
+        ui.page.wait_for_timeout(300)  # let the windowed notebook draw the cells in view
         ui.screenshot(f"{name}-twins")
 
 

@@ -199,6 +199,21 @@ def test_filmstrip_steps():
     assert filmstrip_steps(10, 1) == [9]
 
 
+def test_filmstrip_wraps_a_title_wider_than_the_strip():
+    """Two frames are 3.8 inches wide: a long prompt in the title goes onto two lines
+    instead of running off both edges (lesson 10's two-model strip)."""
+    import torch
+
+    from sdviz.figures.image_row import filmstrip
+
+    title = "'a red circle to the left of a blue square', seed 0, 8 steps"
+    fig = filmstrip(torch.rand(2, 3, 8, 8), ["a", "b"], title, lang="en")
+    lines = fig._suptitle.get_text().split("\n")
+    assert len(lines) == 2 and " ".join(lines) == title
+    short = filmstrip(torch.rand(6, 3, 8, 8), list("abcdef"), "x0-hat: a red circle", lang="en")
+    assert short._suptitle.get_text() == "x0-hat: a red circle"  # fits: unchanged
+
+
 def test_readme_trace_command_parses():
     readme = (ROOT / "README.md").read_text()
     command = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)[0].strip()

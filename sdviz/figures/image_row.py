@@ -18,7 +18,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ..language import course_language
-from .style import check_steps, show_image, style
+from .style import TITLE_CHARS_PER_INCH, check_steps, show_image, style, wrap
 
 PANEL_WIDTH, STRIP_HEIGHT = 1.9, 2.3  # inches: one small panel, and the row with its titles
 
@@ -44,6 +44,7 @@ def filmstrip(
         for ax, image, text in zip(axes, images, titles, strict=True):
             show_image(ax, image, text)  # nearest: enlarged 64-px pixels stay honest
             ax.title.set_fontsize(8)
-        if title:
-            fig.suptitle(title, fontsize=9)
+        if title:  # 9 pt: a third more characters per inch than a default title
+            chars = int(fig.get_figwidth() * TITLE_CHARS_PER_INCH * 4 / 3)
+            fig.suptitle(wrap(title, max(24, chars)), fontsize=9)
     return fig
