@@ -55,6 +55,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mini_quality as mq  # noqa: E402  (a script beside this one, not a package)
 
+from sdviz.probes.guidance import rule_sentence  # noqa: E402
 from sdviz.shapes import COLOURS, HELD_OUT_PAIRS, ShapesWorld  # noqa: E402
 
 SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0)
@@ -174,13 +175,14 @@ def mean_accuracy(s: dict) -> float:
     return float(np.mean([s[k] for k in ("one_object", "two_objects", "placement")]))
 
 
-def recommend(sweep: dict[float, dict], rows: dict[float, list[dict]]) -> tuple[float, str]:
+def recommend(sweep: dict[float, dict], rows: dict[float, list[dict]]) -> tuple[float, dict]:
     """The scale to recommend: among the scales whose share of prompts followed is within
     one paired standard error of the best (the same prompts and seeds at every scale, so
     the error is that of the per-prompt differences: what these prompts cannot resolve),
     the one whose drawings stray least from ShapesWorld's colours (lowest palette error;
     ties: smaller g). More guidance than that buys no measurable prompt-following and
-    costs colour fidelity."""
+    costs colour fidelity. Returns (g, the rule's facts): `sdviz.probes.guidance.rule_sentence`
+    says them in words."""
     verdicts = {g: np.array([r["ok"] for r in rows[g]], dtype=float) for g in sweep}
     best = max(verdicts, key=lambda g: verdicts[g].mean())
     n = len(verdicts[best])
@@ -190,14 +192,15 @@ def recommend(sweep: dict[float, dict], rows: dict[float, list[dict]]) -> tuple[
         if d.mean() <= d.std(ddof=1) / np.sqrt(n):
             near.append(g)
     g = min(near, key=lambda g: (round(sweep[g]["palette_error"], 1), g))
-    rule = (
-        f"of the scales whose share of prompts followed ({n} verdicts: one object, unseen "
-        f"pairs, two objects placed) is within one paired standard error of the best "
-        f"({100 * verdicts[best].mean():.1f}% at g = {best:g}) — "
-        f"{', '.join(f'{x:g}' for x in sorted(near))} — the one whose colours stray least "
-        f"from ShapesWorld's palette ({sweep[g]['palette_error']:.1f} RGB units at g = {g:g})"
+    facts = dict(
+        n=n,
+        best_g=float(best),
+        best_share=100 * float(verdicts[best].mean()),
+        near=[float(x) for x in sorted(near)],
+        g=float(g),
+        palette_error=float(sweep[g]["palette_error"]),
     )
-    return float(g), rule
+    return float(g), facts
 
 
 def pick_example(rows: dict[float, list[dict]], g_rec: float, held_out: bool = False) -> dict:
@@ -340,7 +343,8 @@ def report(measured: dict, json_path: str | None) -> int:
     meta, ref, rec = measured["meta"], measured["reference"], measured["reference_vae"]
     sweep = {float(g): s for g, s in measured["sweep"].items()}
     rows = {float(g): r for g, r in measured["rows"].items()}
-    g_rec, rule = recommend(sweep, rows)
+    g_rec, facts = recommend(sweep, rows)
+    rule = rule_sentence(facts, "en")
     example = pick_example(rows, g_rec)
     held_out_example = pick_example(rows, g_rec, held_out=True)
     n = meta["n"]
@@ -369,7 +373,7 @@ def report(measured: dict, json_path: str | None) -> int:
             quality={k: [round(sweep[g][k], 3) for g in sweep] for k in QUALITY},
             reference={k: round(v, 3) for k, v in ref.items()},
             reference_vae={k: round(v, 3) for k, v in rec.items()},
-            recommended=dict(guidance_scale=g_rec, rule=rule),
+            recommended=dict(guidance_scale=g_rec, rule=rule, facts=facts),
             example=example,
             held_out_example=held_out_example,
         )

@@ -317,7 +317,7 @@ sdviz.figures.guidance_benefit(measured)
 # the model's recommended scale was chosen:
 
 # %%
-print(f"recommended g = {measured.recommended:g}: {measured.rule}")
+print(measured.recommendation())
 
 # %% [markdown]
 # ## Check yourself

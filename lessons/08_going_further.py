@@ -196,7 +196,7 @@ sdviz.course.table(
 # The recommended scale is not a guess either: the benchmark picks it by a stated rule.
 
 # %%
-print(f"recommended g = {measured.recommended:g}: {measured.rule}")
+print(measured.recommendation())
 print("the model's settings file says g =", lesson.guidance, "(sdviz.json, used above)")
 
 # %% [markdown]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from sdviz.probes.guidance import rule_sentence
 from sdviz.shapes import COLOURS, ShapesWorld
 
 SCALES = [1.0, 2.0, 3.0, 7.5]
@@ -69,8 +70,13 @@ def test_recommended_scale_is_as_good_and_closest_to_shapesworld(gs):
     worse = set(range(84))  # 84: four lost, none won: 4 points > paired error 2.0
     palette = [19, 14.7, 15, 19.8]
     rows = verdicts([set(range(60)), near, near, best])
-    g, rule = gs.recommend(sweep_of([60, 87, 87, 88], palette), rows)
-    assert g == 2.0 and "paired standard error" in rule and "88.0% at g = 7.5" in rule
+    g, facts = gs.recommend(sweep_of([60, 87, 87, 88], palette), rows)
+    assert g == 2.0 and facts["best_g"] == 7.5 and facts["near"] == [2.0, 3.0, 7.5]
+    rule = rule_sentence(facts, "en")
+    assert "paired standard error" in rule and "88.0% at g = 7.5" in rule
+    assert "— 2, 3, 7.5 —" in rule and "(14.7 RGB units at g = 2)" in rule
+    chinese = rule_sentence(facts, "zh")  # the same numbers, said in Chinese
+    assert "g = 7.5 时 88.0%" in chinese and "（2, 3, 7.5）" in chinese
     rows = verdicts([set(range(60)), worse, near, best])
     assert gs.recommend(sweep_of([60, 84, 87, 88], palette), rows)[0] == 3.0
     rows = verdicts([set(range(60)), near, near, best])
@@ -132,6 +138,7 @@ def test_the_shipped_record_reads_back(shipped):
     assert cols["guidance g"] == SCALES and cols["two objects right (%)"][1] == 81.0
     assert "colour off palette (RGB units)" in m.columns("quality")
     assert m.reference_columns()["edge sharpness (1/px)"] == [0.6, 0.6]
+    assert m.rule_facts["g"] == 2.0 and m.recommendation("en").endswith(m.rule)
     zh = m.columns("accuracy", lang="zh")  # the same numbers under Chinese headers
     assert list(zh.values()) == list(cols.values()) and [h.english for h in zh] == list(cols)
     assert zh["两个物体画对（%）"][1] == 81.0
@@ -155,13 +162,19 @@ def test_missing_measurements_say_how_to_make_them(tmp_path):
 
 
 def test_the_embedded_model_ships_its_measurements():
-    from sdviz.pipeline import recommended
+    from sdviz.pipeline import EMBEDDED_FLOW_MODEL, recommended
     from sdviz.probes import measured_guidance
 
     m = measured_guidance()
     assert len(m.scales) >= 9 and m.n["one_object"] + m.n["two_objects"] >= 96
     assert recommended().guidance_scale == m.recommended  # sdviz.json follows the data
     assert m.recommended in m.scales
+    # the rule's facts say the stored English rule again, word for word, and in Chinese
+    assert m.recommendation("en") == f"recommended g = {m.recommended:g}: {m.rule}"
+    assert m.rule_facts["g"] == m.recommended and m.rule_facts["near"][-1] <= max(m.scales)
+    assert m.recommendation("zh").startswith(f"推荐的引导系数 g = {m.recommended:g}：在遵循")
+    flow = measured_guidance(EMBEDDED_FLOW_MODEL)
+    assert flow.recommendation("en") == f"recommended g = {flow.recommended:g}: {flow.rule}"
 
 
 def test_card_shows_the_table_and_follows_it(shipped):

@@ -263,7 +263,7 @@ sdviz.figures.guidance_benefit(measured)
 # 边缘不随 g 变化。模型推荐的系数就是这样选出来的：
 
 # %%
-print(f"recommended g = {measured.recommended:g}: {measured.rule}")
+print(measured.recommendation())
 
 # %% [markdown]
 # ## 自测

@@ -174,7 +174,7 @@ sdviz.course.table(
 # 推荐的系数也不是猜出来的：基准测试按一条明确的规则选出它。
 
 # %%
-print(f"recommended g = {measured.recommended:g}: {measured.rule}")
+print(measured.recommendation())
 print("the model's settings file says g =", lesson.guidance, "(sdviz.json, used above)")
 
 # %% [markdown]

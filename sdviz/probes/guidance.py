@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,37 @@ T = Texts(
         "images": ("images", "图像"),
         "real": ("real ShapesWorld", "真实的 ShapesWorld 图像"),
         "real_vae": ("real, through the VAE", "真实图像，经过 VAE"),
+        "recommendation": ("recommended g = {g}: {rule}", "推荐的引导系数 g = {g}：{rule}"),
+        "rule": (
+            "of the scales whose share of prompts followed ({n} verdicts: one object, unseen "
+            "pairs, two objects placed) is within one paired standard error of the best "
+            "({best_share:.1f}% at g = {best_g}) — {near} — the one whose colours stray least "
+            "from ShapesWorld's palette ({palette:.1f} RGB units at g = {g})",
+            "在遵循提示词的比例（{n} 个判定：一个物体、没见过的颜色-形状组合、两个物体且位置正确）"
+            "与最好的那个（g = {best_g} 时 {best_share:.1f}%）相差不超过一个配对标准误差的"
+            "引导系数中（{near}），选颜色偏离 ShapesWorld 调色板最少的那个"
+            "（g = {g} 时 {palette:.1f} 个 RGB 单位）",
+        ),
     }
     | {key: (english, ZH_NAMES[key]) for key, english in (ACCURACY_NAMES | QUALITY_NAMES).items()},
 )
+
+
+def rule_sentence(facts: dict[str, Any], lang: str | None = None) -> str:
+    """The recommendation rule of `benchmarks/guidance_sweep.py`, in words, from its facts
+    (`n` verdicts per scale, the `best` scale `g` and its `share` of prompts followed, the
+    scales `near` it, the recommended `g` and its `palette_error`), in `lang` (default:
+    the course language). The benchmark writes the English one into guidance.json."""
+    return T(
+        "rule",
+        course_language(lang),
+        n=facts["n"],
+        best_share=facts["best_share"],
+        best_g=f"{facts['best_g']:g}",
+        near=", ".join(f"{x:g}" for x in facts["near"]),
+        palette=facts["palette_error"],
+        g=f"{facts['g']:g}",
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +106,15 @@ class MeasuredGuidance:
     example: dict[str, Any]
     held_out_example: dict[str, Any]
     source: str
+    rule_facts: dict[str, Any] = field(default_factory=dict)  # what `rule` says, as numbers
+
+    def recommendation(self, lang: str | None = None) -> str:
+        """ "recommended g = 2: of the scales whose share …": the recommended scale and the
+        rule that chose it, in `lang` (default: the course language; a guidance.json
+        written before the rule's facts were kept says its rule in English)."""
+        lang = course_language(lang)
+        rule = rule_sentence(self.rule_facts, lang) if self.rule_facts else self.rule
+        return T("recommendation", lang, g=f"{self.recommended:g}", rule=rule)
 
     def columns(self, part: str = "accuracy", lang: str | None = None) -> dict[str, list[float]]:
         """One `part` of the table ("accuracy" or "quality"), a column per measure (headers
@@ -154,6 +191,7 @@ def measured_guidance(model: Any = None) -> MeasuredGuidance:
             reference_vae={k: float(v) for k, v in data.get("reference_vae", {}).items()},
             recommended=float(data["recommended"]["guidance_scale"]),
             rule=str(data["recommended"]["rule"]),
+            rule_facts=dict(data["recommended"].get("facts", {})),
             n={k: int(v) for k, v in data["n"].items()},
             steps=int(data["steps"]),
             example=dict(data.get("example", {})),
