@@ -257,6 +257,13 @@ def text_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
+def pad(text: str, width: int, right: bool = False) -> str:
+    """`text` padded with spaces to `width` screen columns (`text_width`), on the left when
+    `right` (numbers), else on the right."""
+    fill = " " * (width - text_width(text))
+    return fill + text if right else text + fill
+
+
 def _fields(template: str) -> set[str]:
     """The names of a str.format template's fields ("{step}", "{t:.0f}", "{a[0]}" -> a)."""
     names = set()
@@ -323,6 +330,12 @@ class Texts:
         if lang == "en":
             return text
         return Term(text, templates[LANGUAGES.index("en")].format(**fields))
+
+    def get(self, key: str, lang: str, default: str, /, **fields: object) -> str:
+        """`self(key, lang, **fields)` when this table has `key`, else `default` (a value
+        that is its own word in every language: a model's name, a kind diffusers added
+        after this table was written)."""
+        return self(key, lang, **fields) if key in self.table else default
 
     def templates(self, lang: str) -> dict[str, str]:
         """key -> this language's template."""

@@ -131,6 +131,9 @@ def test_texts_check_their_templates():
     assert t("title", "en", step=3, n=5) == "Step 3 of 5"
     assert t("title", "zh", step=3, n=5).english == "Step 3 of 5"  # a Term
     assert type(t("title", "en", step=3, n=5)) is str  # English: plain str, as before
+    assert t.get("title", "zh", "?", step=3, n=5) == "第 3 步，共 5 步"
+    assert t.get("sdviz-mini", "zh", "sdviz-mini") == "sdviz-mini"  # not in the table: default
+    assert language.pad("步数", 6) == "步数  " and language.pad("12", 4, right=True) == "  12"
     assert REGISTRY.pop("tests.language_sample") is t
     with pytest.raises(ValueError, match="different fields"):
         Texts("tests.bad", {"title": ("Step {step}", "第 步")})

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..language import Term, Texts, course_language
-from ..language import text_width as _width
+from ..language import Term, Texts, course_language, pad, text_width
 
 T = Texts(
     __name__,
@@ -81,11 +80,6 @@ def _format(value: Any, fmt: str | None) -> str:
     return str(value)
 
 
-def _pad(text: str, width: int, right: bool) -> str:
-    fill = " " * (width - _width(text))
-    return fill + text if right else text + fill
-
-
 _NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?\s?[%×]?$|^–$|^[-+]?inf$|^nan$")
 
 
@@ -110,10 +104,10 @@ class Table:
             for name, values in self.columns.items()
         }
         numeric = {name: all(map(_NUMBER.match, cells)) for name, cells in text.items()}
-        widths = {name: max(map(_width, [name, *cells])) for name, cells in text.items()}
+        widths = {name: max(map(text_width, [name, *cells])) for name, cells in text.items()}
 
         def line(cells: Mapping[str, str]) -> str:
-            return "  ".join(_pad(cells[n], widths[n], numeric[n]) for n in text).rstrip()
+            return "  ".join(pad(cells[n], widths[n], numeric[n]) for n in text).rstrip()
 
         out = [self.title] if self.title else []
         out.append(line({n: n for n in text}))
@@ -132,8 +126,9 @@ def table(
 
     Floats print with 3 significant digits unless `formats` gives the column a format
     spec (".1%", ".2f"), naming it by its header (or, for a header sdviz wrote in the
-    course language, by its English one); tensors inside a column print as their shape. Say what each
-    number means in its header, or in `notes` (lines printed under the table).
+    course language, by its English one); tensors inside a column print as their shape.
+    Say what each number means in its header, or in `notes` (lines printed under the
+    table).
 
         sdviz.course.table({"t": [0, 500], "ᾱ_t (signal variance left)": [1.0, 0.28]})
     """

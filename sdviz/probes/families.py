@@ -117,7 +117,7 @@ SD_STAND_IN = "sdviz-mini"  # embedded and trained  # SD's place when another fa
 
 
 def _weights(weights: str, lang: str) -> str:
-    return T(weights, lang) if weights in T.table else weights  # sdviz-mini: a name
+    return T.get(weights, lang, weights)  # sdviz-mini: a name
 
 
 def family_pipelines(pipe: Any, seed: int = 0) -> dict[str, Any]:
@@ -182,7 +182,6 @@ def text_encoders_table(
     in `lang` (default: the course language)."""
     lang = course_language(lang)
     rows = [(architecture_facts(n), t) for n in names for t in architecture_facts(n).text_encoders]
-    roles = [f"role.{t.role}" for _, t in rows]
     return {
         T("model", lang): [f.name for f, _ in rows],
         T("component", lang): [t.component for _, t in rows],
@@ -190,7 +189,7 @@ def text_encoders_table(
         T("parameters", lang): [t.parameters / 1e6 for _, t in rows],
         T("width", lang): [t.width for _, t in rows],
         T("tokens", lang): [t.tokens for _, t in rows],
-        T("role", lang): [T(r, lang) if r in T.table else r[5:] for r in roles],
+        T("role", lang): [T.get(f"role.{t.role}", lang, t.role) for _, t in rows],
     }
 
 
@@ -220,7 +219,7 @@ def records_table(families: Families, lang: str | None = None) -> dict[str, list
 
     def prediction(run: Any) -> str:
         kind = str(run["denoiser.prediction_type"])
-        return T(kind, lang) if kind in PREDICTIONS else kind
+        return T.get(kind, lang, kind) if kind in PREDICTIONS else kind
 
     def guidance(run: Any) -> str:
         if "denoiser.guidance" in run:

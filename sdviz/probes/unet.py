@@ -163,8 +163,7 @@ class UnetStructure:
             return None
         lang = course_language(lang)
         module, kind = self.time_added
-        key = f"added.{kind}"
-        what = T(key, lang) if key in T.table else kind  # a kind diffusers added later
+        what = T.get(f"added.{kind}", lang, kind)  # a kind diffusers added later: its name
         return T(module, lang, what=what)
 
     def table(self, lang: str | None = None) -> dict[str, list[Any]]:

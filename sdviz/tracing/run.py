@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..autoencoder import decode
-from ..language import Texts, course_language, text_width
+from ..language import Texts, course_language, pad, text_width
 from ..text import readable_token
 from .keys import LAYER_PREFIX, MEANINGS, describe
 
@@ -84,7 +84,7 @@ def _columns(*columns: Sequence[str]) -> list[str]:
     widths = [max(map(text_width, column), default=0) for column in columns[:-1]]
     rows = []
     for *cells, last in zip(*columns, strict=True):
-        padded = [c + " " * (w - text_width(c)) for c, w in zip(cells, widths, strict=True)]
+        padded = [pad(c, w) for c, w in zip(cells, widths, strict=True)]
         rows.append("  " + "  ".join([*padded, last]))
     return rows
 
